@@ -1,0 +1,278 @@
+/* stats.c -- statistics per function.
+ *
+ * One pass over the calls table. Sums are kept per function; wall times
+ * are collected per function so percentiles are exact (nearest-rank). */
+#include "cs_analysis.h"
+
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const sort_names[] = {"total", "self", "calls", "mean", "max",
+                                         "p95",   "cpu",  "errors", "name"};
+
+int
+cs_sort_parse(const char *name, cs_sort *out)
+{
+    *out = CS_SORT_TOTAL;
+    for (size_t i = 0; i < sizeof sort_names / sizeof *sort_names; i++)
+        if (strcmp(name, sort_names[i]) == 0) {
+            *out = (cs_sort)i;
+            return CS_OK;
+        }
+    return CS_EINVAL;
+}
+
+const char *
+cs_sort_names(void)
+{
+    return "total, self, calls, mean, max, p95, cpu, errors, name";
+}
+
+int
+cs_name_matches(const char *filter, const char *name)
+{
+    if (filter == NULL || *filter == '\0')
+        return 1;
+    if (strpbrk(filter, "*?[") != NULL)
+        return fnmatch(filter, name, 0) == 0;
+    return strstr(name, filter) != NULL;
+}
+
+typedef struct acc {
+    cs_fstat st;
+    uint64_t *walls;
+    size_t nw, cw;
+    int keep;
+} acc;
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int
+key_cmp(const void *a, const void *b, void *ctx)
+{
+    const cs_fstat *x = a, *y = b;
+    double kx = 0, ky = 0;
+    switch (*(const cs_sort *)ctx) {
+    case CS_SORT_NAME:
+        return strcmp(x->name, y->name);
+    case CS_SORT_TOTAL:
+        kx = (double)x->total_ns, ky = (double)y->total_ns;
+        break;
+    case CS_SORT_SELF:
+        kx = (double)x->self_ns, ky = (double)y->self_ns;
+        break;
+    case CS_SORT_CALLS:
+        kx = (double)x->calls, ky = (double)y->calls;
+        break;
+    case CS_SORT_MEAN:
+        kx = x->mean_ns, ky = y->mean_ns;
+        break;
+    case CS_SORT_MAX:
+        kx = (double)x->max_ns, ky = (double)y->max_ns;
+        break;
+    case CS_SORT_P95:
+        kx = (double)x->p95_ns, ky = (double)y->p95_ns;
+        break;
+    case CS_SORT_CPU:
+        kx = (double)x->cpu_ns, ky = (double)y->cpu_ns;
+        break;
+    case CS_SORT_ERRORS:
+        kx = (double)x->errors, ky = (double)y->errors;
+        break;
+    }
+    if (kx != ky)
+        return kx > ky ? -1 : 1; /* largest first */
+    return strcmp(x->name, y->name);
+}
+
+static uint64_t
+nearest_rank(const uint64_t *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t k = (size_t)(p * (double)n + 0.999999);
+    if (k < 1)
+        k = 1;
+    if (k > n)
+        k = n;
+    return v[k - 1];
+}
+
+static void
+free_accs(acc *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        cs__free(a[i].walls);
+        cs__free(a[i].st.name);
+        cs__free(a[i].st.kind);
+        cs__free(a[i].st.file);
+    }
+    cs__free(a);
+}
+
+int
+cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3 *db = cs_store_db(s);
+    sqlite3_stmt *st = NULL;
+    acc *a = NULL;
+    size_t na = 0;
+    int rc = CS_OK;
+    int64_t maxid = 0;
+    /* functions: dense ids, so an array indexed by id */
+    if (sqlite3_prepare_v2(db, "SELECT IFNULL(MAX(id), 0) FROM functions", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        rc = CS_EDB;
+        goto out;
+    }
+    maxid = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    na = (size_t)maxid + 1;
+    a = cs__calloc(na, sizeof *a);
+    if (a == NULL) {
+        rc = CS_ENOMEM;
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, module || '.' || qualname, kind, file, line"
+                           " FROM functions",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rc = CS_EDB;
+        goto out;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (id < 0 || id > maxid)
+            continue;
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (name == NULL || !cs_name_matches(q->filter, name))
+            continue;
+        acc *x = &a[id];
+        x->keep = 1;
+        x->st.id = id;
+        x->st.name = cs__strdup(name);
+        x->st.kind = cs__strdup((const char *)sqlite3_column_text(st, 2));
+        x->st.file = cs__strdup((const char *)sqlite3_column_text(st, 3));
+        x->st.line = sqlite3_column_int64(st, 4);
+        x->st.min_ns = UINT64_MAX;
+        if (!x->st.name || !x->st.kind || !x->st.file) {
+            rc = CS_ENOMEM;
+            goto out;
+        }
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    const char *sql = q->pid ? "SELECT c.function, c.wall_ns, c.self_ns, c.cpu_ns, c.status"
+                               " FROM calls c JOIN threads t ON t.id = c.thread"
+                               " JOIN processes p ON p.id = t.process WHERE p.pid = ?"
+                             : "SELECT function, wall_ns, self_ns, cpu_ns, status FROM calls";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        rc = CS_EDB;
+        goto out;
+    }
+    if (q->pid)
+        sqlite3_bind_int64(st, 1, q->pid);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t f = sqlite3_column_int64(st, 0);
+        if (f < 0 || f > maxid || !a[f].keep)
+            continue;
+        acc *x = &a[f];
+        x->st.calls++;
+        const unsigned char *status = sqlite3_column_text(st, 4);
+        if (status && status[0] == 'u') {
+            x->st.unfinished++;
+            continue;
+        }
+        if (status && status[0] == 'r')
+            x->st.errors++;
+        uint64_t wall = (uint64_t)sqlite3_column_int64(st, 1);
+        x->st.total_ns += wall;
+        x->st.self_ns += (uint64_t)sqlite3_column_int64(st, 2);
+        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+            x->st.cpu_ns += (uint64_t)sqlite3_column_int64(st, 3);
+            x->st.cpu_calls++;
+        }
+        if (x->nw == x->cw) {
+            size_t cap = x->cw ? x->cw * 2 : 16;
+            uint64_t *w = cs__realloc(x->walls, cap * sizeof *w);
+            if (w == NULL) {
+                rc = CS_ENOMEM;
+                goto out;
+            }
+            x->walls = w;
+            x->cw = cap;
+        }
+        x->walls[x->nw++] = wall;
+    }
+    if (src != SQLITE_DONE) {
+        rc = src == SQLITE_CORRUPT || src == SQLITE_NOTADB ? CS_ENOTDB : CS_EDB;
+        goto out;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < na; i++)
+        if (a[i].keep && a[i].st.calls > 0)
+            kept++;
+    cs_fstat *v = cs__calloc(kept ? kept : 1, sizeof *v);
+    if (v == NULL) {
+        rc = CS_ENOMEM;
+        goto out;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < na; i++) {
+        acc *x = &a[i];
+        if (!x->keep || x->st.calls == 0)
+            continue;
+        if (x->nw) {
+            qsort(x->walls, x->nw, sizeof *x->walls, cmp_u64);
+            x->st.min_ns = x->walls[0];
+            x->st.max_ns = x->walls[x->nw - 1];
+            x->st.p50_ns = nearest_rank(x->walls, x->nw, 0.50);
+            x->st.p95_ns = nearest_rank(x->walls, x->nw, 0.95);
+            x->st.mean_ns = (double)x->st.total_ns / (double)x->nw;
+        } else {
+            x->st.min_ns = 0;
+        }
+        v[j++] = x->st;
+        memset(&x->st, 0, sizeof x->st); /* strings moved */
+    }
+    cs_sort sort = q->sort;
+    qsort_r(v, kept, sizeof *v, key_cmp, &sort);
+    if (q->limit && kept > q->limit) {
+        for (size_t i = q->limit; i < kept; i++) {
+            cs__free(v[i].name);
+            cs__free(v[i].kind);
+            cs__free(v[i].file);
+        }
+        kept = q->limit;
+    }
+    *out = v;
+    *n = kept;
+out:
+    sqlite3_finalize(st);
+    free_accs(a, na);
+    return rc;
+}
+
+void
+cs_stats_free(cs_fstat *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        cs__free(v[i].name);
+        cs__free(v[i].kind);
+        cs__free(v[i].file);
+    }
+    cs__free(v);
+}

@@ -1,0 +1,50 @@
+/* cli.h -- shared by the subcommands of the callscope tool. Each command
+ * is `int cs_cmd_<name>(int argc, char **argv)` and returns the process
+ * exit status: 0 success, 1 failure, 2 bad usage. */
+#ifndef CS_CLI_H
+#define CS_CLI_H
+
+#include "cs_analysis.h"
+#include "cs_core.h"
+#include "cs_log.h"
+#include "cs_store.h"
+
+#include <stdio.h>
+
+#define CS_EXIT_OK 0
+#define CS_EXIT_FAIL 1
+#define CS_EXIT_USAGE 2
+
+typedef struct cs_command {
+    const char *name;
+    const char *summary;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+} cs_command;
+
+int cs_cmd_run(int argc, char **argv);
+int cs_cmd_top(int argc, char **argv);
+int cs_cmd_info(int argc, char **argv);
+int cs_cmd_clean(int argc, char **argv);
+
+extern const char cs_usage_run[];
+extern const char cs_usage_top[];
+extern const char cs_usage_info[];
+extern const char cs_usage_clean[];
+
+/* Print "callscope: error: ..." to stderr; returns `code` for chaining. */
+int cli_error(int code, const char *fmt, ...) CS_PRINTF(2, 3);
+void cli_warn(const char *fmt, ...) CS_PRINTF(1, 2);
+
+/* Resolve RUN (NULL for latest) under `root`, recover it (ingest logs of
+ * dead writers) and report problems. On success *dir is the run
+ * directory (caller frees). Returns an exit status. */
+int cli_open_run(const char *root, const char *spec, char **dir /* OUT */);
+
+/* Parse a non-negative integer option value; returns 0 or -1. */
+int cli_parse_size(const char *s, size_t *out /* OUT */);
+
+/* Print `s`, cut to `width` columns with a trailing ellipsis mark. */
+void cli_cell(FILE *f, const char *s, int width, int left);
+
+#endif

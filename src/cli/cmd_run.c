@@ -1,0 +1,194 @@
+/* cmd_run.c -- `callscope run`: start Python on a script or module inside
+ * a new run, wait for it, recover whatever it left, and say where the run
+ * is. The child's exit status becomes ours. */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const char cs_usage_run[] =
+    "usage: callscope run [options] SCRIPT [ARGS...]\n"
+    "       callscope run [options] -m MODULE [ARGS...]\n\n"
+    "Run a Python program in a new run directory, then recover and summarise it.\n\n"
+    "options:\n"
+    "  -m MODULE        run a module, like python -m\n"
+    "  -d, --dir ROOT   root of the run directories (default $CALLSCOPE_DIR or\n"
+    "                   ./callscope-runs)\n"
+    "  -n, --name NAME  name of the run (default: the script or module)\n"
+    "  --python PATH    the Python to use (default $CALLSCOPE_PYTHON, else the\n"
+    "                   python beside this tool, else python3 on PATH)\n"
+    "  -q, --quiet      print nothing after the run\n"
+    "  -h, --help       show this help\n";
+
+/* The Python beside this executable (a virtual environment's bin/), if any. */
+static char *
+find_python(const char *opt)
+{
+    if (opt)
+        return cs__strdup(opt);
+    const char *env = getenv("CALLSCOPE_PYTHON");
+    if (env && *env)
+        return cs__strdup(env);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const names[] = {"python3", "python"};
+            for (size_t i = 0; i < 2; i++) {
+                char *p = cs__path_join(self, names[i]);
+                if (p && access(p, X_OK) == 0)
+                    return p;
+                cs__free(p);
+            }
+        }
+    }
+    return cs__strdup("python3");
+}
+
+static const char *
+base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+int
+cs_cmd_run(int argc, char **argv)
+{
+    const char *root = cs_run_root_default(), *name = NULL, *module = NULL, *python = NULL;
+    int quiet = 0;
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},    {"name", required_argument, NULL, 'n'},
+        {"python", required_argument, NULL, 'P'}, {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+:m:d:n:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            module = optarg;
+            break;
+        case 'd':
+            root = optarg;
+            break;
+        case 'n':
+            name = optarg;
+            break;
+        case 'P':
+            python = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            fputs(cs_usage_run, stdout);
+            return CS_EXIT_OK;
+        case ':':
+            return cli_error(CS_EXIT_USAGE, "run: option '%s' needs a value", argv[optind - 1]);
+        default:
+            return cli_error(CS_EXIT_USAGE, "run: unknown option '%s' (see callscope run --help)",
+                             argv[optind - 1]);
+        }
+        if (module)
+            break; /* everything after -m MODULE belongs to the module */
+    }
+    if (!module && optind >= argc)
+        return cli_error(CS_EXIT_USAGE, "run: nothing to run (give SCRIPT or -m MODULE)");
+    const char *target = module ? module : argv[optind];
+    if (!module && access(target, R_OK) != 0)
+        return cli_error(CS_EXIT_USAGE, "run: cannot read script '%s': %s", target,
+                         strerror(errno));
+    if (name == NULL) {
+        static char stem[128];
+        snprintf(stem, sizeof stem, "%s", base_name(target));
+        char *dot = strrchr(stem, '.');
+        if (dot && !module && strcmp(dot, ".py") == 0)
+            *dot = '\0';
+        name = stem;
+    }
+    char *rundir = NULL;
+    int rc = cs_run_create(root, name, &rundir);
+    if (rc != CS_OK)
+        return cli_error(CS_EXIT_FAIL, "run: cannot create a run under %s: %s", root,
+                         cs_strerror(rc));
+    char *py = find_python(python);
+    int nargs = argc - optind;
+    char **cargv = cs__calloc((size_t)nargs + 8, sizeof *cargv);
+    if (py == NULL || cargv == NULL) {
+        cs__free(py);
+        cs__free(rundir);
+        return cli_error(CS_EXIT_FAIL, "out of memory");
+    }
+    int k = 0;
+    cargv[k++] = py;
+    cargv[k++] = "-m";
+    cargv[k++] = "callscope._launch";
+    if (module) {
+        cargv[k++] = "-m";
+        cargv[k++] = (char *)module;
+    } else {
+        cargv[k++] = "--";
+    }
+    for (int i = optind; i < argc; i++)
+        cargv[k++] = argv[i];
+    cargv[k] = NULL;
+
+    setenv("CALLSCOPE_RUN_DIR", rundir, 1);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = cli_error(CS_EXIT_FAIL, "run: fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0) {
+        execvp(py, cargv);
+        fprintf(stderr, "callscope: error: run: cannot start %s: %s\n", py, strerror(errno));
+        _exit(127);
+    }
+    /* The terminal's Ctrl-C reaches the child too; we wait for it. */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_int, old_quit;
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGQUIT, &ign, &old_quit);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGQUIT, &old_quit, NULL);
+    rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+
+    cs_sync_result sr;
+    int src = cs_run_sync(rundir, &sr);
+    if (src != CS_OK)
+        cli_warn("run: could not recover %s: %s", rundir, cs_store_last_error());
+    else if (sr.failed)
+        cli_warn("run: %d log(s) could not be read: %s", sr.failed, sr.message);
+    if (!quiet) {
+        cs_run_summary s;
+        if (cs_run_summarize(rundir, &s) == CS_OK) {
+            char d[32];
+            fprintf(stderr,
+                    "callscope: run %s: %llu calls in %llu process(es), %s, %s; "
+                    "see: callscope top %s\n",
+                    s.dir, (unsigned long long)s.calls, (unsigned long long)s.processes,
+                    cs_fmt_ns(s.duration_ns, d, sizeof d), cs_run_state_name(s.state),
+                    base_name(s.dir));
+        }
+        cs_run_summary_free(&s);
+    }
+out:
+    cs__free(cargv);
+    cs__free(py);
+    cs__free(rundir);
+    return rc;
+}

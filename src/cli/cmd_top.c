@@ -1,0 +1,127 @@
+/* cmd_top.c -- `callscope top`: one row per function. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cs_usage_top[] =
+    "usage: callscope top [options] [RUN]\n\n"
+    "One row per function of RUN (default: latest): calls, errors, total,\n"
+    "self, mean, p50, p95 and max wall time, and CPU time.\n\n"
+    "options:\n"
+    "  -s, --sort KEY      total (default), self, calls, mean, max, p95, cpu,\n"
+    "                      errors or name\n"
+    "  -n, --limit N       show the first N rows (default 30, 0 for all)\n"
+    "  -f, --filter PAT    only functions whose module.qualname matches PAT\n"
+    "                      (a glob with * ? [ ], else a substring)\n"
+    "  -p, --pid PID       only calls made by process PID\n"
+    "  -d, --dir ROOT      root of the run directories\n"
+    "  -h, --help          show this help\n";
+
+static void
+ns_cell(FILE *f, uint64_t ns, int has)
+{
+    char b[32];
+    fprintf(f, " %9s", has ? cs_fmt_ns(ns, b, sizeof b) : "-");
+}
+
+int
+cs_cmd_top(int argc, char **argv)
+{
+    const char *root = cs_run_root_default();
+    cs_stats_query q = {.sort = CS_SORT_TOTAL, .limit = 30};
+    static const struct option opts[] = {
+        {"sort", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
+        {"filter", required_argument, NULL, 'f'}, {"pid", required_argument, NULL, 'p'},
+        {"dir", required_argument, NULL, 'd'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    opterr = 0;
+    int c;
+    size_t v;
+    while ((c = getopt_long(argc, argv, ":s:n:f:p:d:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (cs_sort_parse(optarg, &q.sort) != CS_OK)
+                return cli_error(CS_EXIT_USAGE, "top: unknown sort key '%s' (use one of: %s)",
+                                 optarg, cs_sort_names());
+            break;
+        case 'n':
+            if (cli_parse_size(optarg, &q.limit) != 0)
+                return cli_error(CS_EXIT_USAGE, "top: --limit needs a number, not '%s'", optarg);
+            break;
+        case 'f':
+            q.filter = optarg;
+            break;
+        case 'p':
+            if (cli_parse_size(optarg, &v) != 0 || v == 0)
+                return cli_error(CS_EXIT_USAGE, "top: --pid needs a process id, not '%s'",
+                                 optarg);
+            q.pid = (int64_t)v;
+            break;
+        case 'd':
+            root = optarg;
+            break;
+        case 'h':
+            fputs(cs_usage_top, stdout);
+            return CS_EXIT_OK;
+        case ':':
+            return cli_error(CS_EXIT_USAGE, "top: option '%s' needs a value", argv[optind - 1]);
+        default:
+            return cli_error(CS_EXIT_USAGE, "top: unknown option '%s' (see callscope top --help)",
+                             argv[optind - 1]);
+        }
+    }
+    if (argc - optind > 1)
+        return cli_error(CS_EXIT_USAGE, "top: one RUN at most (got %d)", argc - optind);
+    char *dir = NULL;
+    int rc = cli_open_run(root, optind < argc ? argv[optind] : NULL, &dir);
+    if (rc != CS_EXIT_OK)
+        return rc;
+    char *dbp = cs__path_join(dir, CS_DB_NAME);
+    cs_store *s = NULL;
+    cs_fstat *st = NULL;
+    size_t n = 0;
+    int src = dbp ? cs_store_open(dbp, 0, &s) : CS_ENOMEM;
+    if (src == CS_ENOENT || src == CS_ENOTRUN) {
+        printf("run %s: no calls recorded yet\n", dir);
+        rc = CS_EXIT_OK;
+        goto out;
+    }
+    if (src != CS_OK) {
+        rc = cli_error(CS_EXIT_FAIL, "%s", cs_store_last_error());
+        goto out;
+    }
+    if ((src = cs_stats(s, &q, &st, &n)) != CS_OK) {
+        rc = cli_error(CS_EXIT_FAIL, "%s: cannot read calls: %s", dbp,
+                       src == CS_ENOTDB ? "database is damaged" : sqlite3_errmsg(cs_store_db(s)));
+        goto out;
+    }
+    printf("run %s\n", dir);
+    printf("%-40s %8s %6s %9s %9s %9s %9s %9s %9s %9s\n", "function", "calls", "errors",
+           "total", "self", "mean", "p50", "p95", "max", "cpu");
+    for (size_t i = 0; i < n; i++) {
+        cli_cell(stdout, st[i].name, 40, 0);
+        printf(" %8llu %6llu", (unsigned long long)st[i].calls,
+               (unsigned long long)st[i].errors);
+        int has = st[i].calls > st[i].unfinished;
+        ns_cell(stdout, st[i].total_ns, has);
+        ns_cell(stdout, st[i].self_ns, has);
+        ns_cell(stdout, (uint64_t)st[i].mean_ns, has);
+        ns_cell(stdout, st[i].p50_ns, has);
+        ns_cell(stdout, st[i].p95_ns, has);
+        ns_cell(stdout, st[i].max_ns, has);
+        ns_cell(stdout, st[i].cpu_ns, st[i].cpu_calls > 0);
+        putchar('\n');
+    }
+    if (n == 0)
+        printf("(no functions%s%s)\n", q.filter ? " match " : "", q.filter ? q.filter : "");
+out:
+    cs_stats_free(st, n);
+    cs_store_close(s);
+    cs__free(dbp);
+    cs__free(dir);
+    return rc;
+}

@@ -1,0 +1,95 @@
+/* util.c -- helpers shared by the CLI commands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+cli_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("callscope: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+void
+cli_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("callscope: warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int
+cli_parse_size(const char *s, size_t *out)
+{
+    *out = 0;
+    if (s == NULL || *s == '\0' || *s == '-')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0')
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+void
+cli_cell(FILE *f, const char *s, int width, int left)
+{
+    int len = (int)strlen(s);
+    if (len > width && width > 1) {
+        if (left)
+            fprintf(f, "%.*s~", width - 1, s);
+        else
+            fprintf(f, "~%s", s + len - (width - 1));
+        return;
+    }
+    fprintf(f, left ? "%-*s" : "%*s", width, s);
+}
+
+int
+cli_open_run(const char *root, const char *spec, char **dir)
+{
+    *dir = NULL;
+    int rc = cs_run_resolve(root, spec, dir);
+    if (rc == CS_ENOENT) {
+        if (spec == NULL || strcmp(spec, "latest") == 0)
+            return cli_error(CS_EXIT_FAIL, "no runs in %s (set CALLSCOPE_DIR or use --dir)",
+                             root);
+        return cli_error(CS_EXIT_FAIL, "run not found: %s", spec);
+    }
+    if (rc == CS_ENOTRUN)
+        return cli_error(CS_EXIT_FAIL, "%s: not a callscope run (no run.db, no logs)",
+                         spec ? spec : root);
+    if (rc != CS_OK)
+        return cli_error(CS_EXIT_FAIL, "%s: %s", spec ? spec : root, cs_strerror(rc));
+    cs_sync_result sr;
+    rc = cs_run_sync(*dir, &sr);
+    if (rc != CS_OK) {
+        cli_error(CS_EXIT_FAIL, "%s", cs_store_last_error());
+        cs__free(*dir);
+        *dir = NULL;
+        return CS_EXIT_FAIL;
+    }
+    if (sr.failed)
+        cli_warn("%d log(s) could not be read and were left in place: %s", sr.failed,
+                 sr.message);
+    if (sr.bad_records)
+        cli_warn("%llu damaged record(s) skipped; the valid part of each log was kept",
+                 (unsigned long long)sr.bad_records);
+    if (sr.running)
+        cli_warn("%d process(es) still running: their calls appear when they exit",
+                 sr.running);
+    return CS_EXIT_OK;
+}

@@ -1,0 +1,121 @@
+/*
+ * cs_core.h -- the contract of callscope's core: error codes, allocation,
+ * the clock, and small filesystem helpers shared by every stage.
+ *
+ * Nothing here includes Python.h. Every function returns an int error code
+ * (CS_OK or a negative CS_E* value) unless its comment says otherwise, and
+ * none of them calls exit() or abort().
+ */
+#ifndef CS_CORE_H
+#define CS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define CS_EXPORT __attribute__((visibility("default")))
+#define CS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define CS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define CS_EXPORT
+#define CS_LIKELY(x) (x)
+#define CS_UNLIKELY(x) (x)
+#define CS_PRINTF(a, b)
+#endif
+
+/* ---- errors -------------------------------------------------------------
+ * One list of error codes. CS_OK is 0; failures are negative. */
+#define CS_ERRNO_MAP(X)                                                      \
+    X(NOMEM, -1, "out of memory")                                            \
+    X(IO, -2, "input/output error")                                          \
+    X(INVAL, -3, "invalid argument")                                         \
+    X(NOENT, -4, "no such file or directory")                                \
+    X(EXIST, -5, "already exists")                                           \
+    X(FORMAT, -6, "malformed data")                                          \
+    X(VERSION, -7, "unsupported format version")                             \
+    X(DB, -8, "database error")                                              \
+    X(NOTRUN, -9, "not a callscope run")                                     \
+    X(BUSY, -10, "in use by a running process")                              \
+    X(FULL, -11, "buffer full")                                              \
+    X(NOTDB, -12, "not a callscope database")                                \
+    X(RANGE, -13, "value out of range")
+
+enum {
+    CS_OK = 0,
+#define CS__ENUM(name, val, msg) CS_E##name = (val),
+    CS_ERRNO_MAP(CS__ENUM)
+#undef CS__ENUM
+};
+
+/* Return a static, human-readable description of the code `err`. */
+CS_EXPORT const char *cs_strerror(int err);
+
+/* Map an errno value to the closest CS_E* code. */
+CS_EXPORT int cs_from_errno(int e);
+
+/* ---- allocation ----------------------------------------------------------
+ * Every allocation of the library goes through these, so tests can count
+ * bytes and inject failures. cs__free(NULL) is a no-op. */
+void *cs__malloc(size_t n);
+void *cs__calloc(size_t count, size_t n);
+void *cs__realloc(void *p, size_t n);
+void cs__free(void *p);
+/* Duplicate `s` (NULL gives NULL). Caller frees with cs__free(). */
+char *cs__strdup(const char *s);
+/* Duplicate the `n` bytes at `s` and add a NUL. Caller frees with cs__free(). */
+char *cs__strndup(const char *s, size_t n);
+
+/* Test hooks: the number of live allocations made through cs__malloc and
+ * friends, and a countdown after which allocations fail (-1 disables). */
+CS_EXPORT long cs_alloc_live(void);
+CS_EXPORT void cs_alloc_fail_after(long n);
+
+/* ---- growable byte buffer ------------------------------------------------ */
+typedef struct cs_buf {
+    char *data; /* NUL-terminated when len > 0; owned */
+    size_t len;
+    size_t cap;
+    int failed; /* sticky: an append ran out of memory */
+} cs_buf;
+
+void cs_buf_init(cs_buf *b);
+void cs_buf_free(cs_buf *b);
+void cs_buf_append(cs_buf *b, const void *p, size_t n);
+void cs_buf_puts(cs_buf *b, const char *s);
+void cs_buf_printf(cs_buf *b, const char *fmt, ...) CS_PRINTF(2, 3);
+
+/* ---- clock ---------------------------------------------------------------
+ * Timestamps are monotonic nanoseconds (CLOCK_MONOTONIC). They are turned
+ * into units only when reported. */
+CS_EXPORT uint64_t cs_clock_mono_ns(void);
+/* Wall-clock (CLOCK_REALTIME) nanoseconds since the Unix epoch. */
+CS_EXPORT uint64_t cs_clock_wall_ns(void);
+/* CPU time consumed by the calling thread, in nanoseconds. */
+CS_EXPORT uint64_t cs_clock_thread_cpu_ns(void);
+
+/* ---- memory of the process ---------------------------------------------- */
+/* Current resident set size and its peak, in bytes. Either pointer may be
+ * NULL. On failure both outputs are 0. */
+CS_EXPORT int cs_mem_rss(uint64_t *rss /* OUT */, uint64_t *peak /* OUT */);
+
+/* ---- files -------------------------------------------------------------- */
+/* Create `path` and its missing parents with mode 0777 & ~umask. */
+CS_EXPORT int cs_mkdirs(const char *path);
+/* Remove `path` recursively. A missing path is not an error. */
+CS_EXPORT int cs_rmtree(const char *path);
+/* Total bytes allocated on disk below `path` (follows no symlinks). */
+CS_EXPORT uint64_t cs_du(const char *path);
+/* Join two path parts with one '/'. Caller frees with cs__free(). */
+char *cs__path_join(const char *a, const char *b);
+/* 1 if `path` is a directory, 0 otherwise. */
+int cs__is_dir(const char *path);
+/* 1 if `path` exists, 0 otherwise. */
+int cs__exists(const char *path);
+
+/* Human-readable renderings for reports. Write into `out` (at least 32
+ * bytes) and return it. */
+CS_EXPORT const char *cs_fmt_ns(uint64_t ns, char *out, size_t n);
+CS_EXPORT const char *cs_fmt_bytes(uint64_t bytes, char *out, size_t n);
+
+#endif /* CS_CORE_H */

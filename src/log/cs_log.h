@@ -1,0 +1,298 @@
+/*
+ * cs_log.h -- the contract of the event log: run directories, the
+ * crash-proof per-process log writer, and the validating log reader.
+ *
+ * Every process owns one log file in the run directory. Every thread
+ * appends fixed-size 16-byte records to its own chunk of that file, which
+ * is memory-mapped: the hot path takes no lock and makes no system call.
+ * Mapped pages belong to the kernel's page cache, so records survive the
+ * process dying by SIGKILL. The byte layout is documented in
+ * docs/log-format.md and mirrored by the constants below.
+ */
+#ifndef CS_LOG_H
+#define CS_LOG_H
+
+#include "cs_core.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* ---- format constants -------------------------------------------------- */
+#define CS_LOG_MAGIC "CSLOG\x00\x01\n"
+#define CS_LOG_VERSION 1u
+#define CS_LOG_HEADER_SIZE 4096u
+#define CS_LOG_CHUNK_MAGIC 0x4b435343u /* "CSCK" little-endian */
+#define CS_LOG_CHUNK_HEADER 32u
+#define CS_LOG_DEFAULT_CHUNK (1u << 20)
+#define CS_LOG_MIN_CHUNK (1u << 12)
+#define CS_LOG_SUFFIX ".cslog"
+
+/* Record kinds: the low byte of a record's second word. */
+enum cs_rec_kind {
+    CS_REC_NONE = 0,    /* unwritten space: end of the chunk's records */
+    CS_REC_ENTER = 1,   /* w0 = ts; payload = func id (32) | flags << 32 */
+    CS_REC_EXIT = 2,    /* w0 = ts; payload = seq (40) | status << 40 */
+    CS_REC_SUSPEND = 3, /* w0 = ts; payload = seq */
+    CS_REC_RESUME = 4,  /* w0 = ts; payload = seq */
+    CS_REC_CPU = 5,     /* w0 = thread CPU ns of the preceding event */
+    CS_REC_MEM = 6,     /* w0 = RSS bytes; payload = peak RSS in KiB */
+    CS_REC_XSTREAM = 7, /* w0 = stream of the next event's seq */
+    CS_REC_VAR = 8,     /* w0 = aux; payload = sub | len << 8 | sum << 32 */
+    CS_REC_END = 9,     /* w0 = ts; the stream (or process) closed cleanly */
+    CS_REC__MAX = 10
+};
+
+/* ENTER flags. */
+#define CS_FLAG_SPAN 0x1u  /* paused time is not counted in wall time */
+#define CS_FLAG_ASYNC 0x2u /* generator/coroutine: off the stack when suspended */
+
+/* EXIT status values. */
+enum cs_status { CS_STATUS_OK = 0, CS_STATUS_RAISED = 1, CS_STATUS_UNFINISHED = 2 };
+
+/* Variable-length record subtypes. */
+enum cs_var_kind {
+    CS_VAR_PROC = 1,   /* process: see docs/log-format.md */
+    CS_VAR_THREAD = 2, /* aux = stream; body = u64 tid, ident, first seq; name */
+    CS_VAR_FUNC = 3,   /* aux = func id; body = u32 line, u32 kind, strings */
+    CS_VAR_ERROR = 4,  /* aux = seq; body = type, message, traceback */
+    CS_VAR_PROC_END = 5 /* aux = ts; the process closed its log */
+};
+
+/* Function kinds, in a FUNC record and in the functions table. */
+enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1 };
+
+#define CS_SEQ_BITS 40
+#define CS_SEQ_MASK ((1ull << CS_SEQ_BITS) - 1)
+#define CS_VAR_MAX_BODY ((1u << 24) - 1)
+
+/* The file header, at offset 0, padded with zeros to CS_LOG_HEADER_SIZE. */
+typedef struct cs_log_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t chunk_size;
+    uint32_t reserved;
+    uint64_t pid;
+    uint64_t ppid;
+    uint64_t start_wall_ns;
+    uint64_t start_mono_ns;
+    uint64_t nonce;
+    char host[64];
+    uint64_t check; /* cs_log_hash64 of the bytes before this field */
+} cs_log_header;
+
+/* The header of each chunk: its first CS_LOG_CHUNK_HEADER bytes. */
+typedef struct cs_chunk_header {
+    uint32_t magic;
+    uint32_t stream;
+    uint32_t index; /* position of the chunk within its stream, from 0 */
+    uint32_t os_tid;
+    uint64_t first_ts;
+    uint32_t reserved;
+    uint32_t check; /* low 32 bits of cs_log_hash64 of the first 24 bytes */
+} cs_chunk_header;
+
+/* FNV-1a over `n` bytes: the checksum of headers and variable bodies. */
+CS_EXPORT uint64_t cs_log_hash64(const void *p, size_t n);
+
+/* The check byte of a record, from its first word and its second word with
+ * the check byte zero. A cheap mix: it tells written records from garbage. */
+static inline uint64_t
+cs_rec_check(uint64_t w0, uint64_t w1)
+{
+    uint64_t x = (w0 ^ (w1 * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
+    return (x >> 56) << 8;
+}
+
+/* ---- run directories --------------------------------------------------- */
+
+/* The root that holds runs: $CALLSCOPE_DIR, else "callscope-runs". The
+ * returned string is static or from the environment; do not free it. */
+CS_EXPORT const char *cs_run_root_default(void);
+
+/* Create a new run directory `<root>/<stamp>-<name>`, never reusing an
+ * existing one, and point `<root>/latest` at it. `name` is sanitised.
+ * *out receives the path; caller frees with cs__free(). */
+CS_EXPORT int cs_run_create(const char *root, const char *name, char **out /* OUT */);
+
+/* ---- writer ------------------------------------------------------------- */
+
+/* Process facts written into the log. Strings are borrowed for the call. */
+typedef struct cs_proc_info {
+    const char *name;  /* process name, e.g. "python3" */
+    const char *argv;  /* arguments joined by NUL bytes */
+    size_t argv_len;   /* bytes in argv */
+    const char *cwd;
+    int64_t rank;      /* MPI rank, or -1 */
+} cs_proc_info;
+
+/* Per-thread writer state. Fields before `priv_` are read by the inline
+ * hot path below; the rest belongs to writer.c. */
+typedef struct cs_tstate {
+    uint64_t *cur;     /* next free record slot */
+    uint64_t *end;     /* end of the mapped chunk */
+    uint64_t next_seq; /* seq of the next ENTER in this stream */
+    uint32_t epoch;    /* writer epoch this state belongs to */
+    uint32_t stream;   /* stream id within the process, from 1 */
+    uint64_t dropped;  /* records lost because no chunk could be mapped */
+    void *priv_;
+} cs_tstate;
+
+/* The writer's one state struct. `epoch` changes when the log is opened,
+ * closed, or the process forks; a thread whose state is from another epoch
+ * must go through cs_log_tstate_slow(). */
+typedef struct cs_writer_state {
+    _Atomic uint32_t epoch;
+    _Atomic int open;
+} cs_writer_state;
+
+extern CS_EXPORT cs_writer_state cs__writer;
+extern _Thread_local cs_tstate *cs__tls;
+
+/* Open this process's log in `rundir`, creating `rundir` if needed. Called
+ * once; a second call while open returns CS_EEXIST. Registers fork handlers
+ * so a child never writes into its parent's mapping: after fork the child
+ * is closed and must call cs_log_open again with its own directory. */
+CS_EXPORT int cs_log_open(const char *rundir, const cs_proc_info *info);
+
+/* 1 if a log is open in this process. */
+static inline int
+cs_log_is_open(void)
+{
+    return atomic_load_explicit(&cs__writer.open, memory_order_relaxed);
+}
+
+/* The run directory of the open log, or NULL. Borrowed. */
+CS_EXPORT const char *cs_log_rundir(void);
+/* The path of the open log file, or NULL. Borrowed. */
+CS_EXPORT const char *cs_log_path(void);
+/* 1 if the process forked since the log of its parent was open and has no
+ * log of its own yet. The child then opens one in cs_log_inherited_rundir(). */
+CS_EXPORT const char *cs_log_inherited_rundir(void);
+
+/* Close the log: end every stream, unmap every chunk, release the lock.
+ * Records written after this are dropped until the log is opened again.
+ * *path_out (if not NULL) receives the log's path; caller frees. */
+CS_EXPORT int cs_log_close(char **path_out /* OUT */);
+
+/* With the log closed, free what the writer keeps between logs: the
+ * calling thread's state and the remembered directories. A thread that
+ * records again gets a new state. */
+CS_EXPORT void cs_log_forget(void);
+
+/* Records lost because chunks could not be mapped (disk full). */
+CS_EXPORT uint64_t cs_log_dropped(void);
+
+/* The calling thread's state, creating it (and writing its THREAD record)
+ * when needed. Returns NULL when no log is open or on failure. `name` is
+ * the thread's name, `ident` its language-level identifier. */
+CS_EXPORT cs_tstate *cs_log_tstate_slow(const char *name, uint64_t ident);
+
+/* Map the next chunk for `t`. Returns CS_OK or an error, in which case the
+ * thread drops records until a later refill succeeds. */
+CS_EXPORT int cs__log_refill(cs_tstate *t);
+
+/* Fast path: the calling thread's state if it is current, else NULL. */
+static inline cs_tstate *
+cs_log_tstate(void)
+{
+    cs_tstate *t = cs__tls;
+    if (CS_LIKELY(t != NULL &&
+                  t->epoch == atomic_load_explicit(&cs__writer.epoch,
+                                                   memory_order_relaxed)))
+        return t;
+    return NULL;
+}
+
+/* Append one fixed record. */
+static inline void
+cs_log_put(cs_tstate *t, uint64_t w0, uint64_t kind, uint64_t payload)
+{
+    if (CS_UNLIKELY(t->cur >= t->end) && cs__log_refill(t) != CS_OK) {
+        t->dropped++;
+        return;
+    }
+    uint64_t *r = t->cur;
+    uint64_t w1 = kind | (payload << 16);
+    r[0] = w0;
+    /* The second word makes the record valid; it lands last. */
+    atomic_signal_fence(memory_order_release);
+    r[1] = w1 | cs_rec_check(w0, w1);
+    t->cur = r + 2;
+}
+
+/* Append an ENTER record for function `func` at `ts`; returns the call's
+ * sequence number, which its EXIT, SUSPEND and RESUME records name. */
+static inline uint64_t
+cs_log_enter(cs_tstate *t, uint32_t func, uint32_t flags, uint64_t ts)
+{
+    uint64_t seq = t->next_seq++;
+    cs_log_put(t, ts, CS_REC_ENTER, (uint64_t)func | ((uint64_t)(flags & 0xffffu) << 32));
+    return seq;
+}
+
+/* Append an EXIT, SUSPEND or RESUME record (`kind`) for call `seq`. */
+static inline void
+cs_log_mark(cs_tstate *t, unsigned kind, uint64_t seq, unsigned status, uint64_t ts)
+{
+    cs_log_put(t, ts, kind, (seq & CS_SEQ_MASK) | ((uint64_t)status << CS_SEQ_BITS));
+}
+
+/* Append a variable-length record: subtype `sub`, `aux` word, and the
+ * bytes of `body` (truncated to what one chunk holds). */
+CS_EXPORT void cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body,
+                              size_t len);
+
+/* Write the PROC record (process facts) into `t`'s stream. The opener
+ * calls this once, right after cs_log_open. */
+CS_EXPORT void cs_log_put_proc(cs_tstate *t, const cs_proc_info *info);
+
+/* Release the lock of a log closed by cs_log_close(), once the caller has
+ * ingested it (or decided not to). */
+CS_EXPORT void cs_log_release(void);
+
+/* ---- reader ------------------------------------------------------------- */
+
+/* One decoded event. CPU and MEM records are folded into the event they
+ * follow. Pointers in `var` are borrowed until the next event. */
+typedef struct cs_event {
+    unsigned kind;   /* CS_REC_ENTER, _EXIT, _SUSPEND, _RESUME, _VAR, _END */
+    uint32_t stream; /* stream the event was written in */
+    uint32_t target; /* stream of `seq` (differs from `stream` after XSTREAM) */
+    uint64_t ts;
+    uint64_t seq;    /* ENTER: its own seq; EXIT/SUSPEND/RESUME: the call */
+    uint32_t func;
+    uint32_t flags;
+    unsigned status;
+    int has_cpu, has_mem;
+    uint64_t cpu_ns, rss, peak_rss;
+    unsigned var_kind;
+    uint64_t aux;
+    const char *body;
+    size_t body_len;
+} cs_event;
+
+/* What a scan found. */
+typedef struct cs_scan_info {
+    cs_log_header header;
+    uint64_t records;      /* valid fixed records */
+    uint64_t bad_records;  /* records rejected (bad check, kind or order) */
+    uint64_t bad_chunks;   /* chunks with a bad header */
+    uint32_t streams;      /* distinct streams seen */
+    int clean_end;         /* the process wrote its PROC_END record */
+    uint64_t last_ts;      /* latest timestamp seen */
+} cs_scan_info;
+
+/* Visit every valid event of the log at `path`, stream by stream, each
+ * stream in order. Each stream stops at its first invalid record: the
+ * valid prefix is kept and the rest counted in bad_records. `only_var`
+ * visits variable records only (a fast first pass). `visit` returns CS_OK
+ * to continue or an error to stop the scan with that error. */
+typedef int (*cs_event_fn)(void *ctx, const cs_event *ev);
+CS_EXPORT int cs_log_scan(const char *path, int only_var, cs_event_fn visit, void *ctx,
+                          cs_scan_info *info /* OUT */);
+
+/* Read and validate only the file header of the log at `path`. */
+CS_EXPORT int cs_log_read_header(const char *path, cs_log_header *out /* OUT */);
+
+#endif /* CS_LOG_H */

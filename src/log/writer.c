@@ -1,0 +1,550 @@
+/* writer.c -- the per-process log writer.
+ *
+ * The hot path (cs_log_put in cs_log.h) only stores two words into the
+ * calling thread's mapped chunk. This file does everything around it: the
+ * file and its lock, handing out chunks, thread states, fork handling and
+ * the clean close.
+ *
+ * Concurrency contract: records are written by threads that hold the
+ * interpreter's lock, so the hot path never races with cs_log_close().
+ * Chunk hand-out and the thread list are protected by `mu`, because thread
+ * destructors run without the interpreter's lock. */
+#include "cs_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+cs_writer_state cs__writer;
+_Thread_local cs_tstate *cs__tls;
+
+typedef struct tpriv {
+    cs_tstate pub; /* first: a cs_tstate* is a tpriv* */
+    uint64_t *map;
+    uint32_t chunk_index;
+    uint32_t os_tid;
+    struct tpriv *next;
+} tpriv;
+
+/* The one state struct of the writer. */
+static struct {
+    pthread_mutex_t mu;
+    int fd;
+    char *rundir;
+    char *path;
+    char *inherited_rundir;
+    uint32_t chunk_size;
+    uint64_t next_off;
+    uint64_t file_size;
+    uint32_t next_stream;
+    tpriv *threads;
+    int broken;
+    uint64_t dropped;
+    int atfork_done;
+    pthread_key_t key;
+    int key_done;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+#define GROW_CHUNKS 16u
+
+static uint32_t
+current_epoch(void)
+{
+    return atomic_load_explicit(&cs__writer.epoch, memory_order_relaxed);
+}
+
+static uint32_t
+gettid_u32(void)
+{
+    return (uint32_t)syscall(SYS_gettid);
+}
+
+uint64_t
+cs_log_hash64(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint32_t
+chunk_size_from_env(void)
+{
+    const char *s = getenv("CALLSCOPE_CHUNK_SIZE");
+    if (s == NULL || *s == '\0')
+        return CS_LOG_DEFAULT_CHUNK;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end != '\0' || v < CS_LOG_MIN_CHUNK || v > (1ul << 30))
+        return CS_LOG_DEFAULT_CHUNK;
+    /* a whole number of pages */
+    v = (v + CS_LOG_MIN_CHUNK - 1) & ~(unsigned long)(CS_LOG_MIN_CHUNK - 1);
+    return (uint32_t)v;
+}
+
+/* Reserve space for more chunks. fallocate first, so a full disk is an
+ * error here instead of a SIGBUS on a mapped store later. Called with mu. */
+static int
+grow_file(uint64_t need)
+{
+    uint64_t size = W.file_size;
+    while (size < need)
+        size += (uint64_t)W.chunk_size * GROW_CHUNKS;
+    if (fallocate(W.fd, 0, (off_t)W.file_size, (off_t)(size - W.file_size)) != 0) {
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return cs_from_errno(errno);
+        if (ftruncate(W.fd, (off_t)size) != 0)
+            return cs_from_errno(errno);
+    }
+    W.file_size = size;
+    return CS_OK;
+}
+
+int
+cs__log_refill(cs_tstate *t)
+{
+    tpriv *p = (tpriv *)t;
+    int rc = CS_OK;
+    pthread_mutex_lock(&W.mu);
+    if (!cs_log_is_open() || W.broken || t->epoch != current_epoch()) {
+        rc = CS_EINVAL;
+        goto out;
+    }
+    uint64_t off = W.next_off;
+    if (off + W.chunk_size > W.file_size && (rc = grow_file(off + W.chunk_size)) != CS_OK) {
+        W.broken = 1;
+        goto out;
+    }
+    void *m = mmap(NULL, W.chunk_size, PROT_READ | PROT_WRITE, MAP_SHARED, W.fd, (off_t)off);
+    if (m == MAP_FAILED) {
+        rc = cs_from_errno(errno);
+        W.broken = 1;
+        goto out;
+    }
+    W.next_off = off + W.chunk_size;
+    if (p->map)
+        munmap(p->map, W.chunk_size);
+    p->map = m;
+    cs_chunk_header h = {.magic = CS_LOG_CHUNK_MAGIC,
+                         .stream = t->stream,
+                         .index = p->chunk_index++,
+                         .os_tid = p->os_tid,
+                         .first_ts = cs_clock_mono_ns()};
+    h.check = (uint32_t)cs_log_hash64(&h, 24);
+    memcpy(m, &h, sizeof h);
+    t->cur = (uint64_t *)((char *)m + CS_LOG_CHUNK_HEADER);
+    t->end = (uint64_t *)((char *)m + W.chunk_size);
+out:
+    if (rc != CS_OK) {
+        t->cur = t->end = NULL;
+    }
+    pthread_mutex_unlock(&W.mu);
+    return rc;
+}
+
+void
+cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body, size_t len)
+{
+    size_t room = W.chunk_size - CS_LOG_CHUNK_HEADER - 16;
+    if (len > room)
+        len = room;
+    if (len > CS_VAR_MAX_BODY)
+        len = CS_VAR_MAX_BODY;
+    size_t padded = (len + 15) & ~(size_t)15;
+    if ((size_t)((char *)t->end - (char *)t->cur) < padded + 16 &&
+        cs__log_refill(t) != CS_OK) {
+        t->dropped++;
+        return;
+    }
+    if (t->cur == NULL) {
+        t->dropped++;
+        return;
+    }
+    /* Body first, header last: a torn write leaves no valid header. */
+    char *dst = (char *)(t->cur + 2);
+    memcpy(dst, body, len);
+    memset(dst + len, 0, padded - len);
+    uint64_t sum = cs_log_hash64(body, len) & 0xffffu;
+    uint64_t payload = (uint64_t)sub | ((uint64_t)len << 8) | (sum << 32);
+    uint64_t w1 = CS_REC_VAR | (payload << 16);
+    t->cur[0] = aux;
+    atomic_signal_fence(memory_order_release);
+    t->cur[1] = w1 | cs_rec_check(aux, w1);
+    t->cur = (uint64_t *)(dst + padded);
+}
+
+/* Thread exit: end the stream and give the chunk back. Runs without the
+ * interpreter's lock, so it only touches state under `mu`. */
+static void
+thread_destructor(void *arg)
+{
+    tpriv *p = arg;
+    pthread_mutex_lock(&W.mu);
+    int live = cs_log_is_open() && p->pub.epoch == current_epoch();
+    if (live && p->map) {
+        if (p->pub.cur && p->pub.cur < p->pub.end) {
+            uint64_t ts = cs_clock_mono_ns();
+            uint64_t w1 = CS_REC_END;
+            p->pub.cur[0] = ts;
+            p->pub.cur[1] = w1 | cs_rec_check(ts, w1);
+        }
+        munmap(p->map, W.chunk_size);
+    }
+    p->map = NULL;
+    p->pub.cur = p->pub.end = NULL;
+    p->pub.epoch = 0;
+    /* unlink and free */
+    for (tpriv **pp = &W.threads; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    if (cs__tls == &p->pub)
+        cs__tls = NULL;
+    pthread_mutex_unlock(&W.mu);
+    cs__free(p);
+}
+
+static void
+atfork_prepare(void)
+{
+    pthread_mutex_lock(&W.mu);
+}
+
+static void
+atfork_parent(void)
+{
+    pthread_mutex_unlock(&W.mu);
+}
+
+/* The child must never write into the parent's mapping. It drops every
+ * inherited mapping and starts a new epoch; its own log is opened lazily.
+ * Closing the inherited descriptor does not release the parent's lock,
+ * which belongs to the open file description the parent still holds. */
+static void
+atfork_child(void)
+{
+    pthread_mutex_init(&W.mu, NULL);
+    if (!cs_log_is_open())
+        return;
+    for (tpriv *p = W.threads; p; p = p->next) {
+        if (p->map)
+            munmap(p->map, W.chunk_size);
+        p->map = NULL;
+        p->pub.cur = p->pub.end = NULL;
+    }
+    /* Only the forking thread exists now; keep just its state. */
+    tpriv *self = (tpriv *)cs__tls;
+    W.threads = NULL;
+    if (self) {
+        self->next = NULL;
+        W.threads = self;
+    }
+    if (W.fd >= 0)
+        close(W.fd);
+    W.fd = -1;
+    cs__free(W.inherited_rundir);
+    W.inherited_rundir = W.rundir;
+    W.rundir = NULL;
+    cs__free(W.path);
+    W.path = NULL;
+    atomic_store(&cs__writer.open, 0);
+    atomic_fetch_add(&cs__writer.epoch, 1);
+}
+
+static void
+write_host(char *dst, size_t n)
+{
+    memset(dst, 0, n);
+    if (gethostname(dst, n - 1) != 0)
+        snprintf(dst, n, "unknown");
+}
+
+static void
+put_proc_record(cs_tstate *t, const cs_proc_info *info)
+{
+    cs_buf b;
+    cs_buf_init(&b);
+    uint64_t pid = (uint64_t)getpid(), ppid = (uint64_t)getppid();
+    int64_t rank = info ? info->rank : -1;
+    cs_buf_append(&b, &pid, 8);
+    cs_buf_append(&b, &ppid, 8);
+    cs_buf_append(&b, &rank, 8);
+    char host[64];
+    write_host(host, sizeof host);
+    cs_buf_append(&b, host, strlen(host) + 1);
+    const char *name = info && info->name ? info->name : "";
+    const char *cwd = info && info->cwd ? info->cwd : "";
+    cs_buf_append(&b, name, strlen(name) + 1);
+    cs_buf_append(&b, cwd, strlen(cwd) + 1);
+    if (info && info->argv)
+        cs_buf_append(&b, info->argv, info->argv_len);
+    if (!b.failed)
+        cs_log_put_var(t, CS_VAR_PROC, 0, b.data, b.len);
+    cs_buf_free(&b);
+}
+
+/* Create the calling thread's state, or revive a stale one. Called with
+ * the log open. */
+static cs_tstate *
+attach_thread(const char *name, uint64_t ident)
+{
+    tpriv *p = (tpriv *)cs__tls;
+    pthread_mutex_lock(&W.mu);
+    if (p == NULL) {
+        p = cs__calloc(1, sizeof *p);
+        if (p == NULL) {
+            pthread_mutex_unlock(&W.mu);
+            return NULL;
+        }
+        p->next = W.threads;
+        W.threads = p;
+        if (W.key_done)
+            pthread_setspecific(W.key, p);
+    }
+    /* seq keeps counting across epochs, so an exit of a call entered
+     * before a fork can never match a call of the new stream. */
+    p->pub.epoch = current_epoch();
+    p->pub.stream = ++W.next_stream;
+    p->pub.cur = p->pub.end = NULL;
+    p->map = NULL;
+    p->chunk_index = 0;
+    p->os_tid = gettid_u32();
+    pthread_mutex_unlock(&W.mu);
+    cs__tls = &p->pub;
+
+    cs_buf b;
+    cs_buf_init(&b);
+    uint64_t tid = p->os_tid;
+    cs_buf_append(&b, &tid, 8);
+    cs_buf_append(&b, &ident, 8);
+    cs_buf_append(&b, &p->pub.next_seq, 8);
+    cs_buf_puts(&b, name ? name : "");
+    if (!b.failed)
+        cs_log_put_var(&p->pub, CS_VAR_THREAD, p->pub.stream, b.data, b.len);
+    cs_buf_free(&b);
+    return &p->pub;
+}
+
+cs_tstate *
+cs_log_tstate_slow(const char *name, uint64_t ident)
+{
+    cs_tstate *t = cs_log_tstate();
+    if (t)
+        return t;
+    if (!cs_log_is_open())
+        return NULL;
+    return attach_thread(name, ident);
+}
+
+int
+cs_log_open(const char *rundir, const cs_proc_info *info)
+{
+    if (cs_log_is_open())
+        return CS_EEXIST;
+    int rc = cs_mkdirs(rundir);
+    if (rc != CS_OK)
+        return rc;
+    if (!W.atfork_done) {
+        if (pthread_atfork(atfork_prepare, atfork_parent, atfork_child) != 0)
+            return CS_ENOMEM;
+        W.atfork_done = 1;
+    }
+    if (!W.key_done) {
+        if (pthread_key_create(&W.key, thread_destructor) != 0)
+            return CS_ENOMEM;
+        W.key_done = 1;
+    }
+    cs_log_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, CS_LOG_MAGIC, 8);
+    h.version = CS_LOG_VERSION;
+    h.header_size = CS_LOG_HEADER_SIZE;
+    h.chunk_size = chunk_size_from_env();
+    h.pid = (uint64_t)getpid();
+    h.ppid = (uint64_t)getppid();
+    h.start_mono_ns = cs_clock_mono_ns();
+    h.start_wall_ns = cs_clock_wall_ns();
+    h.nonce = h.start_mono_ns ^ (h.pid << 32);
+    write_host(h.host, sizeof h.host);
+    h.check = cs_log_hash64(&h, offsetof(cs_log_header, check));
+
+    char name[160];
+    snprintf(name, sizeof name, "%s-%llu-%llx%s", h.host, (unsigned long long)h.pid,
+             (unsigned long long)(h.start_mono_ns & 0xffffffffffull), CS_LOG_SUFFIX);
+    for (char *c = name; *c; c++)
+        if (*c == '/')
+            *c = '_';
+    char *path = cs__path_join(rundir, name);
+    char *dir = cs__strdup(rundir);
+    if (path == NULL || dir == NULL) {
+        rc = CS_ENOMEM;
+        goto fail;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        rc = cs_from_errno(errno);
+        goto fail;
+    }
+    /* The lock says "a live process owns this log"; the kernel drops it
+     * when the process dies, however it dies. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = cs_from_errno(errno);
+        close(fd);
+        goto fail;
+    }
+    char page[CS_LOG_HEADER_SIZE];
+    memset(page, 0, sizeof page);
+    memcpy(page, &h, sizeof h);
+    if (pwrite(fd, page, sizeof page, 0) != (ssize_t)sizeof page) {
+        rc = CS_EIO;
+        close(fd);
+        unlink(path);
+        goto fail;
+    }
+    pthread_mutex_lock(&W.mu);
+    W.fd = fd;
+    W.chunk_size = h.chunk_size;
+    W.next_off = CS_LOG_HEADER_SIZE;
+    W.file_size = CS_LOG_HEADER_SIZE;
+    W.broken = 0;
+    cs__free(W.rundir);
+    cs__free(W.path);
+    W.rundir = dir;
+    W.path = path;
+    atomic_fetch_add(&cs__writer.epoch, 1);
+    atomic_store(&cs__writer.open, 1);
+    pthread_mutex_unlock(&W.mu);
+    return CS_OK;
+fail:
+    cs__free(path);
+    cs__free(dir);
+    return rc;
+}
+
+void
+cs_log_put_proc(cs_tstate *t, const cs_proc_info *info)
+{
+    put_proc_record(t, info);
+}
+
+const char *
+cs_log_rundir(void)
+{
+    return cs_log_is_open() ? W.rundir : NULL;
+}
+
+const char *
+cs_log_path(void)
+{
+    return cs_log_is_open() ? W.path : NULL;
+}
+
+const char *
+cs_log_inherited_rundir(void)
+{
+    return W.inherited_rundir;
+}
+
+uint64_t
+cs_log_dropped(void)
+{
+    uint64_t n = W.dropped;
+    for (tpriv *p = W.threads; p; p = p->next)
+        n += p->pub.dropped;
+    return n;
+}
+
+int
+cs_log_close(char **path_out)
+{
+    if (path_out)
+        *path_out = NULL;
+    if (!cs_log_is_open())
+        return CS_EINVAL;
+    /* The process-wide end record goes into the closing thread's stream. */
+    cs_tstate *t = cs_log_tstate();
+    if (t) {
+        uint64_t ts = cs_clock_mono_ns();
+        cs_log_put_var(t, CS_VAR_PROC_END, ts, "", 0);
+    }
+    pthread_mutex_lock(&W.mu);
+    for (tpriv *p = W.threads; p; p = p->next) {
+        if (p->map) {
+            if (p->pub.cur && p->pub.cur < p->pub.end && p->pub.epoch == current_epoch()) {
+                uint64_t ts = cs_clock_mono_ns();
+                uint64_t w1 = CS_REC_END;
+                p->pub.cur[0] = ts;
+                p->pub.cur[1] = w1 | cs_rec_check(ts, w1);
+            }
+            munmap(p->map, W.chunk_size);
+        }
+        p->map = NULL;
+        W.dropped += p->pub.dropped;
+        p->pub.dropped = 0;
+        p->pub.cur = p->pub.end = NULL;
+    }
+    /* Trim the reserved tail so the file holds only written chunks. */
+    if (ftruncate(W.fd, (off_t)W.next_off) != 0) {
+        /* harmless: readers skip zeroed chunks */
+    }
+    atomic_store(&cs__writer.open, 0);
+    atomic_fetch_add(&cs__writer.epoch, 1);
+    if (path_out) {
+        *path_out = W.path;
+        W.path = NULL;
+    }
+    /* Keep the descriptor (and its lock) until the caller has ingested:
+     * cs_log_release() drops it. */
+    pthread_mutex_unlock(&W.mu);
+    return CS_OK;
+}
+
+void
+cs_log_release(void)
+{
+    pthread_mutex_lock(&W.mu);
+    if (W.fd >= 0)
+        close(W.fd);
+    W.fd = -1;
+    pthread_mutex_unlock(&W.mu);
+}
+
+void
+cs_log_forget(void)
+{
+    if (cs_log_is_open())
+        return;
+    pthread_mutex_lock(&W.mu);
+    tpriv *self = (tpriv *)cs__tls;
+    if (self) {
+        for (tpriv **pp = &W.threads; *pp; pp = &(*pp)->next) {
+            if (*pp == self) {
+                *pp = self->next;
+                break;
+            }
+        }
+        if (W.key_done)
+            pthread_setspecific(W.key, NULL);
+        cs__tls = NULL;
+        cs__free(self);
+    }
+    cs__free(W.rundir);
+    W.rundir = NULL;
+    cs__free(W.inherited_rundir);
+    W.inherited_rundir = NULL;
+    pthread_mutex_unlock(&W.mu);
+}

@@ -1,0 +1,773 @@
+/* ingest.c -- turning one process's event log into rows of run.db.
+ *
+ * Two passes over the log. The first reads only variable records: the
+ * process, its threads and its functions, which become rows first. The
+ * second walks each thread's stream in order, matching exits to entries
+ * by sequence number, and writes a call row when a call ends. Memory is
+ * bounded by the calls open at one time, not by the size of the log.
+ *
+ * Call ids are unique within the run: the ingest holds SQLite's write
+ * lock and numbers calls from MAX(id)+1 in entry order. */
+#include "store_int.h"
+#include "cs_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- open calls: a linear-probing map keyed by stream << 40 | seq ------ */
+
+typedef struct ocall {
+    uint64_t key; /* 0 marks an empty slot */
+    uint64_t parent_key;
+    int64_t id;
+    int64_t parent_id;
+    int64_t thread_id;
+    int64_t func_id;
+    uint32_t flags;
+    int running; /* on its thread's stack (not suspended or paused) */
+    uint64_t start, mark, active, paused, child;
+    uint64_t cpu_mark, cpu_acc;
+    uint64_t rss_start;
+    int has_cpu, has_mem;
+    int raised_err; /* an ERROR record was seen */
+} ocall;
+
+typedef struct omap {
+    ocall *slots;
+    size_t cap, n;
+} omap;
+
+static uint64_t
+mix(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return k;
+}
+
+static ocall *
+omap_find(omap *m, uint64_t key)
+{
+    if (m->cap == 0)
+        return NULL;
+    for (size_t i = mix(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (m->slots[i].key == key)
+            return &m->slots[i];
+        if (m->slots[i].key == 0)
+            return NULL;
+    }
+}
+
+static int
+omap_grow(omap *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 256;
+    ocall *s = cs__calloc(cap, sizeof *s);
+    if (s == NULL)
+        return CS_ENOMEM;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->slots[i].key == 0)
+            continue;
+        size_t j = mix(m->slots[i].key) & (cap - 1);
+        while (s[j].key)
+            j = (j + 1) & (cap - 1);
+        s[j] = m->slots[i];
+    }
+    cs__free(m->slots);
+    m->slots = s;
+    m->cap = cap;
+    return CS_OK;
+}
+
+static ocall *
+omap_insert(omap *m, uint64_t key)
+{
+    if ((m->n + 1) * 2 > m->cap && omap_grow(m) != CS_OK)
+        return NULL;
+    size_t i = mix(key) & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != key)
+        i = (i + 1) & (m->cap - 1);
+    if (m->slots[i].key == 0)
+        m->n++;
+    memset(&m->slots[i], 0, sizeof m->slots[i]);
+    m->slots[i].key = key;
+    return &m->slots[i];
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void
+omap_remove(omap *m, ocall *c)
+{
+    size_t i = (size_t)(c - m->slots);
+    size_t mask = m->cap - 1;
+    m->slots[i].key = 0;
+    m->n--;
+    for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
+        size_t home = mix(m->slots[j].key) & mask;
+        /* move j back to i if its home is not in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = m->slots[j];
+            m->slots[j].key = 0;
+            i = j;
+        }
+    }
+}
+
+/* ---- ingest state -------------------------------------------------------- */
+
+typedef struct pending_var {
+    unsigned kind;
+    uint64_t aux;
+    char *body;
+    size_t len;
+} pending_var;
+
+typedef struct ing {
+    cs_store *s;
+    sqlite3_stmt *ins_call, *ins_err;
+    int64_t process_id;
+    int64_t next_id;
+    int64_t *func_map; /* local function id -> functions.id */
+    size_t func_cap;
+    int64_t *thread_map; /* stream -> threads.id */
+    size_t thread_cap;
+    omap open;
+    uint64_t *stack; /* keys of running calls of the current stream */
+    size_t sn, scap;
+    uint32_t cur_stream;
+    cs_event *deferred; /* events aimed at another thread's calls */
+    size_t dn, dcap;
+    pending_var *vars; /* pass 1 */
+    size_t vn, vcap;
+    cs_ingest_result *res;
+} ing;
+
+#define MAX_LOCAL_ID (1u << 24)
+
+static int
+sqlerr(ing *g, int rc)
+{
+    cs__store_seterr("%s: %s", g->s->path, sqlite3_errmsg(g->s->db));
+    return rc == SQLITE_BUSY ? CS_EBUSY : rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ? CS_ENOTDB
+                                                                                      : CS_EDB;
+}
+
+static int
+grow_map(int64_t **map, size_t *cap, size_t need)
+{
+    if (need < *cap)
+        return CS_OK;
+    if (need >= MAX_LOCAL_ID)
+        return CS_ERANGE;
+    size_t n = *cap ? *cap : 64;
+    while (n <= need)
+        n *= 2;
+    int64_t *p = cs__realloc(*map, n * sizeof *p);
+    if (p == NULL)
+        return CS_ENOMEM;
+    memset(p + *cap, 0, (n - *cap) * sizeof *p);
+    *map = p;
+    *cap = n;
+    return CS_OK;
+}
+
+static int
+collect_var(void *ctx, const cs_event *ev)
+{
+    ing *g = ctx;
+    if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
+        ev->var_kind != CS_VAR_FUNC)
+        return CS_OK;
+    if (g->vn == g->vcap) {
+        size_t cap = g->vcap ? g->vcap * 2 : 64;
+        pending_var *v = cs__realloc(g->vars, cap * sizeof *v);
+        if (v == NULL)
+            return CS_ENOMEM;
+        g->vars = v;
+        g->vcap = cap;
+    }
+    pending_var *v = &g->vars[g->vn];
+    v->body = cs__malloc(ev->body_len + 1);
+    if (v->body == NULL)
+        return CS_ENOMEM;
+    memcpy(v->body, ev->body, ev->body_len);
+    v->body[ev->body_len] = '\0';
+    v->len = ev->body_len;
+    v->kind = ev->var_kind;
+    v->aux = ev->aux;
+    g->vn++;
+    return CS_OK;
+}
+
+/* Split a body into NUL-terminated strings: returns the next one and
+ * advances *pos, or "" past the end. */
+static const char *
+next_str(const char *body, size_t len, size_t *pos)
+{
+    if (*pos >= len)
+        return "";
+    const char *s = body + *pos;
+    size_t n = strnlen(s, len - *pos);
+    *pos += n + 1;
+    return s;
+}
+
+static int
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    return sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+}
+
+static int
+insert_process(ing *g, const cs_scan_info *info, const char *logname, int recovered)
+{
+    const pending_var *proc = NULL;
+    for (size_t i = 0; i < g->vn; i++)
+        if (g->vars[i].kind == CS_VAR_PROC) {
+            proc = &g->vars[i];
+            break;
+        }
+    const cs_log_header *h = &info->header;
+    int64_t rank = -1;
+    const char *host = h->host, *name = "", *cwd = "";
+    cs_buf argv, cmd;
+    cs_buf_init(&argv);
+    cs_buf_init(&cmd);
+    cs_buf_puts(&argv, "[");
+    if (proc && proc->len >= 24) {
+        memcpy(&rank, proc->body + 16, 8);
+        size_t pos = 24;
+        host = next_str(proc->body, proc->len, &pos);
+        name = next_str(proc->body, proc->len, &pos);
+        cwd = next_str(proc->body, proc->len, &pos);
+        int first = 1;
+        while (pos < proc->len) {
+            const char *a = next_str(proc->body, proc->len, &pos);
+            if (!first) {
+                cs_buf_puts(&argv, ",");
+                cs_buf_puts(&cmd, " ");
+            }
+            cs__json_str(&argv, a, strlen(a));
+            cs_buf_puts(&cmd, a);
+            first = 0;
+        }
+    }
+    cs_buf_puts(&argv, "]");
+    int rc = CS_OK;
+    sqlite3_stmt *st = NULL;
+    const char *sql = "INSERT INTO processes(pid, ppid, host, rank, name, argv, cwd,"
+                      " start_wall_ns, start_mono_ns, end_mono_ns, state, log, records,"
+                      " bad_records) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    int src = sqlite3_prepare_v2(g->s->db, sql, -1, &st, NULL);
+    if (src != SQLITE_OK || argv.failed || cmd.failed) {
+        rc = src != SQLITE_OK ? sqlerr(g, src) : CS_ENOMEM;
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, (int64_t)h->pid);
+    sqlite3_bind_int64(st, 2, (int64_t)h->ppid);
+    bind_text(st, 3, host);
+    if (rank >= 0)
+        sqlite3_bind_int64(st, 4, rank);
+    bind_text(st, 5, name);
+    bind_text(st, 6, argv.data);
+    bind_text(st, 7, cwd);
+    sqlite3_bind_int64(st, 8, (int64_t)h->start_wall_ns);
+    sqlite3_bind_int64(st, 9, (int64_t)h->start_mono_ns);
+    sqlite3_bind_int64(st, 10, (int64_t)(info->last_ts ? info->last_ts : h->start_mono_ns));
+    bind_text(st, 11, recovered || !info->clean_end ? "recovered" : "complete");
+    bind_text(st, 12, logname);
+    sqlite3_bind_int64(st, 13, (int64_t)info->records);
+    sqlite3_bind_int64(st, 14, (int64_t)info->bad_records);
+    if ((src = sqlite3_step(st)) != SQLITE_DONE) {
+        rc = sqlerr(g, src);
+        goto out;
+    }
+    g->process_id = sqlite3_last_insert_rowid(g->s->db);
+    /* The first process to arrive names the run. */
+    sqlite3_finalize(st);
+    st = NULL;
+    src = sqlite3_prepare_v2(g->s->db,
+                             "INSERT INTO runs(id, name, created_ns, command, cwd)"
+                             " SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs)",
+                             -1, &st, NULL);
+    if (src != SQLITE_OK) {
+        rc = sqlerr(g, src);
+        goto out;
+    }
+    bind_text(st, 1, "");
+    sqlite3_bind_int64(st, 2, (int64_t)h->start_wall_ns);
+    bind_text(st, 3, cmd.data ? cmd.data : "");
+    bind_text(st, 4, cwd);
+    if ((src = sqlite3_step(st)) != SQLITE_DONE)
+        rc = sqlerr(g, src);
+out:
+    sqlite3_finalize(st);
+    cs_buf_free(&argv);
+    cs_buf_free(&cmd);
+    return rc;
+}
+
+static int
+function_row(ing *g, const char *kind, const char *module, const char *qualname,
+             const char *file, int64_t line, int64_t *id)
+{
+    static const char *sel = "SELECT id FROM functions WHERE kind=? AND module=? AND"
+                             " qualname=? AND file=? AND line=?";
+    static const char *ins =
+        "INSERT INTO functions(kind, module, qualname, file, line) VALUES(?,?,?,?,?)";
+    *id = 0;
+    for (int pass = 0; pass < 2 && *id == 0; pass++) {
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(g->s->db, pass ? ins : sel, -1, &st, NULL);
+        if (src != SQLITE_OK)
+            return sqlerr(g, src);
+        bind_text(st, 1, kind);
+        bind_text(st, 2, module);
+        bind_text(st, 3, qualname);
+        bind_text(st, 4, file);
+        sqlite3_bind_int64(st, 5, line);
+        src = sqlite3_step(st);
+        if (pass == 0 && src == SQLITE_ROW)
+            *id = sqlite3_column_int64(st, 0);
+        else if (pass == 1 && src == SQLITE_DONE)
+            *id = sqlite3_last_insert_rowid(g->s->db);
+        else if (src != SQLITE_DONE) {
+            sqlite3_finalize(st);
+            return sqlerr(g, src);
+        }
+        sqlite3_finalize(st);
+    }
+    return CS_OK;
+}
+
+static int
+insert_defs(ing *g)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT INTO threads(process, stream, tid, ident, name)"
+                                 " VALUES(?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    int rc = CS_OK;
+    for (size_t i = 0; i < g->vn && rc == CS_OK; i++) {
+        pending_var *v = &g->vars[i];
+        if (v->kind == CS_VAR_THREAD && v->len >= 24) {
+            if ((rc = grow_map(&g->thread_map, &g->thread_cap, v->aux)) != CS_OK)
+                break;
+            uint64_t tid, ident;
+            memcpy(&tid, v->body, 8);
+            memcpy(&ident, v->body + 8, 8);
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, g->process_id);
+            sqlite3_bind_int64(st, 2, (int64_t)v->aux);
+            sqlite3_bind_int64(st, 3, (int64_t)tid);
+            sqlite3_bind_int64(st, 4, (int64_t)ident);
+            sqlite3_bind_text(st, 5, v->body + 24, (int)(v->len - 24), SQLITE_TRANSIENT);
+            if ((src = sqlite3_step(st)) != SQLITE_DONE)
+                rc = sqlerr(g, src);
+            else
+                g->thread_map[v->aux] = sqlite3_last_insert_rowid(g->s->db);
+        } else if (v->kind == CS_VAR_FUNC && v->len >= 8 && v->aux > 0) {
+            if (v->aux < g->func_cap && g->func_map[v->aux])
+                continue; /* defined twice (two threads raced); same facts */
+            if ((rc = grow_map(&g->func_map, &g->func_cap, v->aux)) != CS_OK)
+                break;
+            uint32_t line, kind;
+            memcpy(&line, v->body, 4);
+            memcpy(&kind, v->body + 4, 4);
+            size_t pos = 8;
+            const char *module = next_str(v->body, v->len, &pos);
+            const char *qualname = next_str(v->body, v->len, &pos);
+            const char *file = next_str(v->body, v->len, &pos);
+            rc = function_row(g, kind == CS_FUNC_SPAN ? "span" : "function", module, qualname,
+                              file, line, &g->func_map[v->aux]);
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int64_t
+func_of(ing *g, uint32_t local)
+{
+    if (local < g->func_cap && g->func_map[local])
+        return g->func_map[local];
+    /* The definition was lost with a damaged tail: keep the call anyway. */
+    char name[32];
+    snprintf(name, sizeof name, "<unknown #%u>", local);
+    int64_t id = 0;
+    if (function_row(g, "function", "?", name, "", 0, &id) != CS_OK)
+        return 0;
+    if (grow_map(&g->func_map, &g->func_cap, local) == CS_OK)
+        g->func_map[local] = id;
+    return id;
+}
+
+static int64_t
+thread_of(ing *g, uint32_t stream)
+{
+    return stream < g->thread_cap ? g->thread_map[stream] : 0;
+}
+
+/* ---- pass 2 -------------------------------------------------------------- */
+
+static int
+stack_push(ing *g, uint64_t key)
+{
+    if (g->sn == g->scap) {
+        size_t cap = g->scap ? g->scap * 2 : 64;
+        uint64_t *s = cs__realloc(g->stack, cap * sizeof *s);
+        if (s == NULL)
+            return CS_ENOMEM;
+        g->stack = s;
+        g->scap = cap;
+    }
+    g->stack[g->sn++] = key;
+    return CS_OK;
+}
+
+static void
+stack_remove(ing *g, uint64_t key)
+{
+    for (size_t i = g->sn; i-- > 0;) {
+        if (g->stack[i] == key) {
+            memmove(&g->stack[i], &g->stack[i + 1], (g->sn - i - 1) * sizeof *g->stack);
+            g->sn--;
+            return;
+        }
+    }
+}
+
+static void
+bind_opt(sqlite3_stmt *st, int i, int has, int64_t v)
+{
+    if (has)
+        sqlite3_bind_int64(st, i, v);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Stop the clocks of a running call at `ts` (suspend, pause or exit). */
+static void
+stop_running(ocall *c, const cs_event *ev)
+{
+    if (!c->running)
+        return;
+    c->active += ev->ts - c->mark;
+    if (c->has_cpu && ev->has_cpu && ev->cpu_ns >= c->cpu_mark)
+        c->cpu_acc += ev->cpu_ns - c->cpu_mark;
+    c->running = 0;
+}
+
+static int
+finish(ing *g, ocall *c, const cs_event *ev)
+{
+    int finished = ev != NULL;
+    uint64_t end = 0, wall = 0, self = 0;
+    if (finished) {
+        stop_running(c, ev);
+        end = ev->ts;
+        wall = end - c->start;
+        if (c->flags & CS_FLAG_SPAN)
+            wall = c->active; /* paused time is not counted */
+        self = c->active > c->child ? c->active - c->child : 0;
+        /* credit the parent with this call's running time */
+        ocall *p = c->parent_key ? omap_find(&g->open, c->parent_key) : NULL;
+        if (p && p->id == c->parent_id)
+            p->child += c->active;
+    }
+    sqlite3_stmt *st = g->ins_call;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, c->id);
+    bind_opt(st, 2, c->parent_id != 0, c->parent_id);
+    bind_opt(st, 3, c->func_id != 0, c->func_id);
+    bind_opt(st, 4, c->thread_id != 0, c->thread_id);
+    sqlite3_bind_int64(st, 5, (int64_t)c->start);
+    bind_opt(st, 6, finished, (int64_t)end);
+    bind_opt(st, 7, finished, (int64_t)wall);
+    bind_opt(st, 8, finished, (int64_t)self);
+    bind_opt(st, 9, finished && c->has_cpu && ev->has_cpu, (int64_t)c->cpu_acc);
+    int mem = finished && c->has_mem && ev->has_mem;
+    bind_opt(st, 10, mem, mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0);
+    bind_opt(st, 11, mem, mem ? (int64_t)ev->peak_rss : 0);
+    const char *status = !finished ? "unfinished"
+                         : (ev->status == CS_STATUS_RAISED) ? "raised"
+                                                            : "ok";
+    sqlite3_bind_text(st, 12, status, -1, SQLITE_STATIC);
+    int src = sqlite3_step(st);
+    if (src != SQLITE_DONE)
+        return sqlerr(g, src);
+    g->res->calls++;
+    if (!finished)
+        g->res->unfinished++;
+    else if (ev->status == CS_STATUS_RAISED)
+        g->res->errors++;
+    omap_remove(&g->open, c);
+    return CS_OK;
+}
+
+static int
+on_enter(ing *g, const cs_event *ev)
+{
+    uint64_t key = ((uint64_t)ev->stream << CS_SEQ_BITS) | ev->seq;
+    uint64_t parent_key = g->sn ? g->stack[g->sn - 1] : 0;
+    ocall *p = parent_key ? omap_find(&g->open, parent_key) : NULL;
+    int64_t parent_id = p ? p->id : 0;
+    int64_t func = func_of(g, ev->func);
+    ocall *c = omap_insert(&g->open, key);
+    if (c == NULL)
+        return CS_ENOMEM;
+    c->id = g->next_id++;
+    c->parent_key = parent_key;
+    c->parent_id = parent_id;
+    c->thread_id = thread_of(g, ev->stream);
+    c->func_id = func;
+    c->flags = ev->flags;
+    c->start = c->mark = ev->ts;
+    c->has_cpu = ev->has_cpu;
+    c->cpu_mark = ev->cpu_ns;
+    c->has_mem = ev->has_mem;
+    c->rss_start = ev->rss;
+    /* async calls start suspended; their first RESUME runs them */
+    c->running = !(ev->flags & CS_FLAG_ASYNC);
+    if (c->running)
+        return stack_push(g, key);
+    return CS_OK;
+}
+
+static int
+apply(ing *g, const cs_event *ev, int same_stream)
+{
+    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->seq;
+    ocall *c = omap_find(&g->open, key);
+    if (c == NULL) {
+        g->res->orphans++;
+        return CS_OK;
+    }
+    switch (ev->kind) {
+    case CS_REC_EXIT:
+        if (same_stream)
+            stack_remove(g, key);
+        return finish(g, c, ev);
+    case CS_REC_SUSPEND:
+        if (same_stream)
+            stack_remove(g, key);
+        stop_running(c, ev);
+        return CS_OK;
+    case CS_REC_RESUME:
+        if (c->running)
+            return CS_OK;
+        c->running = 1;
+        c->mark = ev->ts;
+        if (ev->has_cpu)
+            c->cpu_mark = ev->cpu_ns;
+        return same_stream ? stack_push(g, key) : CS_OK;
+    default:
+        return CS_OK;
+    }
+}
+
+static int
+on_error_var(ing *g, const cs_event *ev)
+{
+    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->aux;
+    ocall *c = omap_find(&g->open, key);
+    if (c == NULL || c->raised_err)
+        return CS_OK;
+    c->raised_err = 1;
+    size_t pos = 0;
+    const char *type = next_str(ev->body, ev->body_len, &pos);
+    const char *msg = next_str(ev->body, ev->body_len, &pos);
+    const char *tb = next_str(ev->body, ev->body_len, &pos);
+    sqlite3_stmt *st = g->ins_err;
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, c->id);
+    /* strings inside the body are bounded by body_len, not always by NUL */
+    sqlite3_bind_text(st, 2, type, (int)strnlen(type, ev->body_len), SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, msg, (int)strnlen(msg, ev->body_len - (size_t)(msg - ev->body)),
+                      SQLITE_TRANSIENT);
+    size_t tbmax = pos <= ev->body_len ? ev->body_len - (size_t)(tb - ev->body) : 0;
+    sqlite3_bind_text(st, 4, tb, (int)strnlen(tb, tbmax), SQLITE_TRANSIENT);
+    int src = sqlite3_step(st);
+    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+}
+
+static int
+defer(ing *g, const cs_event *ev)
+{
+    if (g->dn == g->dcap) {
+        size_t cap = g->dcap ? g->dcap * 2 : 16;
+        cs_event *d = cs__realloc(g->deferred, cap * sizeof *d);
+        if (d == NULL)
+            return CS_ENOMEM;
+        g->deferred = d;
+        g->dcap = cap;
+    }
+    g->deferred[g->dn] = *ev;
+    g->deferred[g->dn].body = NULL;
+    g->dn++;
+    return CS_OK;
+}
+
+static int
+visit_event(void *ctx, const cs_event *ev)
+{
+    ing *g = ctx;
+    if (ev->stream != g->cur_stream) {
+        g->cur_stream = ev->stream;
+        g->sn = 0; /* a new thread: its own stack */
+    }
+    switch (ev->kind) {
+    case CS_REC_ENTER:
+        return on_enter(g, ev);
+    case CS_REC_EXIT:
+    case CS_REC_SUSPEND:
+    case CS_REC_RESUME:
+        if (ev->target != ev->stream)
+            return defer(g, ev);
+        return apply(g, ev, 1);
+    case CS_REC_VAR:
+        return ev->var_kind == CS_VAR_ERROR ? on_error_var(g, ev) : CS_OK;
+    default:
+        return CS_OK;
+    }
+}
+
+static int
+cmp_ts(const void *a, const void *b)
+{
+    const cs_event *x = a, *y = b;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+static int
+next_call_id(ing *g)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db, "SELECT IFNULL(MAX(id), 0) + 1 FROM calls", -1, &st,
+                                 NULL);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    if ((src = sqlite3_step(st)) == SQLITE_ROW)
+        g->next_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return src == SQLITE_ROW ? CS_OK : sqlerr(g, src);
+}
+
+static int
+already_ingested(ing *g, const char *logname, int *yes)
+{
+    *yes = 0;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db, "SELECT 1 FROM processes WHERE log = ?", -1, &st,
+                                 NULL);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    bind_text(st, 1, logname);
+    src = sqlite3_step(st);
+    *yes = src == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return (src == SQLITE_ROW || src == SQLITE_DONE) ? CS_OK : sqlerr(g, src);
+}
+
+static void
+ing_free(ing *g)
+{
+    sqlite3_finalize(g->ins_call);
+    sqlite3_finalize(g->ins_err);
+    cs__free(g->func_map);
+    cs__free(g->thread_map);
+    cs__free(g->open.slots);
+    cs__free(g->stack);
+    cs__free(g->deferred);
+    for (size_t i = 0; i < g->vn; i++)
+        cs__free(g->vars[i].body);
+    cs__free(g->vars);
+}
+
+int
+cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_result *out)
+{
+    memset(out, 0, sizeof *out);
+    ing g;
+    memset(&g, 0, sizeof g);
+    g.s = s;
+    g.res = out;
+    const char *logname = strrchr(logpath, '/');
+    logname = logname ? logname + 1 : logpath;
+
+    int rc = cs__store_exec(s, "BEGIN IMMEDIATE");
+    if (rc != CS_OK)
+        return rc;
+    int done;
+    if ((rc = already_ingested(&g, logname, &done)) != CS_OK)
+        goto fail;
+    if (done) {
+        out->skipped = 1;
+        cs__store_exec(s, "COMMIT");
+        unlink(logpath);
+        ing_free(&g);
+        return CS_OK;
+    }
+    cs_scan_info info;
+    if ((rc = cs_log_scan(logpath, 1, collect_var, &g, &info)) != CS_OK) {
+        if (rc == CS_EFORMAT || rc == CS_EVERSION)
+            cs__store_seterr("%s: %s", logpath,
+                             rc == CS_EFORMAT ? "not a callscope log (bad header)"
+                                              : "log format version not supported");
+        else
+            cs__store_seterr("%s: %s", logpath, cs_strerror(rc));
+        goto fail;
+    }
+    out->records = info.records;
+    out->bad_records = info.bad_records;
+    out->clean = info.clean_end && !recovered;
+    if ((rc = insert_process(&g, &info, logname, recovered)) != CS_OK)
+        goto fail;
+    if ((rc = insert_defs(&g)) != CS_OK)
+        goto fail;
+    if ((rc = next_call_id(&g)) != CS_OK)
+        goto fail;
+    int src = sqlite3_prepare_v2(s->db,
+                                 "INSERT INTO calls(id, parent, function, thread, start_ns,"
+                                 " end_ns, wall_ns, self_ns, cpu_ns, rss_delta, peak_rss,"
+                                 " status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                                 -1, &g.ins_call, NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_prepare_v2(s->db,
+                                 "INSERT OR REPLACE INTO errors(call, type, message, traceback)"
+                                 " VALUES(?,?,?,?)",
+                                 -1, &g.ins_err, NULL);
+    if (src != SQLITE_OK) {
+        rc = sqlerr(&g, src);
+        goto fail;
+    }
+    cs_scan_info info2;
+    if ((rc = cs_log_scan(logpath, 0, visit_event, &g, &info2)) != CS_OK)
+        goto fail;
+    qsort(g.deferred, g.dn, sizeof *g.deferred, cmp_ts);
+    for (size_t i = 0; i < g.dn; i++)
+        if ((rc = apply(&g, &g.deferred[i], 0)) != CS_OK)
+            goto fail;
+    /* What is still open never returned: the process ended first. */
+    for (size_t i = 0; i < g.open.cap; i++) {
+        while (g.open.slots[i].key != 0) {
+            if ((rc = finish(&g, &g.open.slots[i], NULL)) != CS_OK)
+                goto fail;
+        }
+    }
+    if ((rc = cs__store_exec(s, "COMMIT")) != CS_OK)
+        goto fail;
+    ing_free(&g);
+    unlink(logpath);
+    return CS_OK;
+fail:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    ing_free(&g);
+    return rc;
+}

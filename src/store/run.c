@@ -1,0 +1,360 @@
+/* run.c -- run directories seen from the store: finding a run, bringing
+ * its database up to date after a crash, listing and summarising runs. */
+#include "store_int.h"
+#include "cs_log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int
+has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* 1 if `dir` holds run.db or at least one log. */
+static int
+looks_like_run(const char *dir)
+{
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    int yes = db && cs__exists(db);
+    cs__free(db);
+    if (yes)
+        return 1;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (has_suffix(e->d_name, CS_LOG_SUFFIX)) {
+            yes = 1;
+            break;
+        }
+    closedir(d);
+    return yes;
+}
+
+int
+cs_run_resolve(const char *root, const char *spec, char **out)
+{
+    *out = NULL;
+    char *cand = NULL;
+    if (spec == NULL || *spec == '\0' || strcmp(spec, "latest") == 0) {
+        cand = cs__path_join(root, "latest");
+    } else if (cs__is_dir(spec)) {
+        cand = cs__strdup(spec);
+    } else if (has_suffix(spec, "/" CS_DB_NAME) || strcmp(spec, CS_DB_NAME) == 0) {
+        const char *slash = strrchr(spec, '/');
+        cand = slash ? cs__strndup(spec, (size_t)(slash - spec)) : cs__strdup(".");
+    } else {
+        cand = cs__path_join(root, spec);
+    }
+    if (cand == NULL)
+        return CS_ENOMEM;
+    char real[PATH_MAX];
+    if (realpath(cand, real) == NULL || !cs__is_dir(real)) {
+        cs__free(cand);
+        return CS_ENOENT;
+    }
+    cs__free(cand);
+    if (!looks_like_run(real))
+        return CS_ENOTRUN;
+    *out = cs__strdup(real);
+    return *out ? CS_OK : CS_ENOMEM;
+}
+
+typedef int (*log_fn)(void *ctx, const char *path);
+
+static int
+each_log(const char *rundir, log_fn fn, void *ctx)
+{
+    DIR *d = opendir(rundir);
+    if (d == NULL)
+        return cs_from_errno(errno);
+    int rc = CS_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && rc == CS_OK) {
+        if (!has_suffix(e->d_name, CS_LOG_SUFFIX))
+            continue;
+        char *p = cs__path_join(rundir, e->d_name);
+        if (p == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        rc = fn(ctx, p);
+        cs__free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Try to take a log's lock. Returns an fd holding it, -1 if a live
+ * process holds it (*busy set), or -1 on another failure. */
+static int
+lock_log(const char *path, int *busy)
+{
+    *busy = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        *busy = errno == EWOULDBLOCK;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+typedef struct sync_ctx {
+    const char *rundir;
+    cs_store *store;
+    cs_sync_result *res;
+    int fatal;
+} sync_ctx;
+
+static int
+open_store(sync_ctx *c)
+{
+    if (c->store)
+        return CS_OK;
+    char *db = cs__path_join(c->rundir, CS_DB_NAME);
+    if (db == NULL)
+        return CS_ENOMEM;
+    int rc = cs_store_open(db, 1, &c->store);
+    cs__free(db);
+    return rc;
+}
+
+static int
+sync_one(void *ctx, const char *path)
+{
+    sync_ctx *c = ctx;
+    int busy;
+    int fd = lock_log(path, &busy);
+    if (fd < 0) {
+        if (busy)
+            c->res->running++;
+        return CS_OK;
+    }
+    int rc = open_store(c);
+    if (rc != CS_OK) {
+        close(fd);
+        c->fatal = rc;
+        return rc;
+    }
+    cs_ingest_result r;
+    rc = cs_store_ingest(c->store, path, 0, &r);
+    close(fd);
+    if (rc == CS_OK) {
+        c->res->ingested++;
+        c->res->bad_records += r.bad_records;
+        return CS_OK;
+    }
+    if (rc == CS_ENOTDB || rc == CS_EDB || rc == CS_ENOMEM) {
+        c->fatal = rc; /* the database, not the log, is at fault */
+        return rc;
+    }
+    /* A damaged log is reported and left in place; the rest goes on. */
+    c->res->failed++;
+    if (c->res->message[0] == '\0')
+        snprintf(c->res->message, sizeof c->res->message, "%s", cs_store_last_error());
+    return CS_OK;
+}
+
+int
+cs_run_sync(const char *rundir, cs_sync_result *out)
+{
+    memset(out, 0, sizeof *out);
+    sync_ctx c = {.rundir = rundir, .res = out};
+    int rc = each_log(rundir, sync_one, &c);
+    cs_store_close(c.store);
+    if (c.fatal)
+        return c.fatal;
+    return rc;
+}
+
+int
+cs_run_ingest_own(const char *rundir, const char *logpath, cs_ingest_result *out)
+{
+    memset(out, 0, sizeof *out);
+    char *db = cs__path_join(rundir, CS_DB_NAME);
+    if (db == NULL)
+        return CS_ENOMEM;
+    cs_store *s = NULL;
+    int rc = cs_store_open(db, 1, &s);
+    cs__free(db);
+    if (rc == CS_OK)
+        rc = cs_store_ingest(s, logpath, 0, out);
+    cs_store_close(s);
+    return rc;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int
+cs_run_list(const char *root, char ***dirs, size_t *n)
+{
+    *dirs = NULL;
+    *n = 0;
+    DIR *d = opendir(root);
+    if (d == NULL)
+        return errno == ENOENT ? CS_OK : cs_from_errno(errno);
+    size_t cap = 0;
+    int rc = CS_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "latest") == 0)
+            continue;
+        char *p = cs__path_join(root, e->d_name);
+        if (p == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        struct stat st;
+        if (lstat(p, &st) != 0 || !S_ISDIR(st.st_mode) || !looks_like_run(p)) {
+            cs__free(p);
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **v = cs__realloc(*dirs, cap * sizeof *v);
+            if (v == NULL) {
+                cs__free(p);
+                rc = CS_ENOMEM;
+                break;
+            }
+            *dirs = v;
+        }
+        (*dirs)[(*n)++] = p;
+    }
+    closedir(d);
+    if (rc != CS_OK) {
+        cs_run_list_free(*dirs, *n);
+        *dirs = NULL;
+        *n = 0;
+        return rc;
+    }
+    if (*n)
+        qsort(*dirs, *n, sizeof **dirs, cmp_str);
+    return CS_OK;
+}
+
+void
+cs_run_list_free(char **dirs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cs__free(dirs[i]);
+    cs__free(dirs);
+}
+
+const char *
+cs_run_state_name(cs_run_state s)
+{
+    switch (s) {
+    case CS_RUN_RUNNING:
+        return "running";
+    case CS_RUN_COMPLETE:
+        return "complete";
+    case CS_RUN_RECOVERED:
+        return "recovered";
+    default:
+        return "empty";
+    }
+}
+
+static int
+count_live(void *ctx, const char *path)
+{
+    int busy;
+    int fd = lock_log(path, &busy);
+    if (fd >= 0)
+        close(fd);
+    else if (busy)
+        (*(int *)ctx)++;
+    return CS_OK;
+}
+
+static int64_t
+scalar(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int
+cs_run_summarize(const char *rundir, cs_run_summary *out)
+{
+    memset(out, 0, sizeof *out);
+    out->dir = cs__strdup(rundir);
+    if (out->dir == NULL)
+        return CS_ENOMEM;
+    out->disk_bytes = cs_du(rundir);
+    int live = 0;
+    each_log(rundir, count_live, &live);
+    char *dbp = cs__path_join(rundir, CS_DB_NAME);
+    if (dbp == NULL)
+        return CS_ENOMEM;
+    int rc = CS_OK;
+    if (cs__exists(dbp)) {
+        cs_store *s = NULL;
+        rc = cs_store_open(dbp, 0, &s);
+        if (rc == CS_OK) {
+            sqlite3 *db = cs_store_db(s);
+            out->processes = (uint64_t)scalar(db, "SELECT count(*) FROM processes");
+            out->threads = (uint64_t)scalar(db, "SELECT count(*) FROM threads");
+            out->calls = (uint64_t)scalar(db, "SELECT count(*) FROM calls");
+            out->errors =
+                (uint64_t)scalar(db, "SELECT count(*) FROM calls WHERE status = 'raised'");
+            out->functions = (uint64_t)scalar(db, "SELECT count(*) FROM functions");
+            out->start_wall_ns = (uint64_t)scalar(db, "SELECT min(start_wall_ns) FROM processes");
+            uint64_t end = (uint64_t)scalar(
+                db, "SELECT max(start_wall_ns + end_mono_ns - start_mono_ns) FROM processes");
+            out->duration_ns = end > out->start_wall_ns ? end - out->start_wall_ns : 0;
+            int recovered =
+                scalar(db, "SELECT count(*) FROM processes WHERE state = 'recovered'") > 0;
+            out->state = out->processes == 0 ? CS_RUN_EMPTY
+                         : recovered         ? CS_RUN_RECOVERED
+                                             : CS_RUN_COMPLETE;
+            sqlite3_stmt *st = NULL;
+            if (sqlite3_prepare_v2(db, "SELECT command FROM runs LIMIT 1", -1, &st, NULL) ==
+                    SQLITE_OK &&
+                sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+                out->command = cs__strdup((const char *)sqlite3_column_text(st, 0));
+            sqlite3_finalize(st);
+        } else if (rc == CS_ENOTRUN) {
+            rc = CS_OK; /* created, nothing ingested yet */
+        }
+        cs_store_close(s);
+    }
+    cs__free(dbp);
+    if (live)
+        out->state = CS_RUN_RUNNING;
+    return rc;
+}
+
+void
+cs_run_summary_free(cs_run_summary *s)
+{
+    if (s == NULL)
+        return;
+    cs__free(s->dir);
+    cs__free(s->command);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,77 @@
+/* test.h -- the C test runner's assertions. Each prints file:line and both
+ * values, and fails the current test. */
+#ifndef CS_TEST_H
+#define CS_TEST_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+extern int cs_test_failed;
+
+#define ASSERT_TRUE(c)                                                                      \
+    do {                                                                                    \
+        if (!(c)) {                                                                         \
+            fprintf(stderr, "%s:%d: ASSERT_TRUE(%s) failed\n", __FILE__, __LINE__, #c);     \
+            cs_test_failed = 1;                                                             \
+            return;                                                                         \
+        }                                                                                   \
+    } while (0)
+
+#define ASSERT_EQ(a, b)                                                                     \
+    do {                                                                                    \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                               \
+        if (va_ != vb_) {                                                                   \
+            fprintf(stderr, "%s:%d: ASSERT_EQ(%s, %s) failed: %lld != %lld\n", __FILE__,    \
+                    __LINE__, #a, #b, va_, vb_);                                            \
+            cs_test_failed = 1;                                                             \
+            return;                                                                         \
+        }                                                                                   \
+    } while (0)
+
+#define ASSERT_STR_EQ(a, b)                                                                 \
+    do {                                                                                    \
+        const char *sa_ = (a), *sb_ = (b);                                                  \
+        if (sa_ == NULL || sb_ == NULL || strcmp(sa_, sb_) != 0) {                          \
+            fprintf(stderr, "%s:%d: ASSERT_STR_EQ(%s, %s) failed: \"%s\" != \"%s\"\n",      \
+                    __FILE__, __LINE__, #a, #b, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)"); \
+            cs_test_failed = 1;                                                             \
+            return;                                                                         \
+        }                                                                                   \
+    } while (0)
+
+#define ASSERT_OK(e) ASSERT_EQ((e), 0)
+
+/* A fresh temporary directory for the test; removed by the runner. */
+const char *test_tmpdir(void);
+/* Query one integer from an SQLite database file. */
+long long test_db_int(const char *dbpath, const char *sql);
+
+#define TEST_LIST(X)                                                                        \
+    X(core_errors)                                                                          \
+    X(core_alloc_fail)                                                                      \
+    X(core_buf)                                                                             \
+    X(core_clock)                                                                           \
+    X(core_fmt)                                                                             \
+    X(log_roundtrip)                                                                        \
+    X(log_threads_exact)                                                                    \
+    X(log_torn_tail)                                                                        \
+    X(log_corrupt_record)                                                                   \
+    X(log_bad_header)                                                                       \
+    X(log_var_records)                                                                      \
+    X(log_fork_child_own_log)                                                               \
+    X(log_crash_kill9)                                                                      \
+    X(log_async_suspend)                                                                    \
+    X(store_ingest_nesting)                                                                 \
+    X(store_ingest_idempotent)                                                              \
+    X(store_not_a_db)                                                                       \
+    X(store_newer_schema)                                                                   \
+    X(store_stats)                                                                          \
+    X(run_create_unique)                                                                    \
+    X(run_resolve)
+
+#define DECLARE(name) void test_##name(void);
+TEST_LIST(DECLARE)
+#undef DECLARE
+
+#endif

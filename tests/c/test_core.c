@@ -1,0 +1,79 @@
+/* test_core.c -- errors, allocation, buffers, the clock, formatting. */
+#include "test.h"
+
+#include "cs_core.h"
+
+#include <errno.h>
+
+void
+test_core_errors(void)
+{
+    ASSERT_STR_EQ(cs_strerror(CS_OK), "success");
+    ASSERT_STR_EQ(cs_strerror(CS_ENOMEM), "out of memory");
+    ASSERT_STR_EQ(cs_strerror(-999), "unknown error");
+    ASSERT_EQ(cs_from_errno(ENOENT), CS_ENOENT);
+    ASSERT_EQ(cs_from_errno(ENOSPC), CS_EFULL);
+}
+
+void
+test_core_alloc_fail(void)
+{
+    cs_alloc_fail_after(1);
+    void *a = cs__malloc(10);
+    void *b = cs__malloc(10);
+    cs_alloc_fail_after(-1);
+    ASSERT_TRUE(a != NULL);
+    ASSERT_TRUE(b == NULL);
+    cs__free(a);
+    cs__free(NULL); /* a no-op */
+    cs_buf buf;
+    cs_buf_init(&buf);
+    cs_alloc_fail_after(0);
+    cs_buf_puts(&buf, "x");
+    cs_alloc_fail_after(-1);
+    ASSERT_TRUE(buf.failed);
+    cs_buf_puts(&buf, "y"); /* sticky: still failed, nothing appended */
+    ASSERT_EQ(buf.len, 0);
+    cs_buf_free(&buf);
+}
+
+void
+test_core_buf(void)
+{
+    cs_buf b;
+    cs_buf_init(&b);
+    for (int i = 0; i < 1000; i++)
+        cs_buf_printf(&b, "%d,", i);
+    ASSERT_TRUE(!b.failed);
+    ASSERT_EQ(b.len, 3890);
+    ASSERT_TRUE(strncmp(b.data, "0,1,2,", 6) == 0);
+    cs_buf_free(&b);
+    ASSERT_TRUE(b.data == NULL);
+}
+
+void
+test_core_clock(void)
+{
+    uint64_t a = cs_clock_mono_ns(), b = cs_clock_mono_ns();
+    ASSERT_TRUE(b >= a);
+    ASSERT_TRUE(cs_clock_wall_ns() > 1600000000ull * 1000000000ull);
+    volatile uint64_t x = 0;
+    uint64_t c0 = cs_clock_thread_cpu_ns();
+    for (int i = 0; i < 1000000; i++)
+        x += (uint64_t)i;
+    ASSERT_TRUE(cs_clock_thread_cpu_ns() > c0);
+    uint64_t rss = 0, peak = 0;
+    ASSERT_OK(cs_mem_rss(&rss, &peak));
+    ASSERT_TRUE(rss > 0 && peak >= rss / 2);
+}
+
+void
+test_core_fmt(void)
+{
+    char b[32];
+    ASSERT_STR_EQ(cs_fmt_ns(512, b, sizeof b), "512ns");
+    ASSERT_STR_EQ(cs_fmt_ns(1500, b, sizeof b), "1.50us");
+    ASSERT_STR_EQ(cs_fmt_ns(2500000, b, sizeof b), "2.50ms");
+    ASSERT_STR_EQ(cs_fmt_ns(3000000000ull, b, sizeof b), "3.000s");
+    ASSERT_STR_EQ(cs_fmt_bytes(2048, b, sizeof b), "2.0KiB");
+}

@@ -1,0 +1,466 @@
+/* test_log.c -- the writer and the reader, through real files: threads,
+ * torn and corrupted logs, fork, and a real SIGKILL. */
+#include "test.h"
+
+#include "cs_log.h"
+#include "cs_store.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char proc_argv[] = "prog\0--flag";
+
+static cs_tstate *
+open_log(const char *dir)
+{
+    cs_proc_info info = {.name = "test", .argv = proc_argv, .argv_len = sizeof proc_argv,
+                         .cwd = "/", .rank = -1};
+    if (cs_log_open(dir, &info) != CS_OK)
+        return NULL;
+    cs_tstate *t = cs_log_tstate_slow("MainThread", 1);
+    if (t)
+        cs_log_put_proc(t, &info);
+    return t;
+}
+
+static void
+def_func(cs_tstate *t, uint32_t id, const char *qualname)
+{
+    char body[256];
+    uint32_t line = 10 + id, kind = CS_FUNC_FUNCTION;
+    memcpy(body, &line, 4);
+    memcpy(body + 4, &kind, 4);
+    int n = snprintf(body + 8, sizeof body - 8, "mod%c%s%cfile.py", 0, qualname, 0);
+    cs_log_put_var(t, CS_VAR_FUNC, id, body, 8 + (size_t)n + 1);
+}
+
+static int
+close_and_ingest(const char *dir, cs_ingest_result *r)
+{
+    char *path = NULL;
+    int rc = cs_log_close(&path);
+    if (rc == CS_OK)
+        rc = cs_run_ingest_own(dir, path, r);
+    cs_log_release();
+    cs_log_forget();
+    cs__free(path);
+    return rc;
+}
+
+static char *
+db_of(const char *dir)
+{
+    return cs__path_join(dir, CS_DB_NAME);
+}
+
+void
+test_log_roundtrip(void)
+{
+    const char *dir = test_tmpdir();
+    cs_tstate *t = open_log(dir);
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 1, "outer");
+    def_func(t, 2, "inner");
+    uint64_t ts = cs_clock_mono_ns();
+    for (int i = 0; i < 100; i++) {
+        uint64_t a = cs_log_enter(t, 1, 0, ts++);
+        uint64_t b = cs_log_enter(t, 2, 0, ts++);
+        cs_log_mark(t, CS_REC_EXIT, b, CS_STATUS_OK, ts += 10);
+        cs_log_mark(t, CS_REC_EXIT, a, CS_STATUS_OK, ts += 5);
+    }
+    cs_ingest_result r;
+    ASSERT_OK(close_and_ingest(dir, &r));
+    ASSERT_EQ(r.calls, 200);
+    ASSERT_EQ(r.unfinished, 0);
+    ASSERT_EQ(r.bad_records, 0);
+    ASSERT_TRUE(r.clean);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls"), 200);
+    /* every inner call's parent is an outer call */
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls c JOIN calls p ON p.id = c.parent"
+                              " JOIN functions f ON f.id = p.function"
+                              " WHERE f.qualname = 'outer'"),
+              100);
+    ASSERT_EQ(test_db_int(db, "SELECT min(wall_ns) FROM calls c JOIN functions f"
+                              " ON f.id = c.function WHERE qualname = 'inner'"),
+              11);
+    ASSERT_EQ(test_db_int(db, "SELECT max(self_ns) FROM calls c JOIN functions f"
+                              " ON f.id = c.function WHERE qualname = 'outer'"),
+              6);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes WHERE state = 'complete'"
+                              " AND argv = '[\"prog\",\"--flag\"]'"),
+              1);
+    /* the log is gone once ingested */
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM threads WHERE name = 'MainThread'"), 1);
+    cs__free(db);
+}
+
+#define NTHREADS 8
+#define NCALLS 50000
+
+static void *
+thread_body(void *arg)
+{
+    char name[16];
+    snprintf(name, sizeof name, "worker-%d", (int)(intptr_t)arg);
+    cs_tstate *t = cs_log_tstate_slow(name, (uint64_t)(intptr_t)arg + 100);
+    if (t == NULL)
+        return (void *)1;
+    for (int i = 0; i < NCALLS; i++) {
+        uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+    }
+    return NULL;
+}
+
+void
+test_log_threads_exact(void)
+{
+    const char *dir = test_tmpdir();
+    setenv("CALLSCOPE_CHUNK_SIZE", "8192", 1); /* many chunk switches */
+    cs_tstate *t = open_log(dir);
+    unsetenv("CALLSCOPE_CHUNK_SIZE");
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 1, "work");
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++)
+        ASSERT_OK(pthread_create(&th[i], NULL, thread_body, (void *)(intptr_t)i));
+    for (int i = 0; i < NTHREADS; i++) {
+        void *ret;
+        pthread_join(th[i], &ret);
+        ASSERT_TRUE(ret == NULL);
+    }
+    cs_ingest_result r;
+    ASSERT_OK(close_and_ingest(dir, &r));
+    ASSERT_EQ(r.calls, NTHREADS * NCALLS);
+    ASSERT_EQ(r.bad_records, 0);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls"), NTHREADS * NCALLS);
+    ASSERT_EQ(test_db_int(db, "SELECT count(DISTINCT id) FROM calls"), NTHREADS * NCALLS);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM (SELECT thread, count(*) n FROM calls"
+                              " GROUP BY thread HAVING n = 50000)"),
+              NTHREADS);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
+                              " WHERE t.name LIKE 'worker-%'"),
+              NTHREADS * NCALLS);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE parent IS NOT NULL"), 0);
+    cs__free(db);
+}
+
+/* Write `n` finished calls and one open call, then die by SIGKILL, in a
+ * child process. Returns the child's log path through the run dir. */
+static void
+crash_child(const char *dir, int n)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        cs_tstate *t = open_log(dir);
+        if (t == NULL)
+            _exit(3);
+        def_func(t, 1, "step");
+        for (int i = 0; i < n; i++) {
+            uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+            cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        }
+        cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+static char *
+find_log(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s/*.cslog 2>/dev/null | head -1", dir);
+    FILE *p = popen(cmd, "r");
+    char line[400] = "";
+    if (p) {
+        if (fgets(line, sizeof line, p) == NULL)
+            line[0] = '\0';
+        pclose(p);
+    }
+    line[strcspn(line, "\n")] = '\0';
+    return line[0] ? cs__strdup(line) : NULL;
+}
+
+void
+test_log_crash_kill9(void)
+{
+    const char *dir = test_tmpdir();
+    crash_child(dir, 1000);
+    char *log = find_log(dir);
+    ASSERT_TRUE(log != NULL);
+    cs__free(log);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.ingested, 1);
+    ASSERT_EQ(sr.running, 0);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'ok'"), 1000);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'unfinished'"), 1);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'unfinished'"
+                              " AND end_ns IS NULL"),
+              1);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes WHERE state = 'recovered'"), 1);
+    cs__free(db);
+    log = find_log(dir);
+    ASSERT_TRUE(log == NULL); /* ingested logs are removed */
+}
+
+void
+test_log_torn_tail(void)
+{
+    const char *dir = test_tmpdir();
+    crash_child(dir, 100);
+    char *log = find_log(dir);
+    ASSERT_TRUE(log != NULL);
+    /* Find the last written record (the open call's ENTER) by scanning
+     * the first chunk backwards, then cut inside the record 59 before it:
+     * that is the EXIT of call 71, so calls 71..100 lose their exits or
+     * both records, and call 71 stays open. */
+    struct stat st;
+    ASSERT_OK(stat(log, &st));
+    int fd = open(log, O_RDWR);
+    ASSERT_TRUE(fd >= 0);
+    char buf[16];
+    static const char zero[16];
+    off_t last = 0;
+    for (off_t off = CS_LOG_HEADER_SIZE + CS_LOG_DEFAULT_CHUNK - 16;
+         off >= (off_t)(CS_LOG_HEADER_SIZE + CS_LOG_CHUNK_HEADER); off -= 16) {
+        ASSERT_EQ(pread(fd, buf, 16, off), 16);
+        if (memcmp(buf, zero, 16) != 0) {
+            last = off;
+            break;
+        }
+    }
+    ASSERT_TRUE(last > 0);
+    ASSERT_EQ(buf[8], CS_REC_ENTER);
+    ASSERT_OK(ftruncate(fd, last - 59 * 16 + 7));
+    close(fd);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.ingested, 1);
+    char *db = db_of(dir);
+    long long ok = test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'ok'");
+    long long unf = test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'unfinished'");
+    ASSERT_EQ(ok, 70);
+    ASSERT_EQ(unf, 1);
+    cs__free(db);
+    cs__free(log);
+}
+
+void
+test_log_corrupt_record(void)
+{
+    const char *dir = test_tmpdir();
+    crash_child(dir, 100);
+    char *log = find_log(dir);
+    ASSERT_TRUE(log != NULL);
+    int fd = open(log, O_RDWR);
+    ASSERT_TRUE(fd >= 0);
+    /* find the 50th ENTER record and flip a bit of its timestamp */
+    char rec[16];
+    int enters = 0;
+    off_t off = CS_LOG_HEADER_SIZE + CS_LOG_CHUNK_HEADER;
+    for (;; off += 16) {
+        ASSERT_EQ(pread(fd, rec, 16, off), 16);
+        if (rec[8] == CS_REC_ENTER && ++enters == 50)
+            break;
+        if (rec[8] == CS_REC_VAR) {
+            uint64_t w1;
+            memcpy(&w1, rec + 8, 8);
+            size_t len = (size_t)((w1 >> 24) & 0xffffff);
+            off += (off_t)((len + 15) & ~(size_t)15);
+        }
+    }
+    rec[3] ^= 0x10;
+    ASSERT_EQ(pwrite(fd, rec, 16, off), 16);
+    close(fd);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.ingested, 1);
+    ASSERT_TRUE(sr.bad_records >= 1);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'ok'"), 49);
+    ASSERT_EQ(test_db_int(db, "SELECT bad_records FROM processes"), 1);
+    cs__free(db);
+    cs__free(log);
+}
+
+void
+test_log_bad_header(void)
+{
+    const char *dir = test_tmpdir();
+    char *path = cs__path_join(dir, "junk" CS_LOG_SUFFIX);
+    FILE *f = fopen(path, "w");
+    ASSERT_TRUE(f != NULL);
+    fputs("this is not a log at all, just some text that is long enough", f);
+    fclose(f);
+    cs_scan_info info;
+    ASSERT_EQ(cs_log_scan(path, 0, NULL, NULL, &info), CS_EFORMAT);
+    cs_log_header h;
+    ASSERT_EQ(cs_log_read_header(path, &h), CS_EFORMAT);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.failed, 1);
+    ASSERT_TRUE(strstr(sr.message, "not a callscope log") != NULL);
+    ASSERT_TRUE(cs__exists(path)); /* left in place, never deleted */
+    cs__free(path);
+}
+
+void
+test_log_var_records(void)
+{
+    const char *dir = test_tmpdir();
+    cs_tstate *t = open_log(dir);
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 7, "fails");
+    uint64_t s = cs_log_enter(t, 7, 0, cs_clock_mono_ns());
+    static const char err[] = "ValueError\0bad value\0Traceback (most recent call last):\n";
+    cs_log_put_var(t, CS_VAR_ERROR, s, err, sizeof err);
+    cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_RAISED, cs_clock_mono_ns());
+    /* a huge body is cut to what a chunk holds, not dropped */
+    size_t big = 3u << 20;
+    char *huge = cs__malloc(big);
+    ASSERT_TRUE(huge != NULL);
+    memset(huge, 'x', big);
+    memcpy(huge, "Big\0", 4);
+    uint64_t s2 = cs_log_enter(t, 7, 0, cs_clock_mono_ns());
+    cs_log_put_var(t, CS_VAR_ERROR, s2, huge, big);
+    cs_log_mark(t, CS_REC_EXIT, s2, CS_STATUS_RAISED, cs_clock_mono_ns());
+    cs__free(huge);
+    cs_ingest_result r;
+    ASSERT_OK(close_and_ingest(dir, &r));
+    ASSERT_EQ(r.errors, 2);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM errors WHERE type = 'ValueError' AND"
+                              " message = 'bad value' AND traceback LIKE 'Traceback%'"),
+              1);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM errors WHERE type = 'Big'"), 1);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'raised'"), 2);
+    ASSERT_EQ(test_db_int(db, "SELECT line FROM functions WHERE qualname = 'fails'"), 17);
+    cs__free(db);
+}
+
+void
+test_log_fork_child_own_log(void)
+{
+    const char *dir = test_tmpdir();
+    cs_tstate *t = open_log(dir);
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 1, "f");
+    uint64_t outer = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+    for (int i = 0; i < 10; i++) {
+        uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* the parent's mapping is gone; the child opens its own log */
+        if (cs_log_tstate() != NULL || cs_log_is_open())
+            _exit(10);
+        const char *inherited = cs_log_inherited_rundir();
+        if (inherited == NULL || strcmp(inherited, dir) != 0)
+            _exit(11);
+        cs_tstate *c = open_log(inherited);
+        if (c == NULL)
+            _exit(12);
+        def_func(c, 1, "f");
+        for (int i = 0; i < 5; i++) {
+            uint64_t s = cs_log_enter(c, 1, 0, cs_clock_mono_ns());
+            cs_log_mark(c, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        }
+        /* an exit of the call entered before fork names a seq that the
+         * child's stream never entered: it is an orphan, not a match */
+        cs_log_mark(c, CS_REC_EXIT, outer, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_ingest_result r;
+        if (close_and_ingest(inherited, &r) != CS_OK || r.calls != 5 || r.orphans != 1)
+            _exit(13);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    for (int i = 0; i < 3; i++) {
+        uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+    }
+    cs_log_mark(t, CS_REC_EXIT, outer, CS_STATUS_OK, cs_clock_mono_ns());
+    cs_ingest_result r;
+    ASSERT_OK(close_and_ingest(dir, &r));
+    ASSERT_EQ(r.calls, 14);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes"), 2);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread JOIN processes p"
+             " ON p.id = t.process WHERE p.pid = %d AND p.ppid = %d",
+             (int)pid, (int)getpid());
+    ASSERT_EQ(test_db_int(db, sql), 5);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread JOIN processes p"
+             " ON p.id = t.process WHERE p.pid = %d",
+             (int)getpid());
+    ASSERT_EQ(test_db_int(db, sql), 14);
+    ASSERT_EQ(test_db_int(db, "SELECT count(DISTINCT id) FROM calls"), 19);
+    cs__free(db);
+}
+
+void
+test_log_async_suspend(void)
+{
+    const char *dir = test_tmpdir();
+    cs_tstate *t = open_log(dir);
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 1, "main");
+    def_func(t, 2, "gen");
+    def_func(t, 3, "other");
+    uint64_t ts = 1000;
+    uint64_t m = cs_log_enter(t, 1, 0, ts);
+    uint64_t g = cs_log_enter(t, 2, CS_FLAG_ASYNC, ts += 10); /* created, suspended */
+    cs_log_mark(t, CS_REC_RESUME, g, 0, ts += 10);
+    cs_log_mark(t, CS_REC_SUSPEND, g, 0, ts += 100); /* ran 100 */
+    uint64_t o = cs_log_enter(t, 3, 0, ts += 10);     /* called by main, not by gen */
+    cs_log_mark(t, CS_REC_EXIT, o, CS_STATUS_OK, ts += 50);
+    cs_log_mark(t, CS_REC_RESUME, g, 0, ts += 10);
+    cs_log_mark(t, CS_REC_EXIT, g, CS_STATUS_OK, ts += 20); /* ran 20 more */
+    cs_log_mark(t, CS_REC_EXIT, m, CS_STATUS_OK, ts += 10);
+    /* a span paused for 1000 */
+    uint64_t sp = cs_log_enter(t, 3, CS_FLAG_SPAN, ts += 10);
+    cs_log_mark(t, CS_REC_SUSPEND, sp, 0, ts += 40);
+    cs_log_mark(t, CS_REC_RESUME, sp, 0, ts += 1000);
+    cs_log_mark(t, CS_REC_EXIT, sp, CS_STATUS_OK, ts += 60);
+    cs_ingest_result r;
+    ASSERT_OK(close_and_ingest(dir, &r));
+    ASSERT_EQ(r.calls, 4);
+    char *db = db_of(dir);
+    ASSERT_EQ(test_db_int(db, "SELECT p.function FROM calls c JOIN calls p ON p.id = c.parent"
+                              " WHERE c.function = (SELECT id FROM functions WHERE"
+                              " qualname = 'other') AND c.parent IS NOT NULL"),
+              test_db_int(db, "SELECT id FROM functions WHERE qualname = 'main'"));
+    /* the generator lives from creation to exhaustion; it ran 120 */
+    ASSERT_EQ(test_db_int(db, "SELECT wall_ns FROM calls WHERE function ="
+                              " (SELECT id FROM functions WHERE qualname = 'gen')"),
+              200);
+    ASSERT_EQ(test_db_int(db, "SELECT self_ns FROM calls WHERE function ="
+                              " (SELECT id FROM functions WHERE qualname = 'gen')"),
+              120);
+    /* main: 220 wall, minus 120 of gen and 50 of other */
+    ASSERT_EQ(test_db_int(db, "SELECT self_ns FROM calls WHERE function ="
+                              " (SELECT id FROM functions WHERE qualname = 'main')"),
+              50);
+    /* paused time is not counted in the span's wall time */
+    ASSERT_EQ(test_db_int(db, "SELECT wall_ns FROM calls WHERE parent IS NULL AND function ="
+                              " (SELECT id FROM functions WHERE qualname = 'other')"),
+              100);
+    cs__free(db);
+}

@@ -1,0 +1,233 @@
+/* test_store.c -- run.db: bad databases, versions, statistics, runs. */
+#include "test.h"
+
+#include "cs_analysis.h"
+#include "cs_log.h"
+#include "cs_store.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static cs_tstate *
+open_log(const char *dir)
+{
+    cs_proc_info info = {.name = "test", .argv = "x", .argv_len = 2, .rank = -1};
+    if (cs_log_open(dir, &info) != CS_OK)
+        return NULL;
+    cs_tstate *t = cs_log_tstate_slow("MainThread", 1);
+    if (t)
+        cs_log_put_proc(t, &info);
+    return t;
+}
+
+static void
+def_func(cs_tstate *t, uint32_t id, const char *module, const char *qualname)
+{
+    char body[256];
+    uint32_t line = 1, kind = CS_FUNC_FUNCTION;
+    memcpy(body, &line, 4);
+    memcpy(body + 4, &kind, 4);
+    int n = snprintf(body + 8, sizeof body - 8, "%s%c%s%cf.py", module, 0, qualname, 0);
+    cs_log_put_var(t, CS_VAR_FUNC, id, body, 8 + (size_t)n + 1);
+}
+
+static int
+finish_log(const char *dir)
+{
+    char *path = NULL;
+    int rc = cs_log_close(&path);
+    cs_ingest_result r;
+    if (rc == CS_OK)
+        rc = cs_run_ingest_own(dir, path, &r);
+    cs_log_release();
+    cs_log_forget();
+    cs__free(path);
+    return rc;
+}
+
+/* 100 calls of a.f with walls 1..100, 10 of b.g with wall 1000, 2 raising. */
+static int
+make_run(const char *dir)
+{
+    cs_tstate *t = open_log(dir);
+    if (t == NULL)
+        return -1;
+    def_func(t, 1, "a", "f");
+    def_func(t, 2, "b", "g");
+    uint64_t ts = 1000;
+    for (uint64_t i = 1; i <= 100; i++) {
+        uint64_t s = cs_log_enter(t, 1, 0, ts);
+        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, ts += i);
+    }
+    for (int i = 0; i < 10; i++) {
+        uint64_t s = cs_log_enter(t, 2, 0, ts);
+        cs_log_mark(t, CS_REC_EXIT, s, i < 2 ? CS_STATUS_RAISED : CS_STATUS_OK, ts += 1000);
+    }
+    return finish_log(dir);
+}
+
+void
+test_store_ingest_nesting(void)
+{
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_run(dir));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls"), 110);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM call_view WHERE function = 'b.g'"
+                              " AND status = 'raised'"),
+              2);
+    ASSERT_EQ(test_db_int(db, "PRAGMA user_version"), CS_SCHEMA_VERSION);
+    cs__free(db);
+}
+
+void
+test_store_ingest_idempotent(void)
+{
+    /* A second run into the same directory appends; ids stay unique. */
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_run(dir));
+    ASSERT_OK(make_run(dir));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    ASSERT_EQ(test_db_int(db, "SELECT count(DISTINCT id) FROM calls"), 220);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM functions"), 2);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes"), 2);
+    cs__free(db);
+}
+
+void
+test_store_not_a_db(void)
+{
+    const char *dir = test_tmpdir();
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    FILE *f = fopen(db, "w");
+    ASSERT_TRUE(f != NULL);
+    for (int i = 0; i < 200; i++)
+        fputs("garbage garbage garbage ", f);
+    fclose(f);
+    cs_store *s = NULL;
+    ASSERT_EQ(cs_store_open(db, 0, &s), CS_ENOTDB);
+    ASSERT_TRUE(s == NULL);
+    ASSERT_TRUE(strstr(cs_store_last_error(), "run.db") != NULL);
+    ASSERT_EQ(cs_store_open(db, 1, &s), CS_ENOTDB);
+    /* an SQLite file of another program is not ours either */
+    unlink(db);
+    sqlite3 *h;
+    ASSERT_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h, "CREATE TABLE x(a)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    ASSERT_EQ(cs_store_open(db, 1, &s), CS_ENOTDB);
+    ASSERT_EQ(cs_store_open(db, 0, &s), CS_ENOTDB);
+    cs_store_close(NULL); /* a no-op */
+    cs__free(db);
+}
+
+void
+test_store_newer_schema(void)
+{
+    const char *dir = test_tmpdir();
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    sqlite3 *h;
+    ASSERT_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h, "CREATE TABLE calls(a); PRAGMA user_version = 99", NULL, NULL,
+                           NULL),
+              SQLITE_OK);
+    sqlite3_close(h);
+    cs_store *s = NULL;
+    ASSERT_EQ(cs_store_open(db, 1, &s), CS_EVERSION);
+    ASSERT_TRUE(strstr(cs_store_last_error(), "99") != NULL);
+    cs__free(db);
+}
+
+void
+test_store_stats(void)
+{
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_run(dir));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    cs_store *s = NULL;
+    ASSERT_OK(cs_store_open(db, 0, &s));
+    cs_stats_query q = {.sort = CS_SORT_TOTAL};
+    cs_fstat *v = NULL;
+    size_t n = 0;
+    ASSERT_OK(cs_stats(s, &q, &v, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_STR_EQ(v[0].name, "b.g"); /* 10000 total beats 5050 */
+    ASSERT_EQ(v[0].errors, 2);
+    ASSERT_EQ(v[1].calls, 100);
+    ASSERT_EQ(v[1].total_ns, 5050);
+    ASSERT_EQ(v[1].min_ns, 1);
+    ASSERT_EQ(v[1].max_ns, 100);
+    ASSERT_EQ(v[1].p50_ns, 50);
+    ASSERT_EQ(v[1].p95_ns, 95);
+    ASSERT_EQ((long long)(v[1].mean_ns * 10), 505);
+    cs_stats_free(v, n);
+    q.sort = CS_SORT_CALLS;
+    q.limit = 1;
+    ASSERT_OK(cs_stats(s, &q, &v, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_STR_EQ(v[0].name, "a.f");
+    cs_stats_free(v, n);
+    q.limit = 0;
+    q.filter = "b.*";
+    ASSERT_OK(cs_stats(s, &q, &v, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_STR_EQ(v[0].name, "b.g");
+    cs_stats_free(v, n);
+    cs_sort k;
+    ASSERT_EQ(cs_sort_parse("bogus", &k), CS_EINVAL);
+    ASSERT_OK(cs_sort_parse("p95", &k));
+    ASSERT_EQ(k, CS_SORT_P95);
+    cs_store_close(s);
+    cs__free(db);
+}
+
+void
+test_run_create_unique(void)
+{
+    const char *root = test_tmpdir();
+    char *a = NULL, *b = NULL;
+    ASSERT_OK(cs_run_create(root, "my app", &a));
+    ASSERT_OK(cs_run_create(root, "my app", &b));
+    ASSERT_TRUE(strcmp(a, b) != 0);
+    ASSERT_TRUE(strstr(a, "my_app") != NULL);
+    char *latest = cs__path_join(root, "latest");
+    char target[512];
+    ssize_t n = readlink(latest, target, sizeof target - 1);
+    ASSERT_TRUE(n > 0);
+    target[n] = '\0';
+    ASSERT_TRUE(strstr(b, target) != NULL);
+    cs__free(latest);
+    cs__free(a);
+    cs__free(b);
+}
+
+void
+test_run_resolve(void)
+{
+    const char *root = test_tmpdir();
+    char *out = NULL;
+    ASSERT_EQ(cs_run_resolve(root, NULL, &out), CS_ENOENT);
+    ASSERT_EQ(cs_run_resolve(root, "nope", &out), CS_ENOENT);
+    char *dir = NULL;
+    ASSERT_OK(cs_run_create(root, "r", &dir));
+    ASSERT_EQ(cs_run_resolve(root, "latest", &out), CS_ENOTRUN); /* empty */
+    ASSERT_OK(make_run(dir));
+    ASSERT_OK(cs_run_resolve(root, "latest", &out));
+    ASSERT_TRUE(out != NULL);
+    cs__free(out);
+    const char *leaf = strrchr(dir, '/') + 1;
+    ASSERT_OK(cs_run_resolve(root, leaf, &out));
+    cs__free(out);
+    char **dirs;
+    size_t nd;
+    ASSERT_OK(cs_run_list(root, &dirs, &nd));
+    ASSERT_EQ(nd, 1);
+    cs_run_list_free(dirs, nd);
+    cs_run_summary s;
+    ASSERT_OK(cs_run_summarize(dir, &s));
+    ASSERT_EQ(s.calls, 110);
+    ASSERT_EQ(s.errors, 2);
+    ASSERT_EQ(s.state, CS_RUN_COMPLETE);
+    cs_run_summary_free(&s);
+    cs__free(dir);
+}
