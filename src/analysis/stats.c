@@ -144,7 +144,8 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         goto out;
     }
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, module || '.' || qualname, kind, file, line"
+                           "SELECT id, CASE WHEN module = '' THEN qualname"
+                           " ELSE module || '.' || qualname END, kind, file, line"
                            " FROM functions",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = CS_EDB;

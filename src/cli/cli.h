@@ -44,7 +44,9 @@ int cli_open_run(const char *root, const char *spec, char **dir /* OUT */);
 /* Parse a non-negative integer option value; returns 0 or -1. */
 int cli_parse_size(const char *s, size_t *out /* OUT */);
 
-/* Print `s`, cut to `width` columns with a trailing ellipsis mark. */
-void cli_cell(FILE *f, const char *s, int width, int left);
+/* Print `s` left-aligned in `width` columns. A longer string is cut and
+ * marked with '~', keeping its end when `keep_tail` (qualified names end
+ * with what matters), else its start. */
+void cli_cell(FILE *f, const char *s, int width, int keep_tail);
 
 #endif

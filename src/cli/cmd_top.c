@@ -103,7 +103,7 @@ cs_cmd_top(int argc, char **argv)
     printf("%-40s %8s %6s %9s %9s %9s %9s %9s %9s %9s\n", "function", "calls", "errors",
            "total", "self", "mean", "p50", "p95", "max", "cpu");
     for (size_t i = 0; i < n; i++) {
-        cli_cell(stdout, st[i].name, 40, 0);
+        cli_cell(stdout, st[i].name, 40, 1);
         printf(" %8llu %6llu", (unsigned long long)st[i].calls,
                (unsigned long long)st[i].errors);
         int has = st[i].calls > st[i].unfinished;

@@ -45,17 +45,17 @@ cli_parse_size(const char *s, size_t *out)
 }
 
 void
-cli_cell(FILE *f, const char *s, int width, int left)
+cli_cell(FILE *f, const char *s, int width, int keep_tail)
 {
     int len = (int)strlen(s);
     if (len > width && width > 1) {
-        if (left)
-            fprintf(f, "%.*s~", width - 1, s);
-        else
+        if (keep_tail)
             fprintf(f, "~%s", s + len - (width - 1));
+        else
+            fprintf(f, "%.*s~", width - 1, s);
         return;
     }
-    fprintf(f, left ? "%-*s" : "%*s", width, s);
+    fprintf(f, "%-*s", width, s);
 }
 
 int

@@ -137,12 +137,23 @@ cs_mem_rss(uint64_t *rss, uint64_t *peak)
     if (page == 0)
         page = sysconf(_SC_PAGESIZE);
     if (rss) {
-        int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return cs_from_errno(errno);
+        /* Kept open: reopening costs more than the read. /proc/self is
+         * resolved at open, so a forked child opens its own. */
+        static int fd = -1;
+        static pid_t fd_pid;
+        pid_t me = getpid();
+        if (fd >= 0 && fd_pid != me) {
+            close(fd);
+            fd = -1;
+        }
+        if (fd < 0) {
+            fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return cs_from_errno(errno);
+            fd_pid = me;
+        }
         char buf[128];
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
         if (n <= 0)
             return CS_EIO;
         buf[n] = '\0';

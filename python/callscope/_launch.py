@@ -1,0 +1,25 @@
+"""Run a script or module for ``callscope run``: the C command starts
+``python -m callscope._launch -- SCRIPT ARGS`` or ``... -m MODULE ARGS``
+with $CALLSCOPE_RUN_DIR set to the new run."""
+import os
+import runpy
+import sys
+
+import callscope  # noqa: F401  (registers the exit handler that stores the run)
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "-m":
+        sys.argv = [argv[1]] + argv[2:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    elif len(argv) >= 2 and argv[0] == "--":
+        script = argv[1]
+        sys.argv = argv[1:]
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
+    else:
+        sys.exit("usage: python -m callscope._launch (-- SCRIPT | -m MODULE) [ARGS...]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,187 @@
+"""Reading a recorded run: ``callscope.load()`` and the ``Run`` object.
+
+Statistics come from the C analysis stage (the same numbers as
+``callscope top``); rows come straight from run.db through sqlite3.
+"""
+import os
+import sqlite3
+import warnings
+from typing import NamedTuple, Optional
+
+from . import _callscope
+
+
+class Function(NamedTuple):
+    """A recorded function or span."""
+
+    id: int
+    name: str  #: module.qualname, or the name given with name=
+    kind: str  #: "function" or "span"
+    module: str
+    qualname: str
+    file: str
+    line: int
+    calls: int
+
+
+class Call(NamedTuple):
+    """One recorded call. Times are nanoseconds: ``start``/``end`` on the
+    process's monotonic clock, ``start_wall`` since the Unix epoch."""
+
+    id: int
+    parent: Optional[int]
+    function: str
+    start: int
+    end: Optional[int]  #: None when unfinished
+    wall: Optional[int]
+    self: Optional[int]
+    cpu: Optional[int]  #: with cpu=True
+    rss_delta: Optional[int]  #: with memory=True
+    peak_rss: Optional[int]  #: with memory=True
+    status: str  #: "ok", "raised" or "unfinished"
+    thread: int  #: OS thread id
+    thread_name: str
+    pid: int
+    ppid: int
+    host: str
+    rank: Optional[int]
+    start_wall: int
+    error_type: Optional[str]
+    error_message: Optional[str]
+
+
+_NAME = "CASE WHEN f.module = '' THEN f.qualname ELSE f.module || '.' || f.qualname END"
+
+_CALLS_SQL = f"""
+SELECT c.id, c.parent, {_NAME}, c.start_ns, c.end_ns, c.wall_ns, c.self_ns, c.cpu_ns,
+       c.rss_delta, c.peak_rss, c.status, t.tid, t.name, p.pid, p.ppid, p.host, p.rank,
+       p.start_wall_ns + (c.start_ns - p.start_mono_ns), e.type, e.message
+FROM calls c JOIN functions f ON f.id = c.function
+JOIN threads t ON t.id = c.thread JOIN processes p ON p.id = t.process
+LEFT JOIN errors e ON e.call = c.id
+"""
+
+
+def _match_sql(name):
+    """A WHERE clause for a function name: exact, or a glob with * ? [."""
+    if any(ch in name for ch in "*?["):
+        return f"{_NAME} GLOB ?", name
+    return f"{_NAME} = ?", name
+
+
+class Run:
+    """A recorded run: its directory and its run.db."""
+
+    def __init__(self, path, sync=None):
+        self.path = os.fspath(path)
+        self.db_path = os.path.join(self.path, "run.db")
+        self.sync = sync or {}
+
+    # -- raw access -------------------------------------------------------
+    def sql(self, query, params=()):
+        """Run a read-only SQL query on run.db and return its rows."""
+        if not os.path.exists(self.db_path):
+            return []
+        con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            return con.execute(query, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _callscope.CallscopeError(f"{self.db_path}: {e}") from None
+        finally:
+            con.close()
+
+    # -- questions ---------------------------------------------------------
+    def functions(self):
+        """Every recorded function and span, with its number of calls."""
+        rows = self.sql(
+            f"SELECT f.id, {_NAME}, f.kind, f.module, f.qualname, f.file, f.line,"
+            " (SELECT count(*) FROM calls c WHERE c.function = f.id)"
+            " FROM functions f ORDER BY 2"
+        )
+        return [Function(*r) for r in rows]
+
+    def calls(self, name=None, *, status=None, limit=None):
+        """The calls of ``name`` (exact, or a glob), in start order.
+
+        ``status`` keeps only "ok", "raised" or "unfinished" calls."""
+        where, params = [], []
+        if name is not None:
+            clause, p = _match_sql(name)
+            where.append(clause)
+            params.append(p)
+        if status is not None:
+            if status not in ("ok", "raised", "unfinished"):
+                raise ValueError(f"status must be 'ok', 'raised' or 'unfinished', not {status!r}")
+            where.append("c.status = ?")
+            params.append(status)
+        q = _CALLS_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY c.id"
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        return [Call(*r) for r in self.sql(q, params)]
+
+    def errors(self, name=None):
+        """(call id, function, type, message, traceback) of every raised call."""
+        q = (
+            f"SELECT c.id, {_NAME}, e.type, e.message, e.traceback FROM errors e"
+            " JOIN calls c ON c.id = e.call JOIN functions f ON f.id = c.function"
+        )
+        params = []
+        if name is not None:
+            clause, p = _match_sql(name)
+            q += " WHERE " + clause
+            params.append(p)
+        return self.sql(q + " ORDER BY c.id", params)
+
+    def stats(self, filter=None, sort="total", limit=0, pid=0):
+        """Per function: calls, errors, total, self, min, mean, p50, p95, max
+        and CPU time, in ns -- the numbers of ``callscope top``."""
+        if not os.path.exists(self.db_path):
+            return []
+        return _callscope._stats(self.db_path, filter, sort, limit, pid)
+
+    def info(self):
+        """One row of ``callscope info`` as a dict."""
+        return _callscope._summary(self.path)
+
+    def to_pandas(self, name=None):
+        """The calls as a pandas DataFrame (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.calls(name), columns=Call._fields)
+
+    def __repr__(self):
+        info = self.info()
+        lines = [
+            f"<callscope run {os.path.basename(self.path)}: {info['functions']} functions,"
+            f" {info['calls']} calls, {info['errors']} errors, {info['state']}>"
+        ]
+        rows = self.sql(
+            f"SELECT {_NAME}, count(*), sum(c.status = 'raised'), sum(c.status = 'unfinished')"
+            " FROM calls c JOIN functions f ON f.id = c.function GROUP BY f.id ORDER BY 2 DESC"
+        )
+        width = max((len(r[0]) for r in rows), default=0)
+        for name, n, err, unf in rows[:50]:
+            extra = "".join(
+                [f", {err} raised" if err else "", f", {unf} unfinished" if unf else ""]
+            )
+            lines.append(f"  {name:<{width}}  {n} calls{extra}")
+        if len(rows) > 50:
+            lines.append(f"  ... {len(rows) - 50} more")
+        return "\n".join(lines)
+
+
+def load(run="latest", *, root=None):
+    """Open a recorded run: "latest", a run name under the root, or a path
+    to a run directory (or its run.db). Processes of the run that died are
+    recovered first: their finished calls are stored, open ones marked
+    unfinished."""
+    root = os.fspath(root) if root is not None else _callscope.default_root()
+    path = _callscope._resolve(root, os.fspath(run) if run is not None else None)
+    sync = _callscope._sync(path)
+    if sync["failed"]:
+        warnings.warn(
+            f"callscope: {sync['failed']} log(s) of {path} could not be read: {sync['message']}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return Run(path, sync)

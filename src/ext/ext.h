@@ -1,0 +1,129 @@
+/* ext.h -- shared inside the CPython extension. The extension converts
+ * Python objects into the engine's types and calls the C library; the
+ * library never sees a PyObject. */
+#ifndef CS_EXT_H
+#define CS_EXT_H
+
+#include "compat.h"
+#include "cs_log.h"
+
+/* Module state: the heap types and the few Python helpers the slow paths
+ * need. The hot path needs none of it. */
+typedef struct ext_state {
+    PyTypeObject *monitor_type;
+    PyTypeObject *span_type;
+    PyTypeObject *gencall_type;
+    PyObject *format_exception; /* traceback.format_exception */
+    PyObject *span_ids;         /* dict: (module, qualname, file, line) -> int */
+    PyObject *error;            /* callscope.CallscopeError */
+} ext_state;
+
+/* The state of the module that defined `tp` (borrowed). */
+static inline ext_state *
+ext_state_of(PyTypeObject *tp)
+{
+    return (ext_state *)PyType_GetModuleState(tp);
+}
+
+/* Monitor options (flag bits). */
+#define MON_CPU 0x1u
+#define MON_MEM 0x2u
+
+typedef struct MonitorObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func; /* the wrapped callable, called with the arguments */
+    PyObject *dict;
+    PyObject *weakrefs;
+    uint32_t func_id;
+    uint32_t def_epoch; /* writer epoch in which the FUNC record was written */
+    uint32_t opts;      /* MON_* */
+    int async_kind;     /* 0 plain, 1 generator function, 2 coroutine function */
+    PyObject *ident;    /* (module, qualname, file, line) as written in FUNC */
+} MonitorObject;
+
+extern PyType_Spec monitor_spec;
+extern PyType_Spec span_spec;
+extern PyType_Spec gencall_spec;
+
+/* ---- record.c: slow paths around the hot path --------------------------- */
+
+/* The calling thread's writer state; opens the process's log and
+ * attaches the thread when needed. NULL (no error set) when recording is
+ * impossible; the reason was reported once. */
+cs_tstate *rec_tstate(void);
+
+/* A new process-wide function id. */
+uint32_t rec_new_func_id(void);
+
+/* Write the FUNC record for `ident` = (module, qualname, file, line). */
+void rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind);
+
+/* Make sure monitor `m`'s FUNC record is in the current log. */
+static inline void
+rec_ensure_defined(cs_tstate *t, MonitorObject *m)
+{
+    if (CS_UNLIKELY(m->def_epoch != t->epoch)) {
+        rec_define(t, m->func_id, m->ident, CS_FUNC_FUNCTION);
+        m->def_epoch = t->epoch;
+    }
+}
+
+/* Record the exception being raised as call `seq`'s error; the exception
+ * stays raised, the same object. `stream` is the stream of the call. */
+void rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream);
+/* Record `exc` (borrowed) as call `seq`'s error. */
+void rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc);
+
+/* CPU time and memory, read as `opts` asks. They are read before an
+ * entry's timestamp and after an exit's, so their cost stays outside the
+ * measured call, and written after the event they belong to. */
+typedef struct rec_extra {
+    uint64_t cpu, rss, peak;
+} rec_extra;
+
+static inline void
+rec_read_extras(uint32_t opts, rec_extra *x)
+{
+    if (opts & MON_CPU)
+        x->cpu = cs_clock_thread_cpu_ns();
+    if (opts & MON_MEM)
+        cs_mem_rss(&x->rss, &x->peak);
+}
+
+static inline void
+rec_put_extras(cs_tstate *t, uint32_t opts, const rec_extra *x)
+{
+    if (opts & MON_CPU)
+        cs_log_put(t, x->cpu, CS_REC_CPU, 0);
+    if (opts & MON_MEM)
+        cs_log_put(t, x->rss, CS_REC_MEM, x->peak / 1024u);
+}
+
+/* Mark call `seq` of `stream` from thread state `t` (another stream is
+ * named with an XSTREAM record first). */
+static inline void
+rec_mark(cs_tstate *t, unsigned kind, uint64_t seq, uint32_t stream, unsigned status,
+         uint64_t ts)
+{
+    if (CS_UNLIKELY(stream != t->stream))
+        cs_log_put(t, stream, CS_REC_XSTREAM, 0);
+    cs_log_mark(t, kind, seq, status, ts);
+}
+
+/* Close this process's log and ingest it into run.db; then ingest logs
+ * of other processes of the run that ended. Reports problems on stderr. */
+int rec_finish(int quiet);
+/* Register fork handlers; called at module init. */
+void rec_init(void);
+/* Finish, then forget everything so recording can start afresh (tests). */
+void rec_reset(void);
+
+/* ---- asyncwrap.c ---------------------------------------------------------- */
+/* Wrap generator or coroutine `inner` (stolen) produced by monitor `m`. */
+PyObject *gencall_new(MonitorObject *m, PyObject *inner);
+
+/* Split a display name "a.b.c" into (module "a.b", qualname "c"). */
+PyObject *ext_split_name(PyObject *name, PyObject *file, long line);
+
+#endif

@@ -1,0 +1,282 @@
+/* module.c -- the _callscope extension module: types, and the thin
+ * bindings to the store and analysis stages that the Python API uses. */
+#include "ext.h"
+#include "cs_analysis.h"
+#include "cs_store.h"
+
+#include <string.h>
+
+static PyObject *
+raise_cs(ext_state *st, int rc, const char *what)
+{
+    PyObject *type = rc == CS_ENOENT ? PyExc_FileNotFoundError : st->error;
+    const char *detail = (rc == CS_ENOTDB || rc == CS_EDB || rc == CS_EVERSION ||
+                          rc == CS_ENOTRUN)
+                             ? cs_store_last_error()
+                             : cs_strerror(rc);
+    PyErr_Format(type, "%s: %s", what, detail);
+    return NULL;
+}
+
+static PyObject *
+py_finish(PyObject *mod, PyObject *unused)
+{
+    rec_finish(0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_reset(PyObject *mod, PyObject *unused)
+{
+    rec_reset();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_run_dir(PyObject *mod, PyObject *unused)
+{
+    const char *d = cs_log_rundir();
+    if (d == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeFSDefault(d);
+}
+
+static PyObject *
+py_default_root(PyObject *mod, PyObject *unused)
+{
+    return PyUnicode_DecodeFSDefault(cs_run_root_default());
+}
+
+static PyObject *
+py_resolve(PyObject *mod, PyObject *args)
+{
+    const char *root, *spec = NULL;
+    if (!PyArg_ParseTuple(args, "s|z:_resolve", &root, &spec))
+        return NULL;
+    char *out = NULL;
+    int rc = cs_run_resolve(root, spec, &out);
+    if (rc == CS_ENOENT) {
+        if (spec == NULL || strcmp(spec, "latest") == 0)
+            return PyErr_Format(PyExc_FileNotFoundError, "no runs in %s", root);
+        return PyErr_Format(PyExc_FileNotFoundError, "run not found: %s", spec);
+    }
+    if (rc == CS_ENOTRUN)
+        return PyErr_Format(((ext_state *)PyModule_GetState(mod))->error,
+                            "%s: not a callscope run (no run.db, no logs)", spec ? spec : root);
+    if (rc != CS_OK)
+        return raise_cs((ext_state *)PyModule_GetState(mod), rc, spec ? spec : root);
+    PyObject *r = PyUnicode_DecodeFSDefault(out);
+    cs__free(out);
+    return r;
+}
+
+static PyObject *
+py_sync(PyObject *mod, PyObject *args)
+{
+    const char *dir;
+    if (!PyArg_ParseTuple(args, "s:_sync", &dir))
+        return NULL;
+    cs_sync_result sr;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_run_sync(dir, &sr);
+    Py_END_ALLOW_THREADS
+    if (rc != CS_OK)
+        return raise_cs((ext_state *)PyModule_GetState(mod), rc, dir);
+    return Py_BuildValue("{s:i,s:i,s:i,s:K,s:s}", "running", sr.running, "ingested",
+                         sr.ingested, "failed", sr.failed, "bad_records",
+                         (unsigned long long)sr.bad_records, "message", sr.message);
+}
+
+static PyObject *
+py_stats(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"db", "filter", "sort", "limit", "pid", NULL};
+    const char *db, *filter = NULL, *sort = "total";
+    Py_ssize_t limit = 0;
+    long long pid = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zsnL:_stats", kwlist, &db, &filter, &sort,
+                                     &limit, &pid))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    cs_stats_query q = {.filter = filter, .limit = limit > 0 ? (size_t)limit : 0, .pid = pid};
+    if (cs_sort_parse(sort, &q.sort) != CS_OK)
+        return PyErr_Format(PyExc_ValueError, "unknown sort key '%s' (use one of: %s)", sort,
+                            cs_sort_names());
+    cs_store *s = NULL;
+    int rc = cs_store_open(db, 0, &s);
+    if (rc != CS_OK)
+        return raise_cs(st, rc, db);
+    cs_fstat *v = NULL;
+    size_t n = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_stats(s, &q, &v, &n);
+    Py_END_ALLOW_THREADS
+    cs_store_close(s);
+    if (rc != CS_OK)
+        return raise_cs(st, rc, db);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        const cs_fstat *f = &v[i];
+        int has = f->calls > f->unfinished;
+        PyObject *d = Py_BuildValue(
+            "{s:s,s:s,s:s,s:L,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:N}", "function",
+            f->name, "kind", f->kind, "file", f->file, "line", (long long)f->line, "calls",
+            (unsigned long long)f->calls, "errors", (unsigned long long)f->errors,
+            "unfinished", (unsigned long long)f->unfinished, "total_ns",
+            (unsigned long long)f->total_ns, "self_ns", (unsigned long long)f->self_ns,
+            "min_ns", (unsigned long long)(has ? f->min_ns : 0), "max_ns",
+            (unsigned long long)f->max_ns, "p50_ns", (unsigned long long)f->p50_ns, "p95_ns",
+            (unsigned long long)f->p95_ns, "mean_ns", f->mean_ns, "cpu_ns",
+            f->cpu_calls ? PyLong_FromUnsignedLongLong(f->cpu_ns) : Py_NewRef(Py_None));
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    cs_stats_free(v, n);
+    return list;
+}
+
+static PyObject *
+py_summary(PyObject *mod, PyObject *args)
+{
+    const char *dir;
+    if (!PyArg_ParseTuple(args, "s:_summary", &dir))
+        return NULL;
+    cs_run_summary s;
+    int rc = cs_run_summarize(dir, &s);
+    if (rc != CS_OK) {
+        cs_run_summary_free(&s);
+        return raise_cs((ext_state *)PyModule_GetState(mod), rc, dir);
+    }
+    PyObject *r = Py_BuildValue(
+        "{s:s,s:s,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:s}", "dir", s.dir, "command",
+        s.command ? s.command : "", "start_wall_ns", (unsigned long long)s.start_wall_ns,
+        "duration_ns", (unsigned long long)s.duration_ns, "processes",
+        (unsigned long long)s.processes, "threads", (unsigned long long)s.threads, "calls",
+        (unsigned long long)s.calls, "errors", (unsigned long long)s.errors, "functions",
+        (unsigned long long)s.functions, "disk_bytes", (unsigned long long)s.disk_bytes,
+        "state", cs_run_state_name(s.state));
+    cs_run_summary_free(&s);
+    return r;
+}
+
+static PyObject *
+py_list_runs(PyObject *mod, PyObject *args)
+{
+    const char *root;
+    if (!PyArg_ParseTuple(args, "s:_list_runs", &root))
+        return NULL;
+    char **dirs = NULL;
+    size_t n = 0;
+    int rc = cs_run_list(root, &dirs, &n);
+    if (rc != CS_OK)
+        return raise_cs((ext_state *)PyModule_GetState(mod), rc, root);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *p = PyUnicode_DecodeFSDefault(dirs[i]);
+        if (p == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, p);
+    }
+    cs_run_list_free(dirs, n);
+    return list;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_finish", py_finish, METH_NOARGS, "Close this process's log and store it in run.db."},
+    {"_reset", py_reset, METH_NOARGS, "Finish, and forget all recording state (tests)."},
+    {"run_dir", py_run_dir, METH_NOARGS, "The directory of the run being recorded, or None."},
+    {"default_root", py_default_root, METH_NOARGS, "$CALLSCOPE_DIR or 'callscope-runs'."},
+    {"_resolve", py_resolve, METH_VARARGS, NULL},
+    {"_sync", py_sync, METH_VARARGS, NULL},
+    {"_stats", (PyCFunction)(void (*)(void))py_stats, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_summary", py_summary, METH_VARARGS, NULL},
+    {"_list_runs", py_list_runs, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+module_exec(PyObject *mod)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    st->monitor_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &monitor_spec, NULL);
+    st->span_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &span_spec, NULL);
+    st->gencall_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &gencall_spec, NULL);
+    st->span_ids = PyDict_New();
+    st->error = PyErr_NewExceptionWithDoc("callscope.CallscopeError",
+                                          "A run or database could not be read.", NULL, NULL);
+    if (!st->monitor_type || !st->span_type || !st->gencall_type || !st->span_ids || !st->error)
+        return -1;
+    if (PyModule_AddObjectRef(mod, "Monitor", (PyObject *)st->monitor_type) < 0 ||
+        PyModule_AddObjectRef(mod, "span", (PyObject *)st->span_type) < 0 ||
+        PyModule_AddObjectRef(mod, "GeneratorCall", (PyObject *)st->gencall_type) < 0 ||
+        PyModule_AddObjectRef(mod, "CallscopeError", st->error) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(mod, "LOG_VERSION", CS_LOG_VERSION) < 0 ||
+        PyModule_AddIntConstant(mod, "SCHEMA_VERSION", CS_SCHEMA_VERSION) < 0)
+        return -1;
+    rec_init();
+    return 0;
+}
+
+static int
+module_traverse(PyObject *mod, visitproc visit, void *arg)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    Py_VISIT(st->monitor_type);
+    Py_VISIT(st->span_type);
+    Py_VISIT(st->gencall_type);
+    Py_VISIT(st->format_exception);
+    Py_VISIT(st->span_ids);
+    Py_VISIT(st->error);
+    return 0;
+}
+
+static int
+module_clear(PyObject *mod)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    Py_CLEAR(st->monitor_type);
+    Py_CLEAR(st->span_type);
+    Py_CLEAR(st->gencall_type);
+    Py_CLEAR(st->format_exception);
+    Py_CLEAR(st->span_ids);
+    Py_CLEAR(st->error);
+    return 0;
+}
+
+static void
+module_free(void *mod)
+{
+    module_clear((PyObject *)mod);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "callscope._callscope",
+    .m_doc = "The C engine of callscope.",
+    .m_size = sizeof(ext_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__callscope(void);
+
+PyMODINIT_FUNC
+PyInit__callscope(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

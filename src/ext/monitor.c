@@ -1,0 +1,326 @@
+/* monitor.c -- the decorator type. A Monitor wraps a callable; calling it
+ * writes an ENTER record, calls through with vectorcall, and writes an
+ * EXIT record. It behaves like the function it wraps: attributes,
+ * __wrapped__ (so inspect.signature works), binding as a method, and
+ * pickling by reference. */
+#include "ext.h"
+
+#include <structmember.h>
+
+#define CO_GENERATOR_FLAG 0x20
+#define CO_COROUTINE_FLAG 0x80
+#define CO_ITERABLE_COROUTINE_FLAG 0x100
+
+/* The hot path. Records go straight into the thread's mapped chunk. */
+static PyObject *
+monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MonitorObject *m = (MonitorObject *)callable;
+    if (CS_UNLIKELY(m->async_kind != 0)) {
+        PyObject *inner = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+        return inner ? gencall_new(m, inner) : NULL;
+    }
+    cs_tstate *t = cs_log_tstate();
+    if (CS_UNLIKELY(t == NULL || m->def_epoch != t->epoch)) {
+        if ((t = rec_tstate()) == NULL)
+            return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+        rec_ensure_defined(t, m);
+    }
+    const uint32_t epoch = t->epoch, opts = m->opts;
+    rec_extra x;
+    if (CS_UNLIKELY(opts))
+        rec_read_extras(opts, &x);
+    uint64_t seq = cs_log_enter(t, m->func_id, 0, cs_clock_mono_ns());
+    if (CS_UNLIKELY(opts))
+        rec_put_extras(t, opts, &x);
+    PyObject *res = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    uint64_t ts = cs_clock_mono_ns();
+    /* Re-read: the call may have forked, or the log may have closed. */
+    t = cs_log_tstate();
+    if (CS_LIKELY(t != NULL && t->epoch == epoch)) {
+        if (CS_UNLIKELY(opts))
+            rec_read_extras(opts, &x);
+        if (CS_UNLIKELY(res == NULL))
+            rec_error(ext_state_of(Py_TYPE(m)), t, seq, t->stream);
+        cs_log_mark(t, CS_REC_EXIT, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, ts);
+        if (CS_UNLIKELY(opts))
+            rec_put_extras(t, opts, &x);
+    }
+    return res;
+}
+
+/* (module, qualname, file, line) of `func`, with `name` overriding the
+ * first two when given. New reference. */
+static PyObject *
+make_ident(PyObject *func, PyObject *name)
+{
+    PyObject *module = NULL, *qualname = NULL, *file = NULL, *line = NULL, *r = NULL;
+    PyObject *code = PyObject_GetAttrString(func, "__code__");
+    if (code == NULL)
+        PyErr_Clear();
+    if (code && PyCode_Check(code)) {
+        file = Py_NewRef(((PyCodeObject *)code)->co_filename);
+        line = PyLong_FromLong(((PyCodeObject *)code)->co_firstlineno);
+    } else {
+        file = PyUnicode_FromString("");
+        line = PyLong_FromLong(0);
+    }
+    if (file == NULL || line == NULL)
+        goto out;
+    if (name != NULL && name != Py_None) {
+        if (!PyUnicode_Check(name)) {
+            PyErr_Format(PyExc_TypeError, "monitor(): name must be a str, not %.100s",
+                         Py_TYPE(name)->tp_name);
+            goto out;
+        }
+        r = ext_split_name(name, file, PyLong_AsLong(line));
+        goto out;
+    }
+    module = PyObject_GetAttrString(func, "__module__");
+    if (module == NULL || !PyUnicode_Check(module)) {
+        PyErr_Clear();
+        Py_XSETREF(module, PyUnicode_FromString(""));
+    }
+    qualname = PyObject_GetAttrString(func, "__qualname__");
+    if (qualname == NULL || !PyUnicode_Check(qualname)) {
+        PyErr_Clear();
+        Py_XSETREF(qualname, PyObject_GetAttrString(func, "__name__"));
+        if (qualname == NULL || !PyUnicode_Check(qualname)) {
+            PyErr_Clear();
+            Py_XSETREF(qualname, PyObject_Repr(func));
+        }
+    }
+    if (module && qualname)
+        r = PyTuple_Pack(4, module, qualname, file, line);
+out:
+    Py_XDECREF(code);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    Py_XDECREF(file);
+    Py_XDECREF(line);
+    return r;
+}
+
+PyObject *
+ext_split_name(PyObject *name, PyObject *file, long line)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    Py_ssize_t dot = PyUnicode_FindChar(name, '.', 0, n, -1);
+    if (dot == -2)
+        return NULL;
+    PyObject *module, *qual;
+    if (dot <= 0) {
+        module = PyUnicode_FromString("");
+        qual = Py_NewRef(name);
+    } else {
+        module = PyUnicode_Substring(name, 0, dot);
+        qual = PyUnicode_Substring(name, dot + 1, n);
+    }
+    PyObject *ln = PyLong_FromLong(line);
+    PyObject *r = (module && qual && ln) ? PyTuple_Pack(4, module, qual, file, ln) : NULL;
+    Py_XDECREF(module);
+    Py_XDECREF(qual);
+    Py_XDECREF(ln);
+    return r;
+}
+
+static int
+async_kind_of(PyObject *func)
+{
+    PyObject *code = PyObject_GetAttrString(func, "__code__");
+    int kind = 0;
+    if (code && PyCode_Check(code)) {
+        int flags = ((PyCodeObject *)code)->co_flags;
+        if (flags & CO_COROUTINE_FLAG)
+            kind = 2;
+        else if (flags & (CO_GENERATOR_FLAG | CO_ITERABLE_COROUTINE_FLAG))
+            kind = 1;
+    }
+    if (code == NULL)
+        PyErr_Clear();
+    Py_XDECREF(code);
+    return kind;
+}
+
+/* Copy what functools.update_wrapper copies, into the instance dict. */
+static int
+copy_attributes(MonitorObject *m, PyObject *func)
+{
+    static const char *const names[] = {"__module__", "__name__", "__qualname__", "__doc__"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        PyObject *v = PyObject_GetAttrString(func, names[i]);
+        if (v == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            continue;
+        }
+        int rc = PyDict_SetItemString(m->dict, names[i], v);
+        Py_DECREF(v);
+        if (rc < 0)
+            return -1;
+    }
+    PyObject *fdict = PyObject_GetAttrString(func, "__dict__");
+    if (fdict && PyDict_Check(fdict) && PyDict_Update(m->dict, fdict) < 0) {
+        Py_DECREF(fdict);
+        return -1;
+    }
+    if (fdict == NULL)
+        PyErr_Clear();
+    Py_XDECREF(fdict);
+    return PyDict_SetItemString(m->dict, "__wrapped__", func);
+}
+
+static PyObject *
+monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"func", "cpu", "memory", "name", NULL};
+    PyObject *func, *name = Py_None;
+    int cpu = 0, memory = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppO:monitor", kwlist, &func, &cpu, &memory,
+                                     &name))
+        return NULL;
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "monitor() needs a callable, not %.100s",
+                     Py_TYPE(func)->tp_name);
+        return NULL;
+    }
+    MonitorObject *m = (MonitorObject *)type->tp_alloc(type, 0);
+    if (m == NULL)
+        return NULL;
+    m->vectorcall = monitor_vectorcall;
+    m->func = Py_NewRef(func);
+    m->dict = PyDict_New();
+    m->ident = make_ident(func, name);
+    if (m->dict == NULL || m->ident == NULL || copy_attributes(m, func) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (name != Py_None) {
+        /* the chosen name is what the run shows */
+        if (PyDict_SetItemString(m->dict, "__callscope_name__", name) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    m->func_id = rec_new_func_id();
+    m->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
+    m->async_kind = async_kind_of(func);
+    return (PyObject *)m;
+}
+
+static int
+monitor_traverse(MonitorObject *m, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(m));
+    Py_VISIT(m->func);
+    Py_VISIT(m->dict);
+    Py_VISIT(m->ident);
+    return 0;
+}
+
+static int
+monitor_clear(MonitorObject *m)
+{
+    Py_CLEAR(m->func);
+    Py_CLEAR(m->dict);
+    Py_CLEAR(m->ident);
+    return 0;
+}
+
+static void
+monitor_dealloc(MonitorObject *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    PyObject_GC_UnTrack(m);
+    if (m->weakrefs)
+        PyObject_ClearWeakRefs((PyObject *)m);
+    monitor_clear(m);
+    tp->tp_free(m);
+    Py_DECREF(tp);
+}
+
+/* Bound like a function: through an instance it becomes a method. */
+static PyObject *
+monitor_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+monitor_repr(MonitorObject *m)
+{
+    return PyUnicode_FromFormat("<callscope.monitor of %R>", m->func);
+}
+
+/* Pickle by reference: the module attribute of the same name is this
+ * object, so pickle stores just the qualified name. */
+static PyObject *
+monitor_reduce(MonitorObject *m, PyObject *unused)
+{
+    PyObject *qn = PyDict_GetItemString(m->dict, "__qualname__");
+    if (qn == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot pickle a monitor without __qualname__");
+        return NULL;
+    }
+    return Py_NewRef(qn);
+}
+
+static PyObject *
+monitor_get_ident(MonitorObject *m, void *closure)
+{
+    return Py_NewRef(m->ident);
+}
+
+static PyObject *
+monitor_get_opts(MonitorObject *m, void *closure)
+{
+    return Py_BuildValue("{s:O,s:O}", "cpu", (m->opts & MON_CPU) ? Py_True : Py_False, "memory",
+                         (m->opts & MON_MEM) ? Py_True : Py_False);
+}
+
+static PyMethodDef monitor_methods[] = {
+    {"__reduce__", (PyCFunction)monitor_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef monitor_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"_callscope_ident", (getter)monitor_get_ident, NULL,
+     "(module, qualname, file, line) as recorded", NULL},
+    {"_callscope_options", (getter)monitor_get_opts, NULL, "the recording options", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef monitor_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(MonitorObject, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(MonitorObject, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(MonitorObject, weakrefs), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot monitor_slots[] = {
+    {Py_tp_new, monitor_new},
+    {Py_tp_dealloc, monitor_dealloc},
+    {Py_tp_traverse, monitor_traverse},
+    {Py_tp_clear, monitor_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, monitor_get},
+    {Py_tp_repr, monitor_repr},
+    {Py_tp_methods, monitor_methods},
+    {Py_tp_getset, monitor_getset},
+    {Py_tp_members, monitor_members},
+    {Py_tp_doc, "Monitor(func, *, cpu=False, memory=False, name=None)\n--\n\n"
+                "Record every call of func. Use callscope.monitor, the decorator."},
+    {0, NULL},
+};
+
+PyType_Spec monitor_spec = {
+    .name = "callscope._callscope.Monitor",
+    .basicsize = sizeof(MonitorObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+             Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .slots = monitor_slots,
+};

@@ -1,0 +1,373 @@
+/* record.c -- the slow paths around the hot path: opening the process's
+ * log on first use (and again in a forked child), attaching threads,
+ * writing function definitions and errors, and finishing at exit.
+ *
+ * Nothing here raises into user code: failures are reported once on
+ * stderr (through PyErr_WriteUnraisable) and recording stops, while the
+ * program runs on. */
+#include "ext.h"
+#include "cs_store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Atomic uint32_t next_func_id;
+static int open_failed; /* report once, then stay quiet */
+static int finished;    /* the log was closed at exit: never reopen it */
+
+static void
+after_fork_child(void)
+{
+    finished = 0; /* a child forked at exit still records its own calls */
+}
+
+void
+rec_init(void)
+{
+    static int done;
+    if (!done && pthread_atfork(NULL, NULL, after_fork_child) == 0)
+        done = 1;
+}
+
+void
+rec_reset(void)
+{
+    rec_finish(1);
+    cs_log_forget();
+    finished = 0;
+    open_failed = 0;
+}
+
+uint32_t
+rec_new_func_id(void)
+{
+    return atomic_fetch_add(&next_func_id, 1) + 1;
+}
+
+static int64_t
+rank_from_env(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
+                                       "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *s = getenv(vars[i]);
+        if (s && *s) {
+            char *end;
+            long v = strtol(s, &end, 10);
+            if (*end == '\0' && v >= 0)
+                return v;
+        }
+    }
+    return -1;
+}
+
+/* sys.argv joined with NUL bytes, into `b`. */
+static void
+argv_bytes(cs_buf *b)
+{
+    PyObject *argv = PySys_GetObject("argv"); /* borrowed */
+    if (argv == NULL || !PyList_Check(argv))
+        return;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(argv); i++) {
+        PyObject *a = PyList_GET_ITEM(argv, i);
+        const char *s = PyUnicode_Check(a) ? PyUnicode_AsUTF8(a) : NULL;
+        if (s == NULL) {
+            PyErr_Clear();
+            s = "?";
+        }
+        cs_buf_append(b, s, strlen(s) + 1);
+    }
+}
+
+static void
+run_name(char *out, size_t n)
+{
+    snprintf(out, n, "python");
+    PyObject *argv = PySys_GetObject("argv");
+    if (argv && PyList_Check(argv) && PyList_GET_SIZE(argv) > 0) {
+        const char *s = PyUnicode_Check(PyList_GET_ITEM(argv, 0))
+                            ? PyUnicode_AsUTF8(PyList_GET_ITEM(argv, 0))
+                            : NULL;
+        if (s == NULL)
+            PyErr_Clear();
+        else if (*s && strcmp(s, "-c") != 0) {
+            const char *slash = strrchr(s, '/');
+            snprintf(out, n, "%s", slash ? slash + 1 : s);
+            char *dot = strrchr(out, '.');
+            if (dot && strcmp(dot, ".py") == 0)
+                *dot = '\0';
+        }
+    }
+}
+
+static void
+proc_comm(char *out, size_t n)
+{
+    snprintf(out, n, "python");
+    FILE *f = fopen("/proc/self/comm", "r");
+    if (f) {
+        if (fgets(out, (int)n, f))
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
+static void
+report(const char *what, int rc)
+{
+    if (open_failed)
+        return;
+    open_failed = 1;
+    PyObject *exc = cs_exc_fetch();
+    PyErr_Format(PyExc_RuntimeWarning, "callscope: %s: %s; calls are not recorded", what,
+                 cs_strerror(rc));
+    PyErr_WriteUnraisable(NULL);
+    cs_exc_restore(exc);
+}
+
+/* Open this process's log: in the directory inherited from the parent
+ * (after fork), in $CALLSCOPE_RUN_DIR, or in a new run. */
+static int
+open_log(void)
+{
+    char *made = NULL;
+    const char *dir = cs_log_inherited_rundir();
+    const char *env = getenv("CALLSCOPE_RUN_DIR");
+    int rc = CS_OK;
+    if (dir == NULL && env && *env)
+        dir = env;
+    if (dir == NULL) {
+        char name[96];
+        run_name(name, sizeof name);
+        rc = cs_run_create(cs_run_root_default(), name, &made);
+        if (rc != CS_OK) {
+            report("cannot create a run directory", rc);
+            return rc;
+        }
+        dir = made;
+    }
+    char comm[64], cwd[4096];
+    proc_comm(comm, sizeof comm);
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        cwd[0] = '\0';
+    cs_buf argv;
+    cs_buf_init(&argv);
+    argv_bytes(&argv);
+    cs_proc_info info = {.name = comm,
+                         .argv = argv.data,
+                         .argv_len = argv.len,
+                         .cwd = cwd,
+                         .rank = rank_from_env()};
+    rc = cs_log_open(dir, &info);
+    if (rc != CS_OK) {
+        report("cannot open the event log", rc);
+    } else {
+        cs_tstate *t = cs_log_tstate_slow("MainThread", PyThread_get_thread_ident());
+        if (t)
+            cs_log_put_proc(t, &info);
+    }
+    cs_buf_free(&argv);
+    cs__free(made);
+    return rc;
+}
+
+/* The name of the current thread, without importing threading. */
+static void
+thread_name(char *out, size_t n)
+{
+    snprintf(out, n, "Thread-%lu", PyThread_get_thread_ident());
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *threading = modules ? PyDict_GetItemString(modules, "threading") : NULL;
+    if (threading == NULL)
+        return;
+    PyObject *exc = cs_exc_fetch();
+    PyObject *cur = PyObject_CallMethod(threading, "current_thread", NULL);
+    PyObject *name = cur ? PyObject_GetAttrString(cur, "name") : NULL;
+    const char *s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (s)
+        snprintf(out, n, "%s", s);
+    Py_XDECREF(name);
+    Py_XDECREF(cur);
+    PyErr_Clear();
+    cs_exc_restore(exc);
+}
+
+cs_tstate *
+rec_tstate(void)
+{
+    cs_tstate *t = cs_log_tstate();
+    if (t)
+        return t;
+    if (!cs_log_is_open()) {
+        if (open_failed || finished || open_log() != CS_OK)
+            return NULL;
+        if ((t = cs_log_tstate()) != NULL)
+            return t;
+    }
+    char name[128];
+    thread_name(name, sizeof name);
+    return cs_log_tstate_slow(name, PyThread_get_thread_ident());
+}
+
+static void
+put_str(cs_buf *b, PyObject *o)
+{
+    const char *s = NULL;
+    Py_ssize_t n = 0;
+    if (o && PyUnicode_Check(o))
+        s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        s = "";
+        n = 0;
+    }
+    cs_buf_append(b, s, (size_t)n);
+    cs_buf_append(b, "", 1);
+}
+
+void
+rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind)
+{
+    /* ident = (module, qualname, file, line) */
+    cs_buf b;
+    cs_buf_init(&b);
+    uint32_t line = 0;
+    if (PyTuple_Check(ident) && PyTuple_GET_SIZE(ident) == 4) {
+        line = (uint32_t)PyLong_AsUnsignedLongMask(PyTuple_GET_ITEM(ident, 3));
+        if (PyErr_Occurred())
+            PyErr_Clear();
+    }
+    uint32_t k = kind;
+    cs_buf_append(&b, &line, 4);
+    cs_buf_append(&b, &k, 4);
+    for (Py_ssize_t i = 0; i < 3; i++)
+        put_str(&b, PyTuple_Check(ident) && PyTuple_GET_SIZE(ident) == 4
+                        ? PyTuple_GET_ITEM(ident, i)
+                        : NULL);
+    if (!b.failed)
+        cs_log_put_var(t, CS_VAR_FUNC, id, b.data, b.len);
+    cs_buf_free(&b);
+}
+
+static PyObject *
+type_name(PyObject *exc)
+{
+    PyTypeObject *tp = Py_TYPE(exc);
+    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    PyObject *qn = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+    PyObject *r = NULL;
+    if (mod && qn && PyUnicode_Check(mod) && PyUnicode_Check(qn)) {
+        if (PyUnicode_CompareWithASCIIString(mod, "builtins") == 0)
+            r = Py_NewRef(qn);
+        else
+            r = PyUnicode_FromFormat("%U.%U", mod, qn);
+    }
+    Py_XDECREF(mod);
+    Py_XDECREF(qn);
+    if (r == NULL) {
+        PyErr_Clear();
+        r = PyUnicode_FromString(tp->tp_name);
+    }
+    return r;
+}
+
+void
+rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc)
+{
+    PyObject *saved = cs_exc_fetch();
+    cs_buf b;
+    cs_buf_init(&b);
+    PyObject *tname = type_name(exc);
+    put_str(&b, tname);
+    Py_XDECREF(tname);
+    PyObject *msg = PyObject_Str(exc);
+    if (msg == NULL)
+        PyErr_Clear();
+    put_str(&b, msg);
+    Py_XDECREF(msg);
+    PyObject *tb_text = NULL;
+    if (st->format_exception == NULL) {
+        PyObject *tbmod = PyImport_ImportModule("traceback");
+        st->format_exception = tbmod ? PyObject_GetAttrString(tbmod, "format_exception") : NULL;
+        Py_XDECREF(tbmod);
+    }
+    if (st->format_exception) {
+        PyObject *tb = PyException_GetTraceback(exc);
+        PyObject *lines = PyObject_CallFunctionObjArgs(st->format_exception,
+                                                       (PyObject *)Py_TYPE(exc), exc,
+                                                       tb ? tb : Py_None, NULL);
+        Py_XDECREF(tb);
+        if (lines) {
+            PyObject *empty = PyUnicode_FromString("");
+            tb_text = empty ? PyUnicode_Join(empty, lines) : NULL;
+            Py_XDECREF(empty);
+            Py_DECREF(lines);
+        }
+    }
+    PyErr_Clear();
+    put_str(&b, tb_text);
+    Py_XDECREF(tb_text);
+    if (!b.failed) {
+        if (stream != t->stream)
+            cs_log_put(t, stream, CS_REC_XSTREAM, 0);
+        cs_log_put_var(t, CS_VAR_ERROR, seq, b.data, b.len);
+    }
+    cs_buf_free(&b);
+    cs_exc_restore(saved);
+}
+
+void
+rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream)
+{
+    PyObject *exc = cs_exc_fetch();
+    if (exc == NULL)
+        return;
+    rec_error_obj(st, t, seq, stream, exc);
+    cs_exc_restore(exc); /* the same object goes on to the caller */
+}
+
+int
+rec_finish(int quiet)
+{
+    finished = 1;
+    if (!cs_log_is_open())
+        return CS_OK;
+    uint64_t dropped = cs_log_dropped();
+    char *path = NULL;
+    const char *dir0 = cs_log_rundir();
+    char *dir = dir0 ? cs__strdup(dir0) : NULL;
+    int rc = cs_log_close(&path);
+    if (rc != CS_OK || dir == NULL || path == NULL) {
+        cs_log_release();
+        cs__free(path);
+        cs__free(dir);
+        return rc;
+    }
+    cs_ingest_result r;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_run_ingest_own(dir, path, &r);
+    Py_END_ALLOW_THREADS
+    cs_log_release();
+    if (rc != CS_OK && !quiet)
+        fprintf(stderr, "callscope: warning: could not store the calls of this process (%s);"
+                        " the log %s is kept and will be recovered\n",
+                cs_store_last_error(), path);
+    if (rc == CS_OK) {
+        /* children that ended without closing their logs (os._exit) */
+        cs_sync_result sr;
+        int src;
+        Py_BEGIN_ALLOW_THREADS
+        src = cs_run_sync(dir, &sr);
+        Py_END_ALLOW_THREADS
+        (void)src;
+    }
+    if (dropped && !quiet)
+        fprintf(stderr, "callscope: warning: %llu record(s) were dropped (the disk is full?)\n",
+                (unsigned long long)dropped);
+    cs__free(path);
+    cs__free(dir);
+    return rc;
+}
