@@ -16,6 +16,7 @@ this package is the thin layer users import.
 """
 import atexit as _atexit
 import functools as _functools
+import os as _os
 
 from . import _callscope
 from ._callscope import CallscopeError, run_dir, span
@@ -60,3 +61,5 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None):
 # Close this process's log and store its calls in run.db at exit. Registered
 # first, it runs after the program's own exit handlers, which are recorded.
 _atexit.register(_callscope._finish)
+# A child forked before this process recorded anything still joins its run.
+_os.register_at_fork(before=_callscope._prepare_fork)

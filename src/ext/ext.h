@@ -114,6 +114,10 @@ rec_mark(cs_tstate *t, unsigned kind, uint64_t seq, uint32_t stream, unsigned st
 /* Close this process's log and ingest it into run.db; then ingest logs
  * of other processes of the run that ended. Reports problems on stderr. */
 int rec_finish(int quiet);
+/* Before os.fork(): settle the run directory so the child joins it. */
+void rec_prepare_fork(void);
+/* Set once a monitor or span is created. */
+extern int rec_in_use;
 /* Register fork handlers; called at module init. */
 void rec_init(void);
 /* Finish, then forget everything so recording can start afresh (tests). */

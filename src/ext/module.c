@@ -33,6 +33,13 @@ py_reset(PyObject *mod, PyObject *unused)
 }
 
 static PyObject *
+py_prepare_fork(PyObject *mod, PyObject *unused)
+{
+    rec_prepare_fork();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 py_run_dir(PyObject *mod, PyObject *unused)
 {
     const char *d = cs_log_rundir();
@@ -190,6 +197,7 @@ py_list_runs(PyObject *mod, PyObject *args)
 static PyMethodDef module_methods[] = {
     {"_finish", py_finish, METH_NOARGS, "Close this process's log and store it in run.db."},
     {"_reset", py_reset, METH_NOARGS, "Finish, and forget all recording state (tests)."},
+    {"_prepare_fork", py_prepare_fork, METH_NOARGS, "Settle the run before os.fork()."},
     {"run_dir", py_run_dir, METH_NOARGS, "The directory of the run being recorded, or None."},
     {"default_root", py_default_root, METH_NOARGS, "$CALLSCOPE_DIR or 'callscope-runs'."},
     {"_resolve", py_resolve, METH_VARARGS, NULL},

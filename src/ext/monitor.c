@@ -204,6 +204,7 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
     }
     m->func_id = rec_new_func_id();
+    rec_in_use = 1;
     m->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
     m->async_kind = async_kind_of(func);
     return (PyObject *)m;

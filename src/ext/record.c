@@ -17,6 +17,7 @@
 static _Atomic uint32_t next_func_id;
 static int open_failed; /* report once, then stay quiet */
 static int finished;    /* the log was closed at exit: never reopen it */
+int rec_in_use;         /* a monitor or span exists in this process */
 
 static void
 after_fork_child(void)
@@ -128,27 +129,71 @@ report(const char *what, int rc)
     cs_exc_restore(exc);
 }
 
-/* Open this process's log: in the directory inherited from the parent
- * (after fork), in $CALLSCOPE_RUN_DIR, or in a new run. */
+static void thread_name(char *out, size_t n);
+
+/* Make `dir` the run of this process tree: children, forked or started
+ * later, find it in $CALLSCOPE_RUN_DIR and record into the same run. */
+static void
+export_run_dir(const char *dir)
+{
+    PyObject *exc = cs_exc_fetch();
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *v = PyUnicode_DecodeFSDefault(dir);
+    PyObject *key = PyUnicode_FromString("CALLSCOPE_RUN_DIR");
+    if (environ == NULL || v == NULL || key == NULL || PyObject_SetItem(environ, key, v) < 0) {
+        PyErr_Clear();
+        setenv("CALLSCOPE_RUN_DIR", dir, 1);
+    }
+    Py_XDECREF(key);
+    Py_XDECREF(v);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    cs_exc_restore(exc);
+}
+
+/* The run directory of this process: inherited from the parent (fork),
+ * named by $CALLSCOPE_RUN_DIR, or a new run. Caller frees. */
+static char *
+choose_run_dir(void)
+{
+    const char *dir = cs_log_inherited_rundir();
+    const char *env = getenv("CALLSCOPE_RUN_DIR");
+    if (dir == NULL && env && *env)
+        dir = env;
+    if (dir)
+        return cs__strdup(dir);
+    char name[96], *made = NULL;
+    run_name(name, sizeof name);
+    int rc = cs_run_create(cs_run_root_default(), name, &made);
+    if (rc != CS_OK) {
+        report("cannot create a run directory", rc);
+        return NULL;
+    }
+    export_run_dir(made);
+    return made;
+}
+
+void
+rec_prepare_fork(void)
+{
+    /* A child forked before this process recorded anything must still
+     * join its run: decide the run now, if callscope is in use. */
+    if (cs_log_is_open() || finished || open_failed || !rec_in_use)
+        return;
+    const char *env = getenv("CALLSCOPE_RUN_DIR");
+    if (env && *env)
+        return;
+    cs__free(choose_run_dir());
+}
+
+/* Open this process's log in its run directory. */
 static int
 open_log(void)
 {
-    char *made = NULL;
-    const char *dir = cs_log_inherited_rundir();
-    const char *env = getenv("CALLSCOPE_RUN_DIR");
-    int rc = CS_OK;
-    if (dir == NULL && env && *env)
-        dir = env;
-    if (dir == NULL) {
-        char name[96];
-        run_name(name, sizeof name);
-        rc = cs_run_create(cs_run_root_default(), name, &made);
-        if (rc != CS_OK) {
-            report("cannot create a run directory", rc);
-            return rc;
-        }
-        dir = made;
-    }
+    char *dir = choose_run_dir();
+    if (dir == NULL)
+        return CS_EIO;
     char comm[64], cwd[4096];
     proc_comm(comm, sizeof comm);
     if (getcwd(cwd, sizeof cwd) == NULL)
@@ -161,16 +206,18 @@ open_log(void)
                          .argv_len = argv.len,
                          .cwd = cwd,
                          .rank = rank_from_env()};
-    rc = cs_log_open(dir, &info);
+    int rc = cs_log_open(dir, &info);
     if (rc != CS_OK) {
         report("cannot open the event log", rc);
     } else {
-        cs_tstate *t = cs_log_tstate_slow("MainThread", PyThread_get_thread_ident());
+        char tname[128];
+        thread_name(tname, sizeof tname);
+        cs_tstate *t = cs_log_tstate_slow(tname, PyThread_get_thread_ident());
         if (t)
             cs_log_put_proc(t, &info);
     }
     cs_buf_free(&argv);
-    cs__free(made);
+    cs__free(dir);
     return rc;
 }
 

@@ -84,6 +84,7 @@ span_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     s->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
+    rec_in_use = 1;
     return (PyObject *)s;
 }
 

@@ -55,7 +55,6 @@ enum cs_var_kind {
     CS_VAR_THREAD = 2, /* aux = stream; body = u64 tid, ident, first seq; name */
     CS_VAR_FUNC = 3,   /* aux = func id; body = u32 line, u32 kind, strings */
     CS_VAR_ERROR = 4,  /* aux = seq; body = type, message, traceback */
-    CS_VAR_PROC_END = 5 /* aux = ts; the process closed its log */
 };
 
 /* Function kinds, in a FUNC record and in the functions table. */
@@ -79,6 +78,8 @@ typedef struct cs_log_header {
     uint64_t nonce;
     char host[64];
     uint64_t check; /* cs_log_hash64 of the bytes before this field */
+    uint64_t end_mono_ns; /* set when the writer closes the log cleanly;
+                             0 while it is open, or after a crash */
 } cs_log_header;
 
 /* The header of each chunk: its first CS_LOG_CHUNK_HEADER bytes. */
@@ -279,7 +280,7 @@ typedef struct cs_scan_info {
     uint64_t bad_records;  /* records rejected (bad check, kind or order) */
     uint64_t bad_chunks;   /* chunks with a bad header */
     uint32_t streams;      /* distinct streams seen */
-    int clean_end;         /* the process wrote its PROC_END record */
+    int clean_end;         /* the writer closed the log (header end_mono_ns) */
     uint64_t last_ts;      /* latest timestamp seen */
 } cs_scan_info;
 

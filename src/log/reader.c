@@ -159,11 +159,6 @@ decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t strea
             } else if (!d->started) {
                 goto bad; /* a stream begins with its THREAD record */
             }
-            if (sub == CS_VAR_PROC_END) {
-                d->info->clean_end = 1;
-                if (w0 > d->info->last_ts)
-                    d->info->last_ts = w0;
-            }
             /* The body points into this chunk's buffer: hand it over now,
              * before the next chunk is read into the same buffer. */
             d->has_pending = 1;
@@ -279,6 +274,10 @@ cs_log_scan(const char *path, int only_var, cs_event_fn visit, void *ctx, cs_sca
     }
     if ((rc = check_header(&info->header)) != CS_OK)
         goto out;
+    if (info->header.end_mono_ns) {
+        info->clean_end = 1;
+        info->last_ts = info->header.end_mono_ns;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         rc = cs_from_errno(errno);

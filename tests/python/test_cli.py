@@ -1,0 +1,216 @@
+"""The callscope command, run for real on real run directories."""
+import os
+import re
+import sqlite3
+
+import pytest
+
+import callscope
+
+APP = """
+import sys, callscope
+
+@callscope.monitor
+def solve(n):
+    return sum(inner(i) for i in range(n))
+
+@callscope.monitor(cpu=True)
+def inner(i):
+    return i * i
+
+@callscope.monitor
+def bad():
+    raise ValueError("nope")
+
+print("args", sys.argv[1:])
+solve(100)
+try:
+    bad()
+except ValueError:
+    pass
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+@pytest.fixture
+def app(tmp_path):
+    p = tmp_path / "app.py"
+    p.write_text(APP)
+    return p
+
+
+def one_error_line(p):
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) >= 1 and lines[0].startswith("callscope: error: "), p.stderr
+    return lines[0]
+
+
+def test_help_and_version(cli):
+    p = cli("--help", check=0)
+    for cmd in ("run", "top", "info", "clean"):
+        assert cmd in p.stdout
+    assert "usage: callscope top" in cli("top", "--help", check=0).stdout
+    assert "usage: callscope run" in cli("help", "run", check=0).stdout
+    assert re.match(r"callscope \d+\.\d+\.\d+", cli("--version", check=0).stdout)
+
+
+def test_run_script_then_top_and_info(cli, app, root):
+    p = cli("run", app, "3", "--flag", check=3)  # the script's exit status
+    assert "args ['3', '--flag']" in p.stdout
+    assert "calls in 1 process" in p.stderr
+    dirs = [d for d in os.listdir(root) if d != "latest"]
+    assert len(dirs) == 1 and dirs[0].endswith("-app")
+    assert os.path.islink(root / "latest")
+    top = cli("top", check=0).stdout
+    lines = top.splitlines()
+    assert lines[1].split()[:3] == ["function", "calls", "errors"]
+    rows = {l.split()[0]: l.split() for l in lines[2:]}
+    assert rows["__main__.solve"][1:3] == ["1", "0"]
+    assert rows["__main__.inner"][1] == "100"
+    assert rows["__main__.inner"][-1] != "-"  # cpu measured
+    assert rows["__main__.bad"][1:3] == ["1", "1"]
+    info = cli("info", check=0).stdout.splitlines()
+    assert info[0].split()[:3] == ["run", "started", "duration"]
+    assert "complete" in info[1] and "app.py 3 --flag" in info[1]
+    fields = info[1].split()
+    assert "102" in fields  # calls
+
+
+def test_top_sort_limit_filter(cli, app):
+    cli("run", app, check=0)
+    out = cli("top", "--sort", "calls", "-n", "1", check=0).stdout.splitlines()
+    assert len(out) == 3 and out[2].startswith("__main__.inner")
+    out = cli("top", "--filter", "*.ba?", check=0).stdout.splitlines()
+    assert [l.split()[0] for l in out[2:]] == ["__main__.bad"]
+    out = cli("top", "--filter", "zzz", check=0).stdout
+    assert "no functions match zzz" in out
+    out = cli("top", "--sort", "name", check=0).stdout.splitlines()
+    names = [l.split()[0] for l in out[2:]]
+    assert names == sorted(names)
+
+
+def test_run_module(cli, tmp_path, root):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "main.py").write_text(
+        "import sys, callscope\n@callscope.monitor\ndef go():\n    return 1\n"
+        "go(); go()\nprint('mod', sys.argv)\n")
+    p = cli("run", "-m", "pkg.main", "x", check=0, cwd=tmp_path)
+    assert "mod ['pkg.main', 'x']" in p.stdout or "mod [" in p.stdout
+    run = callscope.load(root=root)
+    assert [f.calls for f in run.functions()] == [2]
+
+
+def test_runs_are_never_overwritten(cli, app, root):
+    cli("run", "--name", "same", app, check=0)
+    cli("run", "--name", "same", app, check=0)
+    dirs = sorted(d for d in os.listdir(root) if d != "latest")
+    assert len(dirs) == 2 and len(set(dirs)) == 2
+    assert os.readlink(root / "latest") == dirs[-1]
+
+
+def test_dir_option_and_env(cli, app, tmp_path):
+    other = tmp_path / "elsewhere"
+    cli("run", "--dir", other, app, check=0)
+    assert cli("top", "--dir", other, check=0).stdout.startswith("run ")
+    assert "no runs in" in cli("info", "--dir", tmp_path / "none", check=0).stdout
+
+
+def test_clean(cli, app, root):
+    for _ in range(3):
+        cli("run", app, check=0)
+    # without --yes and without a terminal: refuse, delete nothing
+    p = cli("clean", "--keep", "1", check=2, input="")
+    assert "--yes" in one_error_line(p)
+    assert len([d for d in os.listdir(root) if d != "latest"]) == 3
+    p = cli("clean", "--keep", "1", "--dry-run", check=0)
+    assert "would delete 2 run(s)" in p.stdout
+    p = cli("clean", "--keep", "1", "--yes", check=0)
+    assert "deleted 2 run(s)" in p.stdout
+    left = [d for d in os.listdir(root) if d != "latest"]
+    assert len(left) == 1 and os.readlink(root / "latest") == left[0]
+    cli("clean", "--yes", check=0)
+    assert os.listdir(root) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["top", "--bogus"], ["info", "-x"], ["clean", "--keep"], ["clean", "--keep", "-3"],
+    ["top", "--sort", "nope"], ["top", "--limit", "ten"], ["run"], ["frobnicate"],
+    ["run", "does-not-exist.py"], ["top", "a", "b"],
+])
+def test_bad_usage_is_one_clear_line_exit_2(cli, args):
+    p = cli(*args, check=2)
+    one_error_line(p)
+
+
+def test_missing_run(cli, app):
+    p = cli("top", "no-such-run", check=1)
+    assert "run not found: no-such-run" in one_error_line(p)
+    p = cli("top", check=1)
+    assert "no runs in" in one_error_line(p)
+    cli("run", app, check=0)
+    assert cli("top", "/definitely/not/here", check=1).returncode == 1
+
+
+def test_damaged_run_db(cli, app, root):
+    cli("run", app, check=0)
+    run = callscope.load(root=root)
+    with open(run.db_path, "r+b") as f:
+        f.seek(0)
+        f.write(b"this is not sqlite at all" * 4)
+    p = cli("top", check=1)
+    line = one_error_line(p)
+    assert "run.db" in line and "not" in line
+    p = cli("info", check=1)
+    one_error_line(p)
+    with pytest.raises(callscope.CallscopeError):
+        callscope.load(root=root).stats()
+
+
+def _killed_run(tmp_path, root, n=50):
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, callscope\n@callscope.monitor\ndef f(i):\n    return i\n"
+        f"for i in range({n}):\n    f(i)\nos.kill(os.getpid(), 9)\n")
+    subprocess.run([sys.executable, str(script)], env=dict(os.environ, CALLSCOPE_DIR=str(root)))
+    (rundir,) = [root / d for d in os.listdir(root) if d != "latest"]
+    (log,) = [rundir / f for f in os.listdir(rundir) if f.endswith(".cslog")]
+    return rundir, log
+
+
+def test_truncated_log_keeps_valid_prefix(cli, root, tmp_path):
+    rundir, log = _killed_run(tmp_path, root)
+    data = log.read_bytes()
+    last = max(i for i in range(4096, len(data), 16) if any(data[i:i + 16]))
+    log.write_bytes(data[: last - 20 * 16 + 5])  # cut inside a record
+    p = cli("top", check=0)
+    assert "__main__.f" in p.stdout
+    n = int([l for l in p.stdout.splitlines() if "__main__.f" in l][0].split()[1])
+    assert 35 <= n < 50
+
+
+def test_corrupted_log_is_reported_not_fatal(cli, root, tmp_path, app):
+    rundir, log = _killed_run(tmp_path, root)
+    data = bytearray(log.read_bytes())
+    data[0:8] = b"GARBAGE!"  # the header no longer checks out
+    log.write_bytes(bytes(data))
+    p = cli("info", rundir, check=0)
+    assert "warning" in p.stderr and "not a callscope log" in p.stderr
+    assert os.path.exists(log)  # left in place, never deleted
+    p = cli("top", rundir, check=0)
+    assert "no calls recorded yet" in p.stdout or p.stdout.startswith("run ")
+
+
+def test_sqlite_file_opens_in_sqlite3(cli, app, root):
+    cli("run", app, check=0)
+    run = callscope.load(root=root)
+    con = sqlite3.connect(run.db_path)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    assert {"runs", "processes", "threads", "functions", "calls", "errors",
+            "call_view"} <= names
+    (n,) = con.execute("SELECT count(*) FROM call_view WHERE status = 'raised'").fetchone()
+    assert n == 1
