@@ -2,7 +2,7 @@
 # the steps together. `make demo` and `make test` install what they need.
 
 PY_MAIN ?= 3.11
-PY_VERSIONS ?= 3.11 3.12 3.13
+PY_VERSIONS ?= 3.10 3.11 3.12 3.13
 VENV := .venv
 ASAN_DIR := build-asan
 TSAN_DIR := build-tsan

@@ -365,8 +365,9 @@ def callscope_cli():
     return None
 
 
-def fmt_ns(x):
-    return "-" if x is None else f"{x:8.1f}"
+def progress(msg):
+    if sys.stderr.isatty():
+        print(f"  ... {msg}", file=sys.stderr, flush=True)
 
 
 def main():
@@ -411,88 +412,81 @@ def report(b, args, notes, t_start):
             notes.append(f"_floors not importable from {args.floors}: floors skipped")
     else:
         notes.append("no --floors BUILD_DIR: Forward/Timed floors skipped "
-                     "(build with `make bench`)")
+                     "(`make bench` builds them)")
     if not have["yappi"]:
         notes.append("yappi is not installed: skipped (pip install yappi)")
 
     print(f"callscope overhead benchmark: {n:,} calls of `def f(x): return x`, "
-          f"best of {reps}, Python {platform.python_version()} ({sys.executable}), "
+          f"best of {reps}; Python {platform.python_version()} ({sys.executable}), "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
     print()
 
+    # ---- per-call time
     results = {}
     for kind, label, need in VARIANTS:
         if need and not have[need]:
             continue
+        progress(label)
         r, _, _ = b.child(["--child", "time", "--mode", kind, "--calls", str(n),
                            "--repeats", str(reps)])
         r["label"] = label
         r["overhead"] = r["variant_best"] - r["base_best"]
+        v = sorted(r["variant_ns"])
+        r["spread"] = (v[len(v) // 2] - v[0]) / v[0]
         results[kind] = r
-        print(f"  measured {label}", file=sys.stderr, flush=True)
 
-    plain = results["plain"]["variant_best"]
-    w = 36
-    print(f"{'variant':<{w}} {'ns/call':>8} {'overhead':>9} {'x timed':>8} {'faults/1k':>9}")
-    print("-" * (w + 38))
     timed_ov = results["timed"]["overhead"] if "timed" in results else None
+    w = 36
+    print(f"{'variant':<{w}} {'ns/call':>8} {'overhead':>9} {'x Timed':>8} {'spread':>7} "
+          f"{'faults/1k':>9}")
+    print("-" * (w + 46))
     for kind, label, _ in VARIANTS:
         r = results.get(kind)
         if r is None:
             print(f"{label:<{w}} {'skipped':>8}")
             continue
-        ov = r["overhead"] if kind != "plain" else 0.0
+        ov = r["overhead"]
         ratio = f"{ov / timed_ov:8.2f}" if timed_ov and kind != "plain" else f"{'':8}"
         print(f"{label:<{w}} {r['variant_best']:8.1f} {ov:+9.1f} {ratio} "
-              f"{r['minflt_per_call'] * 1000:9.2f}")
-    print()
-    print(f"plain loop: {plain:.1f} ns/call; overhead = variant minus the plain loop timed in "
-          f"the same process; 'faults/1k' = minor page faults per 1000 calls")
+              f"{r['spread'] * 100:6.1f}% {r['minflt_per_call'] * 1000:9.2f}")
+    print(f"overhead: the variant's best ns/call minus the plain loop's best, timed interleaved\n"
+          f"in the same process (for the plain loop itself: the noise); spread: (median - best)"
+          f" / best\nof the variant's repeats; faults/1k: minor page faults per 1,000 calls.")
 
     # ---- ratios
     ratios = {}
     cs = results["cs-time"]["overhead"]
-
-    def ratio(name, a, bkey):
-        if bkey in results and results[bkey]["overhead"] > 0:
-            ratios[name] = a / results[bkey]["overhead"]
-
-    if timed_ov:
-        ratios["callscope/timed_floor"] = cs / timed_ov
-        ratios["py_decorator/timed_floor"] = results["py-deco"]["overhead"] / timed_ov
-        ratios["callscope_minus_timed_ns"] = cs - timed_ov
-    for k in ("cProfile", "yappi", "py-deco"):
-        if k in results:
-            ratios[f"{k}/callscope"] = results[k]["overhead"] / cs
     print()
     print("ratios of overhead:")
     if timed_ov:
-        verdict = "OK" if ratios["callscope/timed_floor"] <= 1.3 else "ABOVE TARGET"
-        print(f"  callscope.monitor / Timed floor   {ratios['callscope/timed_floor']:6.2f}  "
-              f"(target <= 1.3: {verdict}; {cs - timed_ov:+.1f} ns/call above the floor)")
-        print(f"  pure-Python decorator / Timed floor {ratios['py_decorator/timed_floor']:6.1f}")
+        ratios["callscope/timed_floor"] = cs / timed_ov
+        ratios["callscope_above_timed_floor_ns"] = cs - timed_ov
+        ratios["py_decorator/timed_floor"] = results["py-deco"]["overhead"] / timed_ov
+        ok = "met" if ratios["callscope/timed_floor"] <= 1.3 else "NOT met"
+        print(f"  {'callscope.monitor / Timed floor':<42} {ratios['callscope/timed_floor']:7.2f}"
+              f"   target <= 1.3 {ok} ({cs - timed_ov:+.1f} ns/call above the floor)")
+        print(f"  {'pure-Python decorator / Timed floor':<42} "
+              f"{ratios['py_decorator/timed_floor']:7.2f}")
     for k, label in (("cProfile", "cProfile"), ("yappi", "yappi"),
                      ("py-deco", "pure-Python decorator")):
-        if f"{k}/callscope" in ratios:
-            print(f"  {label} / callscope.monitor {'':{max(0, 14 - len(label))}}"
-                  f"{ratios[f'{k}/callscope']:6.1f}x")
-    if "py-deco" in results:
-        print(f"  (the pure-Python decorator writes "
-              f"{results['py-deco']['log_bytes_per_call']:.0f} bytes of JSON per call)")
+        if k in results and cs > 0:
+            ratios[f"{k}/callscope"] = results[k]["overhead"] / cs
+            print(f"  {label + ' / callscope.monitor':<42} {ratios[f'{k}/callscope']:7.2f}")
+    print(f"  (the pure-Python decorator writes "
+          f"{results['py-deco']['log_bytes_per_call']:.0f} bytes of JSON per call)")
 
     # ---- storage and ingest
     print()
+    progress("storage and ingest")
     st, _, _ = b.child(["--child", "storage", "--calls", str(n)])
-    print(f"  measured storage", file=sys.stderr, flush=True)
-    rec = st["log_records"]
-    print(f"callscope storage, {st['calls']:,} calls of monitor(f) (time only):")
-    print(f"  log bytes per call        {st['log_bytes_per_call']:8.2f}   "
-          f"(records by kind: {rec}; file {st['log_file_size'] / 2**20:.1f} MiB reserved, "
-          f"{st['log_file_allocated'] / 2**20:.1f} MiB allocated)")
-    print(f"  run.db bytes per call     {st['db_bytes_per_call']:8.2f}   "
-          f"({st['db_bytes'] / 2**20:.1f} MiB, {st['stored_calls']:,} calls stored)")
-    print(f"  ingest at exit (_finish)  {st['ingest_calls_per_s'] / 1e6:8.2f} M calls/s "
-          f"({st['ingest_ns'] / 1e9:.2f} s)")
+    print(f"callscope storage, {st['calls']:,} calls of monitor(f), time only:")
+    print(f"  {'log bytes per call':<30} {st['log_bytes_per_call']:8.2f}   "
+          f"(records by kind {st['log_records']}; file {st['log_file_size'] / 2**20:.1f} "
+          f"MiB reserved)")
+    print(f"  {'run.db bytes per call':<30} {st['db_bytes_per_call']:8.2f}   "
+          f"({st['db_bytes'] / 2**20:.1f} MiB; {st['stored_calls']:,} calls stored)")
+    print(f"  {'ingest at exit (_finish)':<30} {st['ingest_calls_per_s'] / 1e6:8.2f}   "
+          f"M calls/s ({st['ingest_ns'] / 1e9:.2f} s)")
     if st["stored_calls"] != st["calls"]:
         notes.append(f"run.db holds {st['stored_calls']} calls, expected {st['calls']}")
     if st["log_left_after_ingest"]:
@@ -501,6 +495,7 @@ def report(b, args, notes, t_start):
     recovery = None
     cli = callscope_cli()
     if cli:
+        progress("recovery after SIGKILL")
         _, work, p = b.child(["--child", "crash", "--calls", str(n)], check=False)
         root = os.path.join(work, "root")
         os.makedirs(root)
@@ -511,63 +506,66 @@ def report(b, args, notes, t_start):
         dt = time.perf_counter_ns() - t0
         rdb = os.path.join(root, "crashed", "run.db")
         stored = count_calls(rdb) if os.path.exists(rdb) else 0
-        recovery = {"killed_by": -p.returncode, "info_rc": q.returncode, "ns": dt,
-                    "calls_per_s": n / (dt / 1e9), "stored_calls": stored,
-                    "info_out": q.stdout.strip(), "info_err": q.stderr.strip()}
-        print(f"  recovery after SIGKILL    {recovery['calls_per_s'] / 1e6:8.2f} M calls/s "
-              f"(`callscope info` {dt / 1e9:.2f} s incl. process start; "
-              f"{stored:,} of {n:,} calls recovered)")
+        recovery = {"child_returncode": p.returncode, "info_returncode": q.returncode,
+                    "ns": dt, "calls_per_s": n / (dt / 1e9), "stored_calls": stored,
+                    "info_stdout": q.stdout.strip(), "info_stderr": q.stderr.strip()}
+        print(f"  {'recovery after SIGKILL':<30} {recovery['calls_per_s'] / 1e6:8.2f}   "
+              f"M calls/s (`callscope info`: {dt / 1e9:.2f} s; {stored:,} of {n:,} calls "
+              f"recovered)")
+        if p.returncode != -signal.SIGKILL:
+            notes.append(f"crash child ended with {p.returncode}, not SIGKILL")
         if q.returncode != 0 or stored != n:
             notes.append(f"recovery: callscope info rc={q.returncode}, stored {stored} of {n}"
                          f" calls; stderr: {q.stderr.strip()[:300]}")
     else:
-        notes.append("callscope CLI not found next to the interpreter: recovery skipped")
+        notes.append("the callscope command was not found next to the interpreter: "
+                     "recovery skipped")
 
     # ---- peak RSS
-    print(f"  measured recovery", file=sys.stderr, flush=True)
     print()
     rss = {}
     for calls, mode in ((n, "plain"), (args.rss_calls, "plain"),
                         (n, "ingest"), (args.rss_calls, "ingest")):
+        progress(f"peak RSS, {mode}, {calls:,} calls")
         r, _, _ = b.child(["--child", "rss", "--mode", mode, "--calls", str(calls)])
         rss[f"{mode}-{calls}"] = r
-        print(f"  measured rss {mode} {calls}", file=sys.stderr, flush=True)
-    print(f"peak RSS (ru_maxrss, MiB):  {'start':>8} {'recorded':>9} {'ingested':>9} "
-          f"{'ingest M calls/s':>17}")
-    for key, r in rss.items():
+    print(f"peak RSS (ru_maxrss, MiB)            {'start':>7} {'recorded':>9} {'ingested':>9}"
+          f"   ingest")
+    for r in rss.values():
         label = ("plain loop" if r["mode"] == "plain" else "callscope.monitor") + \
             f", {r['calls']:,} calls"
         ing = r.get("rss_ingested_kib")
-        thr = r["calls"] / (r["ingest_ns"] / 1e9) / 1e6 if "ingest_ns" in r else None
-        print(f"  {label:<32} {r['rss_start_kib'] / 1024:8.1f} {r['rss_recorded_kib'] / 1024:9.1f} "
-              f"{'-' if ing is None else f'{ing / 1024:.1f}':>9} "
-              f"{'-' if thr is None else f'{thr:.2f}':>17}")
+        thr = (f"{r['calls'] / (r['ingest_ns'] / 1e9) / 1e6:5.2f} M calls/s"
+               if "ingest_ns" in r else "")
+        print(f"  {label:<34} {r['rss_start_kib'] / 1024:7.1f} "
+              f"{r['rss_recorded_kib'] / 1024:9.1f} "
+              f"{'-' if ing is None else f'{ing / 1024:.1f}':>9}   {thr}")
         if r.get("stored_calls") is not None and r["stored_calls"] != r["calls"] + 1:
             notes.append(f"RSS run of {r['calls']} calls: run.db holds {r['stored_calls']}")
     small, big = rss[f"ingest-{n}"], rss[f"ingest-{args.rss_calls}"]
-    growth_rec = (big["rss_recorded_kib"] - small["rss_recorded_kib"]) / 1024
-    growth_ing = (big["rss_ingested_kib"] - small["rss_ingested_kib"]) / 1024
-    print(f"  growth {n:,} -> {args.rss_calls:,} calls: recording {growth_rec:+.1f} MiB, "
-          f"with ingest {growth_ing:+.1f} MiB")
+    growth = {"recording_mib": (big["rss_recorded_kib"] - small["rss_recorded_kib"]) / 1024,
+              "ingest_mib": (big["rss_ingested_kib"] - small["rss_ingested_kib"]) / 1024}
+    print(f"  callscope, {n:,} -> {args.rss_calls:,} calls: peak RSS "
+          f"{growth['recording_mib']:+.1f} MiB recording, {growth['ingest_mib']:+.1f} MiB "
+          f"with ingest")
 
     elapsed = time.perf_counter() - t_start
     if notes:
         print()
         for x in notes:
             print(f"note: {x}")
-    print()
-    print(f"total {elapsed:.0f} s")
-
-    out = {"python": platform.python_version(), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "calls": n, "repeats": reps,
-           "variants": results, "ratios": ratios, "storage": st, "recovery": recovery,
-           "rss": rss, "rss_growth_mib": {"recording": growth_rec, "ingest": growth_ing},
-           "notes": notes, "elapsed_s": elapsed}
+    out = {"python": platform.python_version(), "executable": sys.executable,
+           "machine": platform.machine(), "cpus": os.cpu_count(), "calls": n,
+           "repeats": reps, "variants": results, "ratios": ratios, "storage": st,
+           "recovery": recovery, "rss": rss, "rss_growth": growth, "notes": notes,
+           "elapsed_s": elapsed}
     path = args.json or (os.path.join(args.floors, "results.json") if args.floors else None)
+    print()
     if path:
         with open(path, "w") as fh:
             json.dump(out, fh, indent=1)
-        print(f"results: {path}")
+        print(f"results written to {path}; ", end="")
+    print(f"total {elapsed:.0f} s")
     return 0
 
 

@@ -750,7 +750,8 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     cs_scan_info info2;
     if ((rc = cs_log_scan(logpath, 0, visit_event, &g, &info2)) != CS_OK)
         goto fail;
-    qsort(g.deferred, g.dn, sizeof *g.deferred, cmp_ts);
+    if (g.dn)
+        qsort(g.deferred, g.dn, sizeof *g.deferred, cmp_ts);
     for (size_t i = 0; i < g.dn; i++)
         if ((rc = apply(&g, &g.deferred[i], 0)) != CS_OK)
             goto fail;

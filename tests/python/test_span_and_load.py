@@ -1,4 +1,5 @@
 """Spans, and reading runs back with callscope.load()."""
+import sys
 import threading
 import time
 
@@ -38,7 +39,11 @@ def test_span_default_name_is_enclosing_function(root, finish):
     compute_things()
     run = finish()
     (f,) = run.functions()
-    assert f.name.endswith("test_span_default_name_is_enclosing_function.<locals>.compute_things")
+    if sys.version_info >= (3, 11):  # code objects know their qualname
+        assert f.name.endswith(
+            "test_span_default_name_is_enclosing_function.<locals>.compute_things")
+    else:
+        assert f.name.endswith(".compute_things")
     assert f.kind == "span"
 
 
