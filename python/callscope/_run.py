@@ -120,10 +120,15 @@ class Run:
         return [Call(*r) for r in self.sql(q, params)]
 
     def errors(self, name=None):
-        """(call id, function, type, message, traceback) of every raised call."""
+        """(call id, function, type, message, traceback) of every raised call.
+
+        An exception that propagates through several monitored calls has
+        its traceback formatted once, where it was first recorded; the
+        outer calls share that text."""
         q = (
-            f"SELECT c.id, {_NAME}, e.type, e.message, e.traceback FROM errors e"
-            " JOIN calls c ON c.id = e.call JOIN functions f ON f.id = c.function"
+            f"SELECT c.id, {_NAME}, e.type, e.message, COALESCE(e.traceback, o.traceback)"
+            " FROM errors e JOIN calls c ON c.id = e.call JOIN functions f ON f.id = c.function"
+            " LEFT JOIN errors o ON o.call = e.origin"
         )
         params = []
         if name is not None:

@@ -321,12 +321,36 @@ type_name(PyObject *exc)
     return r;
 }
 
+/* The exception last recorded by this thread and its traceback head, as
+ * bare pointers (no reference is kept). An exception that propagates out
+ * through many monitored calls keeps its object, and its traceback grows
+ * outwards: if the recorded head is still in the chain, it is the same
+ * live object, so the text need not be formatted again. Formatting at
+ * every level would cost O(depth^2) for a deep recursion. */
+static _Thread_local void *last_exc CS_TLS_MODEL;
+static _Thread_local void *last_tb CS_TLS_MODEL;
+
+static int
+same_propagation(PyObject *exc, PyObject *tb)
+{
+    if (exc != last_exc || last_tb == NULL)
+        return 0;
+    for (PyTracebackObject *p = (PyTracebackObject *)tb; p; p = p->tb_next)
+        if ((void *)p == last_tb)
+            return 1;
+    return 0;
+}
+
 void
 rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc)
 {
     PyObject *saved = cs_exc_fetch();
     cs_buf b;
     cs_buf_init(&b);
+    PyObject *tb = PyException_GetTraceback(exc);
+    int same = tb != NULL && same_propagation(exc, tb);
+    last_exc = exc;
+    last_tb = tb;
     PyObject *tname = type_name(exc);
     put_str(&b, tname);
     Py_XDECREF(tname);
@@ -336,17 +360,21 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     put_str(&b, msg);
     Py_XDECREF(msg);
     PyObject *tb_text = NULL;
+    if (same) {
+        /* "^": the traceback is the one of this thread's previous error */
+        cs_buf_append(&b, "", 1);
+        cs_buf_append(&b, "^", 2);
+        goto write;
+    }
     if (st->format_exception == NULL) {
         PyObject *tbmod = PyImport_ImportModule("traceback");
         st->format_exception = tbmod ? PyObject_GetAttrString(tbmod, "format_exception") : NULL;
         Py_XDECREF(tbmod);
     }
     if (st->format_exception) {
-        PyObject *tb = PyException_GetTraceback(exc);
         PyObject *lines = PyObject_CallFunctionObjArgs(st->format_exception,
                                                        (PyObject *)Py_TYPE(exc), exc,
                                                        tb ? tb : Py_None, NULL);
-        Py_XDECREF(tb);
         if (lines) {
             PyObject *empty = PyUnicode_FromString("");
             tb_text = empty ? PyUnicode_Join(empty, lines) : NULL;
@@ -357,6 +385,8 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     PyErr_Clear();
     put_str(&b, tb_text);
     Py_XDECREF(tb_text);
+write:
+    Py_XDECREF(tb);
     if (!b.failed) {
         if (stream != t->stream)
             cs_log_put(t, stream, CS_REC_XSTREAM, 0);

@@ -17,6 +17,15 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* The hot path reads the thread's state through one TLS pointer. The
+ * initial-exec model makes that a single fs-relative load, where the
+ * default model for shared objects calls __tls_get_addr. */
+#if defined(__GNUC__)
+#define CS_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define CS_TLS_MODEL
+#endif
+
 /* ---- format constants -------------------------------------------------- */
 #define CS_LOG_MAGIC "CSLOG\x00\x01\n"
 #define CS_LOG_VERSION 1u
@@ -148,7 +157,7 @@ typedef struct cs_writer_state {
 } cs_writer_state;
 
 extern CS_EXPORT cs_writer_state cs__writer;
-extern _Thread_local cs_tstate *cs__tls;
+extern _Thread_local cs_tstate *cs__tls CS_TLS_MODEL;
 
 /* Open this process's log in `rundir`, creating `rundir` if needed. Called
  * once; a second call while open returns CS_EEXIST. Registers fork handlers

@@ -138,6 +138,7 @@ typedef struct ing {
     uint64_t *stack; /* keys of running calls of the current stream */
     size_t sn, scap;
     uint32_t cur_stream;
+    int64_t last_err_id; /* call whose traceback this stream recorded last */
     cs_event *deferred; /* events aimed at another thread's calls */
     size_t dn, dcap;
     pending_var *vars; /* pass 1 */
@@ -584,6 +585,11 @@ on_error_var(ing *g, const cs_event *ev)
     const char *type = next_str(ev->body, ev->body_len, &pos);
     const char *msg = next_str(ev->body, ev->body_len, &pos);
     const char *tb = next_str(ev->body, ev->body_len, &pos);
+    size_t tbpos = pos;
+    const char *ref = next_str(ev->body, ev->body_len, &pos);
+    /* "^": the same exception propagating from this thread's previous
+     * error; its traceback is stored there (see errors.origin). */
+    int same = tbpos < ev->body_len && strcmp(ref, "^") == 0 && g->last_err_id != 0;
     sqlite3_stmt *st = g->ins_err;
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, c->id);
@@ -591,8 +597,15 @@ on_error_var(ing *g, const cs_event *ev)
     sqlite3_bind_text(st, 2, type, (int)strnlen(type, ev->body_len), SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, msg, (int)strnlen(msg, ev->body_len - (size_t)(msg - ev->body)),
                       SQLITE_TRANSIENT);
-    size_t tbmax = pos <= ev->body_len ? ev->body_len - (size_t)(tb - ev->body) : 0;
-    sqlite3_bind_text(st, 4, tb, (int)strnlen(tb, tbmax), SQLITE_TRANSIENT);
+    size_t tbmax = tbpos <= ev->body_len ? ev->body_len - (size_t)(tb - ev->body) : 0;
+    if (same) {
+        sqlite3_bind_null(st, 4);
+        sqlite3_bind_int64(st, 5, g->last_err_id);
+    } else {
+        sqlite3_bind_text(st, 4, tb, (int)strnlen(tb, tbmax), SQLITE_TRANSIENT);
+        sqlite3_bind_null(st, 5);
+        g->last_err_id = c->id;
+    }
     int src = sqlite3_step(st);
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
@@ -621,6 +634,7 @@ visit_event(void *ctx, const cs_event *ev)
     if (ev->stream != g->cur_stream) {
         g->cur_stream = ev->stream;
         g->sn = 0; /* a new thread: its own stack */
+        g->last_err_id = 0;
     }
     switch (ev->kind) {
     case CS_REC_ENTER:
@@ -740,8 +754,8 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
                                  -1, &g.ins_call, NULL);
     if (src == SQLITE_OK)
         src = sqlite3_prepare_v2(s->db,
-                                 "INSERT OR REPLACE INTO errors(call, type, message, traceback)"
-                                 " VALUES(?,?,?,?)",
+                                 "INSERT OR REPLACE INTO errors(call, type, message, traceback,"
+                                 " origin) VALUES(?,?,?,?,?)",
                                  -1, &g.ins_err, NULL);
     if (src != SQLITE_OK) {
         rc = sqlerr(&g, src);

@@ -334,3 +334,26 @@ def test_run_dir(root, finish):
     assert d is not None and d.startswith(str(root))
     run = finish()
     assert run.path == str(__import__("pathlib").Path(d).resolve())
+
+
+def test_deep_recursion_error_formats_traceback_once(root, finish):
+    import time
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
+
+    @callscope.monitor
+    def rec(n):
+        if n == 0:
+            raise ValueError("deep")
+        return rec(n - 1)
+
+    t = time.perf_counter()
+    with pytest.raises(ValueError):
+        rec(1000)
+    assert time.perf_counter() - t < 1.0  # not quadratic in the depth
+    run = finish()
+    errors = run.errors()
+    assert len(errors) == 1001
+    assert all(e[2] == "ValueError" and e[3] == "deep" for e in errors)
+    assert all("raise ValueError" in e[4] for e in errors)
+    assert run.sql("SELECT count(traceback), count(origin) FROM errors") == [(1, 1000)]
