@@ -15,7 +15,8 @@ all: venv
 deps:
 	@./tools/ensure-deps
 
-$(VENV)/.installed: deps meson.build pyproject.toml $(shell find src python -type f)
+$(VENV)/.installed: meson.build pyproject.toml $(shell find src python -type f)
+	@./tools/ensure-deps
 	@test -x $(VENV)/bin/python || $$(./tools/find-python $(PY_MAIN) || echo python3) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(VENV)/bin/python -m pip install -q pytest meson ninja

@@ -97,8 +97,9 @@ def time_ns(fn):
     return time.perf_counter_ns() - t0
 
 
-def minflt():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def minflt_stime():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_minflt, ru.ru_stime
 
 
 # ---- child: one timing variant ------------------------------------------
@@ -151,20 +152,22 @@ def child_time(kind, n, repeats, workdir):
     else:
         raise SystemExit(f"unknown variant {kind}")
 
-    base, var, faults = [], [], []
+    base, var, faults, stime = [], [], [], []
     loop(f, n // 10)  # warm up
     for _ in range(repeats):
         base.append(time_ns(lambda: loop(f, n)))
-        m0 = minflt()
+        m0, s0 = minflt_stime()
         var.append(time_ns(run_variant))
-        faults.append(minflt() - m0)
+        m1, s1 = minflt_stime()
+        faults.append(m1 - m0)
+        stime.append(s1 - s0)
     if kind == "py-deco":
         log.flush()
         info["log_bytes_per_call"] = os.path.getsize(log.name) / (n * repeats + 1)
     out = {"kind": kind, "calls": n, "repeats": repeats,
            "base_ns": base, "variant_ns": var,
            "base_best": min(base) / n, "variant_best": min(var) / n,
-           "minflt_per_call": min(faults) / n,
+           "minflt_per_call": min(faults) / n, "sys_ns_per_call": sum(stime) * 1e9 / (n * repeats),
            "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **info}
     print(json.dumps(out), flush=True)
     # Skip callscope's ingest of R*N calls at exit: not what is measured here
@@ -438,8 +441,8 @@ def report(b, args, notes, t_start):
     timed_ov = results["timed"]["overhead"] if "timed" in results else None
     w = 36
     print(f"{'variant':<{w}} {'ns/call':>8} {'overhead':>9} {'x Timed':>8} {'spread':>7} "
-          f"{'faults/1k':>9}")
-    print("-" * (w + 46))
+          f"{'kernel':>7} {'faults/1k':>9}")
+    print("-" * (w + 54))
     for kind, label, _ in VARIANTS:
         r = results.get(kind)
         if r is None:
@@ -448,10 +451,12 @@ def report(b, args, notes, t_start):
         ov = r["overhead"]
         ratio = f"{ov / timed_ov:8.2f}" if timed_ov and kind != "plain" else f"{'':8}"
         print(f"{label:<{w}} {r['variant_best']:8.1f} {ov:+9.1f} {ratio} "
-              f"{r['spread'] * 100:6.1f}% {r['minflt_per_call'] * 1000:9.2f}")
+              f"{r['spread'] * 100:6.1f}% {r['sys_ns_per_call']:7.1f} "
+              f"{r['minflt_per_call'] * 1000:9.2f}")
     print(f"overhead: the variant's best ns/call minus the plain loop's best, timed interleaved\n"
           f"in the same process (for the plain loop itself: the noise); spread: (median - best)"
-          f" / best\nof the variant's repeats; faults/1k: minor page faults per 1,000 calls.")
+          f" / best\nof the variant's repeats; kernel: system CPU ns/call (mean of the repeats, "
+          f"tick-grained);\nfaults/1k: minor page faults per 1,000 calls (least of the repeats).")
 
     # ---- ratios
     ratios = {}
@@ -529,7 +534,7 @@ def report(b, args, notes, t_start):
         progress(f"peak RSS, {mode}, {calls:,} calls")
         r, _, _ = b.child(["--child", "rss", "--mode", mode, "--calls", str(calls)])
         rss[f"{mode}-{calls}"] = r
-    print(f"peak RSS (ru_maxrss, MiB)            {'start':>7} {'recorded':>9} {'ingested':>9}"
+    print(f"peak RSS (ru_maxrss, MiB)              {'start':>7} {'recorded':>9} {'ingested':>9}"
           f"   ingest")
     for r in rss.values():
         label = ("plain loop" if r["mode"] == "plain" else "callscope.monitor") + \
@@ -537,7 +542,7 @@ def report(b, args, notes, t_start):
         ing = r.get("rss_ingested_kib")
         thr = (f"{r['calls'] / (r['ingest_ns'] / 1e9) / 1e6:5.2f} M calls/s"
                if "ingest_ns" in r else "")
-        print(f"  {label:<34} {r['rss_start_kib'] / 1024:7.1f} "
+        print(f"  {label:<36} {r['rss_start_kib'] / 1024:7.1f} "
               f"{r['rss_recorded_kib'] / 1024:9.1f} "
               f"{'-' if ing is None else f'{ing / 1024:.1f}':>9}   {thr}")
         if r.get("stored_calls") is not None and r["stored_calls"] != r["calls"] + 1:
