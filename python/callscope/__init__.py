@@ -17,6 +17,7 @@ this package is the thin layer users import.
 import atexit as _atexit
 import functools as _functools
 import os as _os
+import sys as _sys
 
 from . import _callscope
 from ._callscope import CallscopeError, run_dir, span
@@ -61,5 +62,26 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None):
 # Close this process's log and store its calls in run.db at exit. Registered
 # first, it runs after the program's own exit handlers, which are recorded.
 _atexit.register(_callscope._finish)
-# A child forked before this process recorded anything still joins its run.
-_os.register_at_fork(before=_callscope._prepare_fork)
+
+
+
+def _mp_child(_module):
+    # multiprocessing's workers leave through os._exit, which skips atexit;
+    # its exit finalizers still run, so the worker closes its log there.
+    _sys.modules["multiprocessing.util"].Finalize(None, _callscope._finish,
+                                                 exitpriority=-(2**31))
+
+
+_mp_hooked = []
+
+
+def _before_fork():
+    # A child forked before this process recorded anything still joins its run.
+    _callscope._prepare_fork()
+    util = _sys.modules.get("multiprocessing.util")
+    if util is not None and not _mp_hooked:
+        util.register_after_fork(_sys.modules[__name__], _mp_child)
+        _mp_hooked.append(True)
+
+
+_os.register_at_fork(before=_before_fork)

@@ -101,7 +101,8 @@ class Run:
         return [Function(*r) for r in rows]
 
     def calls(self, name=None, *, status=None, limit=None):
-        """The calls of ``name`` (exact, or a glob), in start order.
+        """The calls of ``name`` (exact, or a glob), in order of their start
+        (wall clock, so calls of different processes interleave correctly).
 
         ``status`` keeps only "ok", "raised" or "unfinished" calls."""
         where, params = [], []
@@ -114,7 +115,8 @@ class Run:
                 raise ValueError(f"status must be 'ok', 'raised' or 'unfinished', not {status!r}")
             where.append("c.status = ?")
             params.append(status)
-        q = _CALLS_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY c.id"
+        q = (_CALLS_SQL + (" WHERE " + " AND ".join(where) if where else "")
+             + " ORDER BY p.start_wall_ns + (c.start_ns - p.start_mono_ns), c.id")
         if limit is not None:
             q += f" LIMIT {int(limit)}"
         return [Call(*r) for r in self.sql(q, params)]

@@ -122,6 +122,20 @@ cs_cmd_run(int argc, char **argv)
     if (rc != CS_OK)
         return cli_error(CS_EXIT_FAIL, "run: cannot create a run under %s: %s", root,
                          cs_strerror(rc));
+    /* Describe the run now: it exists, with its command, even if the
+     * program records nothing or fails to start. */
+    cs_buf cmd;
+    cs_buf_init(&cmd);
+    if (module)
+        cs_buf_printf(&cmd, "-m %s", module);
+    for (int i = module ? optind : optind; i < argc; i++)
+        cs_buf_printf(&cmd, "%s%s", cmd.len ? " " : "", argv[i]);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        cwd[0] = '\0';
+    if (!cmd.failed && cs_run_describe(rundir, cmd.data ? cmd.data : "", cwd) != CS_OK)
+        cli_warn("run: cannot write %s/run.db: %s", rundir, cs_store_last_error());
+    cs_buf_free(&cmd);
     char *py = find_python(python);
     int nargs = argc - optind;
     char **cargv = cs__calloc((size_t)nargs + 8, sizeof *cargv);

@@ -71,7 +71,7 @@ cli_open_run(const char *root, const char *spec, char **dir)
     }
     if (rc == CS_ENOTRUN)
         return cli_error(CS_EXIT_FAIL, "%s: not a callscope run (no run.db, no logs)",
-                         spec ? spec : root);
+                         spec ? spec : "latest");
     if (rc != CS_OK)
         return cli_error(CS_EXIT_FAIL, "%s: %s", spec ? spec : root, cs_strerror(rc));
     cs_sync_result sr;
@@ -86,7 +86,7 @@ cli_open_run(const char *root, const char *spec, char **dir)
         cli_warn("%d log(s) could not be read and were left in place: %s", sr.failed,
                  sr.message);
     if (sr.bad_records)
-        cli_warn("%llu damaged record(s) skipped; the valid part of each log was kept",
+        cli_warn("%llu thread log(s) ended at a damaged record; the valid part was kept",
                  (unsigned long long)sr.bad_records);
     if (sr.running)
         cli_warn("%d process(es) still running: their calls appear when they exit",

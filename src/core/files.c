@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +126,26 @@ cs_du(const char *path)
     return total;
 }
 
+/* The descriptor of /proc/self/statm, kept open: reopening costs more than
+ * the read. /proc/self is resolved at open, so a forked child drops the
+ * parent's (the fork handler) and opens its own. */
+static atomic_int statm_fd = -1;
+static pthread_once_t statm_once = PTHREAD_ONCE_INIT;
+
+static void
+statm_child(void)
+{
+    int fd = atomic_exchange(&statm_fd, -1);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+statm_atfork(void)
+{
+    pthread_atfork(NULL, NULL, statm_child);
+}
+
 /* /proc/self/statm gives pages; VmHWM in /proc/self/status would need
  * parsing, while getrusage gives the peak in KiB without any. */
 int
@@ -139,18 +161,18 @@ cs_mem_rss(uint64_t *rss, uint64_t *peak)
     if (rss) {
         /* Kept open: reopening costs more than the read. /proc/self is
          * resolved at open, so a forked child opens its own. */
-        static int fd = -1;
-        static pid_t fd_pid;
-        pid_t me = getpid();
-        if (fd >= 0 && fd_pid != me) {
-            close(fd);
-            fd = -1;
-        }
+        if (pthread_once(&statm_once, statm_atfork) != 0)
+            return CS_EIO;
+        int fd = atomic_load(&statm_fd);
         if (fd < 0) {
             fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
             if (fd < 0)
                 return cs_from_errno(errno);
-            fd_pid = me;
+            int expected = -1;
+            if (!atomic_compare_exchange_strong(&statm_fd, &expected, fd)) {
+                close(fd); /* another thread opened it first */
+                fd = expected;
+            }
         }
         char buf[128];
         ssize_t n = pread(fd, buf, sizeof buf - 1, 0);

@@ -33,7 +33,7 @@ gc_begin(GenCallObject *g)
     rec_extra x;
     uint32_t opts = g->mon->opts;
     if (opts)
-        rec_read_extras(opts, &x);
+        rec_read_extras(opts, &x, 1);
     g->seq = cs_log_enter(t, g->mon->func_id, CS_FLAG_ASYNC, cs_clock_mono_ns());
     if (opts)
         rec_put_extras(t, opts, &x);
@@ -58,7 +58,7 @@ gc_mark(GenCallObject *g, unsigned kind, unsigned status)
     uint32_t opts = g->mon->opts;
     rec_extra x;
     if (opts)
-        rec_read_extras(opts, &x);
+        rec_read_extras(opts, &x, kind == CS_REC_RESUME);
     if (status == CS_STATUS_RAISED)
         rec_error(ext_state_of(Py_TYPE(g->mon)), t, g->seq, g->stream);
     rec_mark(t, kind, g->seq, g->stream, status, ts);

@@ -72,6 +72,10 @@ rec_ensure_defined(cs_tstate *t, MonitorObject *m)
 /* Record the exception being raised as call `seq`'s error; the exception
  * stays raised, the same object. `stream` is the stream of the call. */
 void rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream);
+/* Set while this thread holds its last recorded exception (record.c). */
+extern _Thread_local int rec_held_exc CS_TLS_MODEL;
+/* Drop it: the thread returned normally, the propagation is over. */
+void rec_forget_exc(void);
 /* Record `exc` (borrowed) as call `seq`'s error. */
 void rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc);
 
@@ -83,12 +87,16 @@ typedef struct rec_extra {
 } rec_extra;
 
 static inline void
-rec_read_extras(uint32_t opts, rec_extra *x)
+rec_read_extras(uint32_t opts, rec_extra *x, int entering)
 {
-    if (opts & MON_CPU)
+    /* The CPU clock is read closest to the call, so it never counts the
+     * memory reading: last on the way in, first on the way out. */
+    if ((opts & MON_CPU) && !entering)
         x->cpu = cs_clock_thread_cpu_ns();
     if (opts & MON_MEM)
         cs_mem_rss(&x->rss, &x->peak);
+    if ((opts & MON_CPU) && entering)
+        x->cpu = cs_clock_thread_cpu_ns();
 }
 
 static inline void

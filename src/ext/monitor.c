@@ -29,7 +29,7 @@ monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
     const uint32_t epoch = t->epoch, opts = m->opts;
     rec_extra x;
     if (CS_UNLIKELY(opts))
-        rec_read_extras(opts, &x);
+        rec_read_extras(opts, &x, 1);
     uint64_t seq = cs_log_enter(t, m->func_id, 0, cs_clock_mono_ns());
     if (CS_UNLIKELY(opts))
         rec_put_extras(t, opts, &x);
@@ -39,9 +39,11 @@ monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
     t = cs_log_tstate();
     if (CS_LIKELY(t != NULL && t->epoch == epoch)) {
         if (CS_UNLIKELY(opts))
-            rec_read_extras(opts, &x);
+            rec_read_extras(opts, &x, 0);
         if (CS_UNLIKELY(res == NULL))
             rec_error(ext_state_of(Py_TYPE(m)), t, seq, t->stream);
+        else if (CS_UNLIKELY(rec_held_exc))
+            rec_forget_exc();
         cs_log_mark(t, CS_REC_EXIT, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, ts);
         if (CS_UNLIKELY(opts))
             rec_put_extras(t, opts, &x);

@@ -36,6 +36,8 @@ rec_init(void)
 void
 rec_reset(void)
 {
+    if (rec_held_exc)
+        rec_forget_exc();
     rec_finish(1);
     cs_log_forget();
     finished = 0;
@@ -321,24 +323,67 @@ type_name(PyObject *exc)
     return r;
 }
 
-/* The exception last recorded by this thread and its traceback head, as
- * bare pointers (no reference is kept). An exception that propagates out
- * through many monitored calls keeps its object, and its traceback grows
- * outwards: if the recorded head is still in the chain, it is the same
- * live object, so the text need not be formatted again. Formatting at
- * every level would cost O(depth^2) for a deep recursion. */
-static _Thread_local void *last_exc CS_TLS_MODEL;
-static _Thread_local void *last_tb CS_TLS_MODEL;
+/* An exception that propagates out through many monitored calls keeps its
+ * object, and its traceback grows outwards. Formatting it at every level
+ * would cost O(depth^2) for a deep recursion, so each thread keeps the
+ * exception it recorded last, with its traceback head, in its thread-state
+ * dict (strong references: pointer comparisons stay valid, and the dict
+ * dies with the thread). A later error of the same object whose traceback
+ * still holds that head is the same propagation: it refers back instead of
+ * formatting again. The thread drops them at its next normal return. */
+_Thread_local int rec_held_exc CS_TLS_MODEL;
+
+static PyObject *
+held_key(void)
+{
+    static PyObject *key;
+    if (key == NULL)
+        key = PyUnicode_InternFromString("callscope.last_error");
+    return key;
+}
+
+void
+rec_forget_exc(void)
+{
+    rec_held_exc = 0;
+    PyObject *d = PyThreadState_GetDict(); /* borrowed */
+    PyObject *k = held_key();
+    if (d && k && PyDict_DelItem(d, k) < 0)
+        PyErr_Clear();
+}
 
 static int
 same_propagation(PyObject *exc, PyObject *tb)
 {
-    if (exc != last_exc || last_tb == NULL)
+    if (!rec_held_exc)
         return 0;
+    PyObject *d = PyThreadState_GetDict();
+    PyObject *k = held_key();
+    PyObject *v = d && k ? PyDict_GetItemWithError(d, k) : NULL; /* borrowed */
+    if (v == NULL || !PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 2) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (PyTuple_GET_ITEM(v, 0) != exc)
+        return 0;
+    PyObject *head = PyTuple_GET_ITEM(v, 1);
     for (PyTracebackObject *p = (PyTracebackObject *)tb; p; p = p->tb_next)
-        if ((void *)p == last_tb)
+        if ((PyObject *)p == head)
             return 1;
     return 0;
+}
+
+static void
+hold(PyObject *exc, PyObject *tb)
+{
+    PyObject *d = PyThreadState_GetDict();
+    PyObject *k = held_key();
+    PyObject *v = PyTuple_Pack(2, exc, tb);
+    if (d && k && v && PyDict_SetItem(d, k, v) == 0)
+        rec_held_exc = 1;
+    else
+        PyErr_Clear();
+    Py_XDECREF(v);
 }
 
 void
@@ -349,8 +394,8 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     cs_buf_init(&b);
     PyObject *tb = PyException_GetTraceback(exc);
     int same = tb != NULL && same_propagation(exc, tb);
-    last_exc = exc;
-    last_tb = tb;
+    if (tb != NULL)
+        hold(exc, tb);
     PyObject *tname = type_name(exc);
     put_str(&b, tname);
     Py_XDECREF(tname);

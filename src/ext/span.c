@@ -137,7 +137,7 @@ span_start(SpanObject *s, PyObject *unused)
     uint32_t id = span_func_id(s, t);
     rec_extra x;
     if (s->opts)
-        rec_read_extras(s->opts, &x);
+        rec_read_extras(s->opts, &x, 1);
     s->seq = cs_log_enter(t, id, CS_FLAG_SPAN, cs_clock_mono_ns());
     if (s->opts)
         rec_put_extras(t, s->opts, &x);
@@ -156,7 +156,7 @@ span_mark(SpanObject *s, unsigned kind, unsigned status, PyObject *exc)
         return;
     rec_extra x;
     if (s->opts)
-        rec_read_extras(s->opts, &x);
+        rec_read_extras(s->opts, &x, kind == CS_REC_RESUME);
     if (exc)
         rec_error_obj(ext_state_of(Py_TYPE(s)), t, s->seq, s->stream, exc);
     rec_mark(t, kind, s->seq, s->stream, status, ts);

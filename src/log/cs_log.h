@@ -286,7 +286,8 @@ typedef struct cs_event {
 typedef struct cs_scan_info {
     cs_log_header header;
     uint64_t records;      /* valid fixed records */
-    uint64_t bad_records;  /* records rejected (bad check, kind or order) */
+    uint64_t bad_records;  /* streams cut short at a rejected record (bad
+                              check, kind or order); one per stream */
     uint64_t bad_chunks;   /* chunks with a bad header */
     uint32_t streams;      /* distinct streams seen */
     int clean_end;         /* the writer closed the log (header end_mono_ns) */
@@ -295,7 +296,7 @@ typedef struct cs_scan_info {
 
 /* Visit every valid event of the log at `path`, stream by stream, each
  * stream in order. Each stream stops at its first invalid record: the
- * valid prefix is kept and the rest counted in bad_records. `only_var`
+ * valid prefix is kept and the stream counted in bad_records. `only_var`
  * visits variable records only (a fast first pass). `visit` returns CS_OK
  * to continue or an error to stop the scan with that error. */
 typedef int (*cs_event_fn)(void *ctx, const cs_event *ev);

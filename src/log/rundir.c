@@ -58,11 +58,15 @@ cs_run_create(const char *root, const char *name, char **out)
         return rc;
     char clean[96];
     sanitize(name, clean, sizeof clean);
-    time_t now = time(NULL);
+    /* Milliseconds in the stamp: names sort in creation order even when
+     * several runs start within a second. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;
-    localtime_r(&now, &tm);
-    char stamp[32];
-    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    localtime_r(&now.tv_sec, &tm);
+    char stamp[40], sec[32];
+    strftime(sec, sizeof sec, "%Y%m%d-%H%M%S", &tm);
+    snprintf(stamp, sizeof stamp, "%.24s-%03u", sec, (unsigned)(now.tv_nsec / 1000000L) % 1000u);
     for (int i = 0; i < 10000; i++) {
         char leaf[160];
         if (i == 0)

@@ -4,8 +4,8 @@
  * died, and the run-level questions (where is a run, what state is it in).
  *
  * The schema is documented in docs/schema.md. It is versioned with
- * PRAGMA user_version; older databases are migrated when opened for
- * writing, never rejected. A database newer than this library is refused
+ * PRAGMA user_version; older databases are migrated when opened (if the
+ * file is writable), never rejected. A database newer than this library is refused
  * with CS_EVERSION.
  */
 #ifndef CS_STORE_H
@@ -42,7 +42,8 @@ typedef struct cs_ingest_result {
     uint64_t unfinished;  /* calls still open when the log ended */
     uint64_t errors;      /* calls that raised */
     uint64_t records;     /* valid records read */
-    uint64_t bad_records; /* records rejected; the valid prefix was kept */
+    uint64_t bad_records; /* streams cut short at a damaged record; the
+                             valid prefix of each was kept */
     uint64_t orphans;     /* exits with no matching entry (e.g. across fork) */
     int skipped;          /* the log had been ingested before */
     int clean;            /* the writer closed the log itself */
@@ -77,6 +78,11 @@ typedef struct cs_sync_result {
  * (its lock is free) is ingested as recovered. Logs of live processes are
  * left alone and counted. A damaged log is reported in `out`, not fatal. */
 CS_EXPORT int cs_run_sync(const char *rundir, cs_sync_result *out /* OUT */);
+
+/* Create run.db in `rundir` before anything runs, describing the run by
+ * the `command` the user gave (as `callscope run` does). A run that then
+ * records nothing is still a valid, empty run. */
+CS_EXPORT int cs_run_describe(const char *rundir, const char *command, const char *cwd);
 
 /* Ingest the calling process's own closed log, whose lock it holds. */
 CS_EXPORT int cs_run_ingest_own(const char *rundir, const char *logpath,

@@ -125,6 +125,13 @@ typedef struct pending_var {
     size_t len;
 } pending_var;
 
+/* An event aimed at a call of another thread, applied after every stream
+ * is read, in time order (ties in reading order). */
+struct deferred {
+    cs_event ev; /* ev.body is owned */
+    uint64_t order;
+};
+
 typedef struct ing {
     cs_store *s;
     sqlite3_stmt *ins_call, *ins_err;
@@ -139,8 +146,9 @@ typedef struct ing {
     size_t sn, scap;
     uint32_t cur_stream;
     int64_t last_err_id; /* call whose traceback this stream recorded last */
-    cs_event *deferred; /* events aimed at another thread's calls */
+    struct deferred *deferred; /* events aimed at another thread's calls */
     size_t dn, dcap;
+    uint64_t cur_ts; /* time of the current stream's latest event */
     pending_var *vars; /* pass 1 */
     size_t vn, vcap;
     cs_ingest_result *res;
@@ -223,7 +231,8 @@ bind_text(sqlite3_stmt *st, int i, const char *s)
 }
 
 static int
-insert_process(ing *g, const cs_scan_info *info, const char *logname, int recovered)
+insert_process(ing *g, const cs_scan_info *info, const char *logname, const char *rundir_name,
+               int recovered)
 {
     const pending_var *proc = NULL;
     for (size_t i = 0; i < g->vn; i++)
@@ -261,7 +270,7 @@ insert_process(ing *g, const cs_scan_info *info, const char *logname, int recove
     sqlite3_stmt *st = NULL;
     const char *sql = "INSERT INTO processes(pid, ppid, host, rank, name, argv, cwd,"
                       " start_wall_ns, start_mono_ns, end_mono_ns, state, log, records,"
-                      " bad_records) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                      " bad_records, command) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     int src = sqlite3_prepare_v2(g->s->db, sql, -1, &st, NULL);
     if (src != SQLITE_OK || argv.failed || cmd.failed) {
         rc = src != SQLITE_OK ? sqlerr(g, src) : CS_ENOMEM;
@@ -282,23 +291,28 @@ insert_process(ing *g, const cs_scan_info *info, const char *logname, int recove
     bind_text(st, 12, logname);
     sqlite3_bind_int64(st, 13, (int64_t)info->records);
     sqlite3_bind_int64(st, 14, (int64_t)info->bad_records);
+    bind_text(st, 15, cmd.data ? cmd.data : "");
     if ((src = sqlite3_step(st)) != SQLITE_DONE) {
         rc = sqlerr(g, src);
         goto out;
     }
     g->process_id = sqlite3_last_insert_rowid(g->s->db);
-    /* The first process to arrive names the run. */
+    /* The run is described by its first process: the one that started
+     * first among those stored, unless `callscope run` described it. */
     sqlite3_finalize(st);
     st = NULL;
     src = sqlite3_prepare_v2(g->s->db,
-                             "INSERT INTO runs(id, name, created_ns, command, cwd)"
-                             " SELECT 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs)",
+                             "INSERT INTO runs(id, name, created_ns, command, cwd, launcher)"
+                             " VALUES(1, ?, ?, ?, ?, 'python') ON CONFLICT(id) DO UPDATE SET"
+                             " created_ns = excluded.created_ns, command = excluded.command,"
+                             " cwd = excluded.cwd WHERE launcher = 'python'"
+                             " AND excluded.created_ns < created_ns",
                              -1, &st, NULL);
     if (src != SQLITE_OK) {
         rc = sqlerr(g, src);
         goto out;
     }
-    bind_text(st, 1, "");
+    bind_text(st, 1, rundir_name);
     sqlite3_bind_int64(st, 2, (int64_t)h->start_wall_ns);
     bind_text(st, 3, cmd.data ? cmd.data : "");
     bind_text(st, 4, cwd);
@@ -615,14 +629,26 @@ defer(ing *g, const cs_event *ev)
 {
     if (g->dn == g->dcap) {
         size_t cap = g->dcap ? g->dcap * 2 : 16;
-        cs_event *d = cs__realloc(g->deferred, cap * sizeof *d);
+        struct deferred *d = cs__realloc(g->deferred, cap * sizeof *d);
         if (d == NULL)
             return CS_ENOMEM;
         g->deferred = d;
         g->dcap = cap;
     }
-    g->deferred[g->dn] = *ev;
-    g->deferred[g->dn].body = NULL;
+    struct deferred *d = &g->deferred[g->dn];
+    d->ev = *ev;
+    d->order = g->dn;
+    if (ev->kind == CS_REC_VAR) {
+        d->ev.ts = g->cur_ts; /* a variable record is timed by its stream */
+        char *body = cs__malloc(ev->body_len + 1);
+        if (body == NULL)
+            return CS_ENOMEM;
+        memcpy(body, ev->body, ev->body_len);
+        body[ev->body_len] = '\0';
+        d->ev.body = body;
+    } else {
+        d->ev.body = NULL;
+    }
     g->dn++;
     return CS_OK;
 }
@@ -635,7 +661,10 @@ visit_event(void *ctx, const cs_event *ev)
         g->cur_stream = ev->stream;
         g->sn = 0; /* a new thread: its own stack */
         g->last_err_id = 0;
+        g->cur_ts = 0;
     }
+    if (ev->kind != CS_REC_VAR)
+        g->cur_ts = ev->ts;
     switch (ev->kind) {
     case CS_REC_ENTER:
         return on_enter(g, ev);
@@ -646,17 +675,23 @@ visit_event(void *ctx, const cs_event *ev)
             return defer(g, ev);
         return apply(g, ev, 1);
     case CS_REC_VAR:
-        return ev->var_kind == CS_VAR_ERROR ? on_error_var(g, ev) : CS_OK;
+        if (ev->var_kind != CS_VAR_ERROR)
+            return CS_OK;
+        if (ev->target != ev->stream)
+            return defer(g, ev);
+        return on_error_var(g, ev);
     default:
         return CS_OK;
     }
 }
 
 static int
-cmp_ts(const void *a, const void *b)
+cmp_deferred(const void *a, const void *b)
 {
-    const cs_event *x = a, *y = b;
-    return x->ts < y->ts ? -1 : x->ts > y->ts;
+    const struct deferred *x = a, *y = b;
+    if (x->ev.ts != y->ev.ts)
+        return x->ev.ts < y->ev.ts ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
 }
 
 static int
@@ -698,6 +733,8 @@ ing_free(ing *g)
     cs__free(g->thread_map);
     cs__free(g->open.slots);
     cs__free(g->stack);
+    for (size_t i = 0; i < g->dn; i++)
+        cs__free((char *)g->deferred[i].ev.body);
     cs__free(g->deferred);
     for (size_t i = 0; i < g->vn; i++)
         cs__free(g->vars[i].body);
@@ -714,6 +751,16 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     g.res = out;
     const char *logname = strrchr(logpath, '/');
     logname = logname ? logname + 1 : logpath;
+    /* the run is named after its directory, the one holding the log */
+    char rundir_name[256] = "";
+    if (logname != logpath) {
+        size_t n = (size_t)(logname - 1 - logpath);
+        const char *start = logpath;
+        for (size_t i = 0; i < n; i++)
+            if (logpath[i] == '/')
+                start = logpath + i + 1;
+        snprintf(rundir_name, sizeof rundir_name, "%.*s", (int)(logpath + n - start), start);
+    }
 
     int rc = cs__store_exec(s, "BEGIN IMMEDIATE");
     if (rc != CS_OK)
@@ -741,7 +788,7 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     out->records = info.records;
     out->bad_records = info.bad_records;
     out->clean = info.clean_end && !recovered;
-    if ((rc = insert_process(&g, &info, logname, recovered)) != CS_OK)
+    if ((rc = insert_process(&g, &info, logname, rundir_name, recovered)) != CS_OK)
         goto fail;
     if ((rc = insert_defs(&g)) != CS_OK)
         goto fail;
@@ -765,10 +812,14 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     if ((rc = cs_log_scan(logpath, 0, visit_event, &g, &info2)) != CS_OK)
         goto fail;
     if (g.dn)
-        qsort(g.deferred, g.dn, sizeof *g.deferred, cmp_ts);
-    for (size_t i = 0; i < g.dn; i++)
-        if ((rc = apply(&g, &g.deferred[i], 0)) != CS_OK)
+        qsort(g.deferred, g.dn, sizeof *g.deferred, cmp_deferred);
+    g.last_err_id = 0;
+    for (size_t i = 0; i < g.dn; i++) {
+        const cs_event *ev = &g.deferred[i].ev;
+        rc = ev->kind == CS_REC_VAR ? on_error_var(&g, ev) : apply(&g, ev, 0);
+        if (rc != CS_OK)
             goto fail;
+    }
     /* What is still open never returned: the process ended first. */
     for (size_t i = 0; i < g.open.cap; i++) {
         while (g.open.slots[i].key != 0) {

@@ -329,6 +329,8 @@ cs_run_summarize(const char *rundir, cs_run_summary *out)
             out->duration_ns = end > out->start_wall_ns ? end - out->start_wall_ns : 0;
             int recovered =
                 scalar(db, "SELECT count(*) FROM processes WHERE state = 'recovered'") > 0;
+            if (out->start_wall_ns == 0)
+                out->start_wall_ns = (uint64_t)scalar(db, "SELECT created_ns FROM runs");
             out->state = out->processes == 0 ? CS_RUN_EMPTY
                          : recovered         ? CS_RUN_RECOVERED
                                              : CS_RUN_COMPLETE;
@@ -357,4 +359,37 @@ cs_run_summary_free(cs_run_summary *s)
     cs__free(s->dir);
     cs__free(s->command);
     memset(s, 0, sizeof *s);
+}
+
+int
+cs_run_describe(const char *rundir, const char *command, const char *cwd)
+{
+    char *db = cs__path_join(rundir, CS_DB_NAME);
+    if (db == NULL)
+        return CS_ENOMEM;
+    cs_store *s = NULL;
+    int rc = cs_store_open(db, 1, &s);
+    cs__free(db);
+    if (rc != CS_OK)
+        return rc;
+    const char *leaf = strrchr(rundir, '/');
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(s->db,
+                                 "INSERT OR REPLACE INTO runs(id, name, created_ns, command, cwd,"
+                                 " launcher) VALUES(1, ?, ?, ?, ?, 'cli')",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, leaf ? leaf + 1 : rundir, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (int64_t)cs_clock_wall_ns());
+        sqlite3_bind_text(st, 3, command, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, cwd ? cwd : "", -1, SQLITE_TRANSIENT);
+        src = sqlite3_step(st);
+    }
+    if (src != SQLITE_DONE) {
+        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
+        rc = CS_EDB;
+    }
+    sqlite3_finalize(st);
+    cs_store_close(s);
+    return rc;
 }

@@ -27,9 +27,9 @@ static const char *const migrations[] = {
     /* 1: the first schema */
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
     "CREATE TABLE runs(id INTEGER PRIMARY KEY, name TEXT, created_ns INTEGER,"
-    " command TEXT, cwd TEXT);"
+    " command TEXT, cwd TEXT, launcher TEXT);"
     "CREATE TABLE processes(id INTEGER PRIMARY KEY, pid INTEGER, ppid INTEGER,"
-    " host TEXT, rank INTEGER, name TEXT, argv TEXT, cwd TEXT,"
+    " host TEXT, rank INTEGER, name TEXT, argv TEXT, command TEXT, cwd TEXT,"
     " start_wall_ns INTEGER, start_mono_ns INTEGER, end_mono_ns INTEGER,"
     " state TEXT, log TEXT UNIQUE, records INTEGER, bad_records INTEGER);"
     "CREATE TABLE threads(id INTEGER PRIMARY KEY,"

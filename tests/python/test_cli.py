@@ -214,3 +214,19 @@ def test_sqlite_file_opens_in_sqlite3(cli, app, root):
             "call_view"} <= names
     (n,) = con.execute("SELECT count(*) FROM call_view WHERE status = 'raised'").fetchone()
     assert n == 1
+
+
+def test_run_that_records_nothing_is_an_empty_run(cli, tmp_path, root):
+    script = tmp_path / "quiet.py"
+    script.write_text("print('hello')\n")
+    p = cli("run", script, "a b", check=0)
+    assert "hello" in p.stdout
+    out = cli("top", check=0).stdout.splitlines()
+    assert out[0].startswith("run ") and "no functions" in out[-1]
+    info = cli("info", check=0).stdout.splitlines()
+    assert len(info) == 2 and "empty" in info[1] and "quiet.py a b" in info[1]
+
+
+def test_run_of_python_that_cannot_start(cli, app):
+    p = cli("run", "--python", "/nonexistent/python3", app, check=127)
+    assert "cannot start" in p.stderr

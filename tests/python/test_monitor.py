@@ -357,3 +357,25 @@ def test_deep_recursion_error_formats_traceback_once(root, finish):
     assert all(e[2] == "ValueError" and e[3] == "deep" for e in errors)
     assert all("raise ValueError" in e[4] for e in errors)
     assert run.sql("SELECT count(traceback), count(origin) FROM errors") == [(1, 1000)]
+
+
+def test_unrelated_errors_keep_their_own_traceback(root, finish):
+    @callscope.monitor
+    def fail(i):
+        if i % 2:
+            raise ValueError(f"odd {i}")
+        raise KeyError(f"even {i}")
+
+    for i in range(50):
+        try:
+            fail(i)
+        except (ValueError, KeyError):
+            pass
+    run = finish()
+    errors = run.errors()
+    assert len(errors) == 50
+    for _, _, typ, msg, tb in errors:
+        assert typ in ("ValueError", "KeyError")
+        assert tb.rstrip().splitlines()[-1].startswith(typ)
+        assert msg.strip("'") in tb
+    assert run.sql("SELECT count(origin) FROM errors") == [(0,)]

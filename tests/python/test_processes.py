@@ -216,3 +216,53 @@ def test_unfinished_call_in_daemon_thread_at_exit(run_py, root):
     run = callscope.load(root=root)
     assert [c.status for c in run.calls("*forever")] == ["unfinished"]
     assert [c.status for c in run.calls("*quick")] == ["ok"]
+
+
+def test_multiprocessing_workers_close_their_logs(run_py, root, tmp_path):
+    (tmp_path / "work_mod2.py").write_text(
+        "import callscope\n\n@callscope.monitor\ndef cube(x):\n    return x ** 3\n")
+    run_py("""
+        import multiprocessing as mp, sys
+        sys.path.insert(0, ".")
+        import work_mod2
+        if __name__ == "__main__":
+            ps = [mp.get_context("fork").Process(target=work_mod2.cube, args=(i,))
+                  for i in range(3)]
+            for p in ps: p.start()
+            for p in ps: p.join()
+    """)
+    run = callscope.load(root=root)
+    assert run.sql("SELECT count(*) FROM calls") == [(3,)]
+    assert run.sql("SELECT count(*), sum(state = 'complete') FROM processes") == [(3, 3)]
+    assert run.info()["state"] == "complete"
+
+
+def test_generator_raising_in_another_thread(root, finish):
+    import threading
+
+    import pytest
+
+    @callscope.monitor
+    def gen():
+        yield 1
+        raise OSError("late")
+
+    g = gen()
+    next(g)
+    errors = []
+
+    def advance():
+        try:
+            next(g)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=advance)
+    t.start()
+    t.join()
+    assert len(errors) == 1
+    run = finish()
+    (c,) = run.calls("*gen")
+    assert c.status == "raised" and c.error_type == "OSError"
+    ((_, _, typ, msg, tb),) = run.errors()
+    assert typ == "OSError" and msg == "late" and "raise OSError" in tb
