@@ -76,6 +76,7 @@ class Run:
         self.path = os.fspath(path)
         self.db_path = os.path.join(self.path, "run.db")
         self.sync = sync or {}
+        self._indexed = False
 
     # -- raw access -------------------------------------------------------
     def sql(self, query, params=()):
@@ -107,6 +108,8 @@ class Run:
         ``status`` keeps only "ok", "raised" or "unfinished" calls."""
         where, params = [], []
         if name is not None:
+            if not self._indexed and os.path.exists(self.db_path):
+                self._indexed = _callscope._index(self.db_path)
             clause, p = _match_sql(name)
             where.append(clause)
             params.append(p)

@@ -147,6 +147,24 @@ py_stats(PyObject *mod, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
+py_index(PyObject *mod, PyObject *args)
+{
+    const char *db;
+    if (!PyArg_ParseTuple(args, "s:_index", &db))
+        return NULL;
+    cs_store *s = NULL;
+    int rc = cs_store_open(db, 0, &s);
+    if (rc == CS_OK) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = cs_store_index(s);
+        Py_END_ALLOW_THREADS
+    }
+    cs_store_close(s);
+    /* a read-only run is still readable, only slower to search */
+    return PyBool_FromLong(rc == CS_OK);
+}
+
+static PyObject *
 py_summary(PyObject *mod, PyObject *args)
 {
     const char *dir;
@@ -204,6 +222,7 @@ static PyMethodDef module_methods[] = {
     {"_sync", py_sync, METH_VARARGS, NULL},
     {"_stats", (PyCFunction)(void (*)(void))py_stats, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_summary", py_summary, METH_VARARGS, NULL},
+    {"_index", py_index, METH_VARARGS, NULL},
     {"_list_runs", py_list_runs, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

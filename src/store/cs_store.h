@@ -33,6 +33,10 @@ CS_EXPORT void cs_store_close(cs_store *s);
 /* The underlying SQLite handle. Borrowed. */
 CS_EXPORT sqlite3 *cs_store_db(cs_store *s);
 
+/* Create the index of calls by function, for lookups of one function's
+ * calls. Ingest does not maintain it until it exists. */
+CS_EXPORT int cs_store_index(cs_store *s);
+
 /* A description of the last store failure in this thread (never NULL). */
 CS_EXPORT const char *cs_store_last_error(void);
 

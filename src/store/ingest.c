@@ -125,6 +125,17 @@ typedef struct pending_var {
     size_t len;
 } pending_var;
 
+/* Calls are written in batches of ROWS rows per INSERT statement: one
+ * statement step per batch instead of one per call. */
+#define ROWS 32
+#define COLS 12
+
+typedef struct row {
+    int64_t v[COLS - 1]; /* id .. peak_rss */
+    unsigned null;       /* bit i: column i+1 is NULL */
+    const char *status;
+} row;
+
 /* An event aimed at a call of another thread, applied after every stream
  * is read, in time order (ties in reading order). */
 struct deferred {
@@ -134,7 +145,9 @@ struct deferred {
 
 typedef struct ing {
     cs_store *s;
-    sqlite3_stmt *ins_call, *ins_err;
+    sqlite3_stmt *ins_call, *ins_batch, *ins_err;
+    row rows[ROWS];
+    int nrows;
     int64_t process_id;
     int64_t next_id;
     int64_t *func_map; /* local function id -> functions.id */
@@ -458,15 +471,6 @@ stack_remove(ing *g, uint64_t key)
     }
 }
 
-static void
-bind_opt(sqlite3_stmt *st, int i, int has, int64_t v)
-{
-    if (has)
-        sqlite3_bind_int64(st, i, v);
-    else
-        sqlite3_bind_null(st, i);
-}
-
 /* Stop the clocks of a running call at `ts` (suspend, pause or exit). */
 static void
 stop_running(ocall *c, const cs_event *ev)
@@ -477,6 +481,35 @@ stop_running(ocall *c, const cs_event *ev)
     if (c->has_cpu && ev->has_cpu && ev->cpu_ns >= c->cpu_mark)
         c->cpu_acc += ev->cpu_ns - c->cpu_mark;
     c->running = 0;
+}
+
+static int
+flush_rows(ing *g)
+{
+    int n = g->nrows;
+    if (n == 0)
+        return CS_OK;
+    g->nrows = 0;
+    sqlite3_stmt *st = n == ROWS ? g->ins_batch : g->ins_call;
+    int per = n == ROWS ? ROWS : 1;
+    for (int done = 0; done < n; done += per) {
+        sqlite3_reset(st);
+        for (int k = 0; k < per; k++) {
+            const row *r = &g->rows[done + k];
+            int base = k * COLS;
+            for (int i = 0; i < COLS - 1; i++) {
+                if (r->null & (1u << i))
+                    sqlite3_bind_null(st, base + i + 1);
+                else
+                    sqlite3_bind_int64(st, base + i + 1, r->v[i]);
+            }
+            sqlite3_bind_text(st, base + COLS, r->status, -1, SQLITE_STATIC);
+        }
+        int src = sqlite3_step(st);
+        if (src != SQLITE_DONE)
+            return sqlerr(g, src);
+    }
+    return CS_OK;
 }
 
 static int
@@ -496,27 +529,30 @@ finish(ing *g, ocall *c, const cs_event *ev)
         if (p && p->id == c->parent_id)
             p->child += c->active;
     }
-    sqlite3_stmt *st = g->ins_call;
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, c->id);
-    bind_opt(st, 2, c->parent_id != 0, c->parent_id);
-    bind_opt(st, 3, c->func_id != 0, c->func_id);
-    bind_opt(st, 4, c->thread_id != 0, c->thread_id);
-    sqlite3_bind_int64(st, 5, (int64_t)c->start);
-    bind_opt(st, 6, finished, (int64_t)end);
-    bind_opt(st, 7, finished, (int64_t)wall);
-    bind_opt(st, 8, finished, (int64_t)self);
-    bind_opt(st, 9, finished && c->has_cpu && ev->has_cpu, (int64_t)c->cpu_acc);
+    row *r = &g->rows[g->nrows];
     int mem = finished && c->has_mem && ev->has_mem;
-    bind_opt(st, 10, mem, mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0);
-    bind_opt(st, 11, mem, mem ? (int64_t)ev->peak_rss : 0);
-    const char *status = !finished ? "unfinished"
-                         : (ev->status == CS_STATUS_RAISED) ? "raised"
-                                                            : "ok";
-    sqlite3_bind_text(st, 12, status, -1, SQLITE_STATIC);
-    int src = sqlite3_step(st);
-    if (src != SQLITE_DONE)
-        return sqlerr(g, src);
+    int64_t v[COLS - 1] = {c->id,
+                           c->parent_id,
+                           c->func_id,
+                           c->thread_id,
+                           (int64_t)c->start,
+                           (int64_t)end,
+                           (int64_t)wall,
+                           (int64_t)self,
+                           (int64_t)c->cpu_acc,
+                           mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0,
+                           mem ? (int64_t)ev->peak_rss : 0};
+    memcpy(r->v, v, sizeof v);
+    r->null = (c->parent_id == 0 ? 1u << 1 : 0) | (c->func_id == 0 ? 1u << 2 : 0) |
+              (c->thread_id == 0 ? 1u << 3 : 0) | (!finished ? 7u << 5 : 0) |
+              (!(finished && c->has_cpu && ev->has_cpu) ? 1u << 8 : 0) |
+              (!mem ? 3u << 9 : 0);
+    r->status = !finished ? "unfinished" : (ev->status == CS_STATUS_RAISED) ? "raised" : "ok";
+    if (++g->nrows == ROWS) {
+        int rc = flush_rows(g);
+        if (rc != CS_OK)
+            return rc;
+    }
     g->res->calls++;
     if (!finished)
         g->res->unfinished++;
@@ -728,6 +764,7 @@ static void
 ing_free(ing *g)
 {
     sqlite3_finalize(g->ins_call);
+    sqlite3_finalize(g->ins_batch);
     sqlite3_finalize(g->ins_err);
     cs__free(g->func_map);
     cs__free(g->thread_map);
@@ -794,7 +831,21 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
         goto fail;
     if ((rc = next_call_id(&g)) != CS_OK)
         goto fail;
-    int src = sqlite3_prepare_v2(s->db,
+
+    static const char head[] = "INSERT INTO calls(id, parent, function, thread, start_ns,"
+                               " end_ns, wall_ns, self_ns, cpu_ns, rss_delta, peak_rss, status)"
+                               " VALUES";
+    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?)";
+    cs_buf sql;
+    cs_buf_init(&sql);
+    cs_buf_puts(&sql, head);
+    for (int i = 0; i < ROWS; i++)
+        cs_buf_printf(&sql, "%s%s", i ? "," : "", one);
+    int src = sql.failed ? SQLITE_NOMEM
+                         : sqlite3_prepare_v2(s->db, sql.data, -1, &g.ins_batch, NULL);
+    cs_buf_free(&sql);
+    if (src == SQLITE_OK)
+        src = sqlite3_prepare_v2(s->db,
                                  "INSERT INTO calls(id, parent, function, thread, start_ns,"
                                  " end_ns, wall_ns, self_ns, cpu_ns, rss_delta, peak_rss,"
                                  " status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -827,6 +878,9 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
                 goto fail;
         }
     }
+    if ((rc = flush_rows(&g)) != CS_OK)
+        goto fail;
+
     if ((rc = cs__store_exec(s, "COMMIT")) != CS_OK)
         goto fail;
     ing_free(&g);
