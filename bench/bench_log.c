@@ -31,7 +31,7 @@ main(int argc, char **argv)
     uint64_t t0 = cs_clock_mono_ns();
     for (long i = 0; i < n; i++) {
         uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
-        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
     }
     uint64_t t1 = cs_clock_mono_ns();
     char *path = NULL;

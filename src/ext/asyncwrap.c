@@ -49,7 +49,7 @@ gc_mark(GenCallObject *g, unsigned kind, unsigned status)
 {
     if (!g->started || g->finished)
         return;
-    if (kind == CS_REC_EXIT)
+    if (kind == CS_MARK_EXIT)
         g->finished = 1;
     uint64_t ts = cs_clock_mono_ns();
     cs_tstate *t = rec_tstate();
@@ -58,10 +58,10 @@ gc_mark(GenCallObject *g, unsigned kind, unsigned status)
     uint32_t opts = g->mon->opts;
     rec_extra x;
     if (opts)
-        rec_read_extras(opts, &x, kind == CS_REC_RESUME);
+        rec_read_extras(opts, &x, kind == CS_MARK_RESUME);
     if (status == CS_STATUS_RAISED)
         rec_error(ext_state_of(Py_TYPE(g->mon)), t, g->seq, g->stream);
-    rec_mark(t, kind, g->seq, g->stream, status, ts);
+    cs_log_mark(t, kind, g->seq, g->stream, status, ts);
     if (opts)
         rec_put_extras(t, opts, &x);
 }
@@ -94,15 +94,15 @@ gc_send(GenCallObject *g, PyObject *v, int bare)
 {
     if (!g->started && !g->finished)
         gc_begin(g);
-    gc_mark(g, CS_REC_RESUME, 0);
+    gc_mark(g, CS_MARK_RESUME, 0);
     PyObject *out = NULL;
     PySendResult r = PyIter_Send(g->inner, v, &out);
     if (r == PYGEN_NEXT) {
-        gc_mark(g, CS_REC_SUSPEND, 0);
+        gc_mark(g, CS_MARK_SUSPEND, 0);
         return out;
     }
     if (r == PYGEN_RETURN) {
-        gc_mark(g, CS_REC_EXIT, CS_STATUS_OK);
+        gc_mark(g, CS_MARK_EXIT, CS_STATUS_OK);
         if (bare && out == Py_None) {
             Py_DECREF(out);
             return NULL;
@@ -116,7 +116,7 @@ gc_send(GenCallObject *g, PyObject *v, int bare)
         }
         return NULL;
     }
-    gc_mark(g, CS_REC_EXIT, CS_STATUS_RAISED);
+    gc_mark(g, CS_MARK_EXIT, CS_STATUS_RAISED);
     return NULL;
 }
 
@@ -137,19 +137,19 @@ gc_throw(GenCallObject *g, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!g->started && !g->finished)
         gc_begin(g);
-    gc_mark(g, CS_REC_RESUME, 0);
+    gc_mark(g, CS_MARK_RESUME, 0);
     PyObject *meth = PyObject_GetAttrString(g->inner, "throw");
     PyObject *out = meth ? PyObject_Vectorcall(meth, args, (size_t)nargs, NULL) : NULL;
     Py_XDECREF(meth);
     if (out) {
-        gc_mark(g, CS_REC_SUSPEND, 0);
+        gc_mark(g, CS_MARK_SUSPEND, 0);
         return out;
     }
     if (PyErr_ExceptionMatches(PyExc_StopIteration) ||
         PyErr_ExceptionMatches(PyExc_GeneratorExit))
-        gc_mark(g, CS_REC_EXIT, CS_STATUS_OK);
+        gc_mark(g, CS_MARK_EXIT, CS_STATUS_OK);
     else
-        gc_mark(g, CS_REC_EXIT, CS_STATUS_RAISED);
+        gc_mark(g, CS_MARK_EXIT, CS_STATUS_RAISED);
     return NULL;
 }
 
@@ -158,10 +158,10 @@ gc_close(GenCallObject *g, PyObject *unused)
 {
     int live = g->started && !g->finished;
     if (live)
-        gc_mark(g, CS_REC_RESUME, 0);
+        gc_mark(g, CS_MARK_RESUME, 0);
     PyObject *r = PyObject_CallMethod(g->inner, "close", NULL);
     if (live)
-        gc_mark(g, CS_REC_EXIT, r ? CS_STATUS_OK : CS_STATUS_RAISED);
+        gc_mark(g, CS_MARK_EXIT, r ? CS_STATUS_OK : CS_STATUS_RAISED);
     return r;
 }
 
@@ -212,7 +212,7 @@ gc_dealloc(GenCallObject *g)
     if (g->started && !g->finished && g->mon) {
         /* dropped before exhaustion: the generator is closed now */
         PyObject *exc = cs_exc_fetch();
-        gc_mark(g, CS_REC_EXIT, CS_STATUS_OK);
+        gc_mark(g, CS_MARK_EXIT, CS_STATUS_OK);
         cs_exc_restore(exc);
     }
     gc_clear(g);

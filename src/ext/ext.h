@@ -103,20 +103,9 @@ static inline void
 rec_put_extras(cs_tstate *t, uint32_t opts, const rec_extra *x)
 {
     if (opts & MON_CPU)
-        cs_log_put(t, x->cpu, CS_REC_CPU, 0);
+        cs_log_cpu(t, x->cpu);
     if (opts & MON_MEM)
-        cs_log_put(t, x->rss, CS_REC_MEM, x->peak / 1024u);
-}
-
-/* Mark call `seq` of `stream` from thread state `t` (another stream is
- * named with an XSTREAM record first). */
-static inline void
-rec_mark(cs_tstate *t, unsigned kind, uint64_t seq, uint32_t stream, unsigned status,
-         uint64_t ts)
-{
-    if (CS_UNLIKELY(stream != t->stream))
-        cs_log_put(t, stream, CS_REC_XSTREAM, 0);
-    cs_log_mark(t, kind, seq, status, ts);
+        cs_log_mem(t, x->rss, x->peak);
 }
 
 /* Close this process's log and ingest it into run.db; then ingest logs

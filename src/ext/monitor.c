@@ -44,7 +44,7 @@ monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
             rec_error(ext_state_of(Py_TYPE(m)), t, seq, t->stream);
         else if (CS_UNLIKELY(rec_held_exc))
             rec_forget_exc();
-        cs_log_mark(t, CS_REC_EXIT, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, ts);
+        cs_log_exit(t, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, ts);
         if (CS_UNLIKELY(opts))
             rec_put_extras(t, opts, &x);
     }

@@ -432,11 +432,9 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     Py_XDECREF(tb_text);
 write:
     Py_XDECREF(tb);
-    if (!b.failed) {
-        if (stream != t->stream)
-            cs_log_put(t, stream, CS_REC_XSTREAM, 0);
-        cs_log_put_var(t, CS_VAR_ERROR, seq, b.data, b.len);
-    }
+    if (!b.failed)
+        cs_log_put_var(t, CS_VAR_ERROR, (seq & CS_SEQ_MASK) | ((uint64_t)stream << CS_SEQ_BITS),
+                       b.data, b.len);
     cs_buf_free(&b);
     cs_exc_restore(saved);
 }

@@ -156,10 +156,10 @@ span_mark(SpanObject *s, unsigned kind, unsigned status, PyObject *exc)
         return;
     rec_extra x;
     if (s->opts)
-        rec_read_extras(s->opts, &x, kind == CS_REC_RESUME);
+        rec_read_extras(s->opts, &x, kind == CS_MARK_RESUME);
     if (exc)
         rec_error_obj(ext_state_of(Py_TYPE(s)), t, s->seq, s->stream, exc);
-    rec_mark(t, kind, s->seq, s->stream, status, ts);
+    cs_log_mark(t, kind, s->seq, s->stream, status, ts);
     if (s->opts)
         rec_put_extras(t, s->opts, &x);
 }
@@ -169,7 +169,7 @@ span_pause(SpanObject *s, PyObject *unused)
 {
     if (s->state != SPAN_RUNNING)
         return wrong_state(s, "pause");
-    span_mark(s, CS_REC_SUSPEND, 0, NULL);
+    span_mark(s, CS_MARK_SUSPEND, 0, NULL);
     s->state = SPAN_PAUSED;
     Py_RETURN_NONE;
 }
@@ -179,7 +179,7 @@ span_resume(SpanObject *s, PyObject *unused)
 {
     if (s->state != SPAN_PAUSED)
         return wrong_state(s, "resume");
-    span_mark(s, CS_REC_RESUME, 0, NULL);
+    span_mark(s, CS_MARK_RESUME, 0, NULL);
     s->state = SPAN_RUNNING;
     Py_RETURN_NONE;
 }
@@ -189,7 +189,7 @@ span_stop(SpanObject *s, PyObject *unused)
 {
     if (s->state != SPAN_RUNNING && s->state != SPAN_PAUSED)
         return wrong_state(s, "stop");
-    span_mark(s, CS_REC_EXIT, CS_STATUS_OK, NULL);
+    span_mark(s, CS_MARK_EXIT, CS_STATUS_OK, NULL);
     s->state = SPAN_STOPPED;
     Py_RETURN_NONE;
 }
@@ -213,7 +213,7 @@ span_exit(SpanObject *s, PyObject *const *args, Py_ssize_t nargs)
     }
     if (s->state == SPAN_RUNNING || s->state == SPAN_PAUSED) {
         PyObject *exc = args[1] != Py_None ? args[1] : NULL;
-        span_mark(s, CS_REC_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc);
+        span_mark(s, CS_MARK_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc);
         s->state = SPAN_STOPPED;
     }
     Py_RETURN_FALSE; /* never swallow the exception */
@@ -257,7 +257,7 @@ span_dealloc(SpanObject *s)
     if (s->state == SPAN_RUNNING || s->state == SPAN_PAUSED) {
         /* like the profilers users know: a span dropped running ends here */
         PyObject *exc = cs_exc_fetch();
-        span_mark(s, CS_REC_EXIT, CS_STATUS_OK, NULL);
+        span_mark(s, CS_MARK_EXIT, CS_STATUS_OK, NULL);
         cs_exc_restore(exc);
     }
     Py_CLEAR(s->display);

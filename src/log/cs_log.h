@@ -36,19 +36,44 @@
 #define CS_LOG_MIN_CHUNK (1u << 12)
 #define CS_LOG_SUFFIX ".cslog"
 
-/* Record kinds: the low byte of a record's second word. */
+/* Records are 8 or 16 bytes, aligned to 8. The first word of every record
+ * holds its kind (bits 0-3), a check byte (bits 4-11) and a 52-bit
+ * payload (bits 12-63). A 16-byte record has a second word, written
+ * before the first, so a record is valid only once its first word lands.
+ * The two records of a plain call are 8 bytes each: 16 bytes per call.
+ * Times are deltas from the stream's clock, which the chunk header sets
+ * and TIME records reset. */
 enum cs_rec_kind {
-    CS_REC_NONE = 0,    /* unwritten space: end of the chunk's records */
-    CS_REC_ENTER = 1,   /* w0 = ts; payload = func id (32) | flags << 32 */
-    CS_REC_EXIT = 2,    /* w0 = ts; payload = seq (40) | status << 40 */
-    CS_REC_SUSPEND = 3, /* w0 = ts; payload = seq */
-    CS_REC_RESUME = 4,  /* w0 = ts; payload = seq */
-    CS_REC_CPU = 5,     /* w0 = thread CPU ns of the preceding event */
-    CS_REC_MEM = 6,     /* w0 = RSS bytes; payload = peak RSS in KiB */
-    CS_REC_XSTREAM = 7, /* w0 = stream of the next event's seq */
-    CS_REC_VAR = 8,     /* w0 = aux; payload = sub | len << 8 | sum << 32 */
-    CS_REC_END = 9,     /* w0 = ts; the stream (or process) closed cleanly */
+    CS_REC_NONE = 0,   /* unwritten space: end of the chunk's records */
+    CS_REC_ENTER = 1,  /* 8: func (20) | delta (32) */
+    CS_REC_EXIT = 2,   /* 8: status (1) | seq low bits (19) | delta (32) */
+    CS_REC_TIME = 3,   /* 16: w1 = absolute timestamp, the stream's clock */
+    CS_REC_ENTERX = 4, /* 16: flags (20) | delta (32); w1 = func */
+    CS_REC_MARK = 5,   /* 16: mark (2) | status (1) | delta (32) at bit 20;
+                          w1 = seq (40) | stream (24) */
+    CS_REC_CPU = 6,    /* 8: thread CPU ns (52) at the preceding event */
+    CS_REC_MEM = 7,    /* 16: peak RSS KiB (52); w1 = RSS bytes */
+    CS_REC_VAR = 8,    /* 16 + body: sub (8) | len (24) | sum (20); w1 = aux */
+    CS_REC_END = 9,    /* 8: the stream closed cleanly */
     CS_REC__MAX = 10
+};
+
+#define CS_PAYLOAD_BITS 52
+#define CS_DELTA_SHIFT 20
+#define CS_FUNC8_MAX ((1u << 20) - 1) /* larger ids use ENTERX */
+#define CS_SEQLO_MASK ((1u << 19) - 1)
+
+/* What a MARK record does to the call it names. */
+enum cs_mark { CS_MARK_EXIT = 1, CS_MARK_SUSPEND = 2, CS_MARK_RESUME = 3 };
+
+/* Kinds of decoded events (cs_event.kind). */
+enum cs_ev_kind {
+    CS_EV_ENTER = 1,
+    CS_EV_EXIT = 2,
+    CS_EV_SUSPEND = 3,
+    CS_EV_RESUME = 4,
+    CS_EV_VAR = 8,
+    CS_EV_END = 9
 };
 
 /* ENTER flags. */
@@ -63,7 +88,8 @@ enum cs_var_kind {
     CS_VAR_PROC = 1,   /* process: see docs/log-format.md */
     CS_VAR_THREAD = 2, /* aux = stream; body = u64 tid, ident, first seq; name */
     CS_VAR_FUNC = 3,   /* aux = func id; body = u32 line, u32 kind, strings */
-    CS_VAR_ERROR = 4,  /* aux = seq; body = type, message, traceback */
+    CS_VAR_ERROR = 4,  /* aux = seq | stream << 40; body = type, message,
+                          traceback[, "^" for "as the thread's previous error"] */
 };
 
 /* Function kinds, in a FUNC record and in the functions table. */
@@ -71,6 +97,7 @@ enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1 };
 
 #define CS_SEQ_BITS 40
 #define CS_SEQ_MASK ((1ull << CS_SEQ_BITS) - 1)
+#define CS_STREAM_MAX ((1u << 24) - 1)
 #define CS_VAR_MAX_BODY ((1u << 24) - 1)
 
 /* The file header, at offset 0, padded with zeros to CS_LOG_HEADER_SIZE. */
@@ -105,13 +132,24 @@ typedef struct cs_chunk_header {
 /* FNV-1a over `n` bytes: the checksum of headers and variable bodies. */
 CS_EXPORT uint64_t cs_log_hash64(const void *p, size_t n);
 
-/* The check byte of a record, from its first word and its second word with
- * the check byte zero. A cheap mix: it tells written records from garbage. */
+/* The check byte of a record, in place (bits 4-11), from its first word
+ * with the check byte zero and its second word (0 for an 8-byte record).
+ * A cheap mix: it tells written records from garbage. */
 static inline uint64_t
 cs_rec_check(uint64_t w0, uint64_t w1)
 {
     uint64_t x = (w0 ^ (w1 * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
-    return (x >> 56) << 8;
+    return (x >> 56) << 4;
+}
+
+/* The size in bytes of a record of `kind` (VAR: without its body). */
+static inline unsigned
+cs_rec_size(unsigned kind)
+{
+    return (kind == CS_REC_TIME || kind == CS_REC_ENTERX || kind == CS_REC_MARK ||
+            kind == CS_REC_MEM || kind == CS_REC_VAR)
+               ? 16u
+               : 8u;
 }
 
 /* ---- run directories --------------------------------------------------- */
@@ -139,8 +177,9 @@ typedef struct cs_proc_info {
 /* Per-thread writer state. Fields before `priv_` are read by the inline
  * hot path below; the rest belongs to writer.c. */
 typedef struct cs_tstate {
-    uint64_t *cur;     /* next free record slot */
+    uint64_t *cur;     /* next free word */
     uint64_t *end;     /* end of the mapped chunk */
+    uint64_t last_ts;  /* the stream's clock: time of its last timed record */
     uint64_t next_seq; /* seq of the next ENTER in this stream */
     uint32_t epoch;    /* writer epoch this state belongs to */
     uint32_t stream;   /* stream id within the process, from 1 */
@@ -214,38 +253,111 @@ cs_log_tstate(void)
     return NULL;
 }
 
-/* Append one fixed record. */
-static inline void
-cs_log_put(cs_tstate *t, uint64_t w0, uint64_t kind, uint64_t payload)
+/* Make room for `words` more words in `t`'s chunk, mapping the next chunk
+ * if needed. 0 (and the record is counted as dropped) when impossible. */
+static inline int
+cs__log_room(cs_tstate *t, size_t words)
 {
-    if (CS_UNLIKELY(t->cur >= t->end) && cs__log_refill(t) != CS_OK) {
-        t->dropped++;
-        return;
-    }
-    uint64_t *r = t->cur;
-    uint64_t w1 = kind | (payload << 16);
-    r[0] = w0;
-    /* The second word makes the record valid; it lands last. */
-    atomic_signal_fence(memory_order_release);
-    r[1] = w1 | cs_rec_check(w0, w1);
-    t->cur = r + 2;
+    if (CS_LIKELY((size_t)(t->end - t->cur) >= words))
+        return 1;
+    if (cs__log_refill(t) == CS_OK && (size_t)(t->end - t->cur) >= words)
+        return 1;
+    t->dropped++;
+    return 0;
 }
 
-/* Append an ENTER record for function `func` at `ts`; returns the call's
- * sequence number, which its EXIT, SUSPEND and RESUME records name. */
+/* Store an 8-byte record; room must have been made. */
+static inline void
+cs__log_put8(cs_tstate *t, uint64_t kind, uint64_t payload)
+{
+    uint64_t w = kind | (payload << 12);
+    *t->cur++ = w | cs_rec_check(w, 0);
+}
+
+/* Store a 16-byte record; room must have been made. The second word
+ * lands first: the record becomes valid with its first word. */
+static inline void
+cs__log_put16(cs_tstate *t, uint64_t kind, uint64_t payload, uint64_t w1)
+{
+    uint64_t w = kind | (payload << 12);
+    t->cur[1] = w1;
+    atomic_signal_fence(memory_order_release);
+    t->cur[0] = w | cs_rec_check(w, w1);
+    t->cur += 2;
+}
+
+/* The delta of `ts` from the stream's clock, advancing the clock. A time
+ * that does not fit in 32 bits (or runs back before the chunk's start)
+ * is written as a TIME record first. Room for 2 words must be made. */
+static inline uint64_t
+cs__log_delta(cs_tstate *t, uint64_t ts)
+{
+    uint64_t d = ts - t->last_ts;
+    if (CS_UNLIKELY(ts < t->last_ts || d > 0xffffffffu)) {
+        cs__log_put16(t, CS_REC_TIME, 0, ts);
+        d = 0;
+    }
+    t->last_ts = ts;
+    return d;
+}
+
+/* Append the entry of a call of function `func` at `ts`; returns the
+ * call's sequence number (implicit in the log: entries are counted). */
 static inline uint64_t
 cs_log_enter(cs_tstate *t, uint32_t func, uint32_t flags, uint64_t ts)
 {
+    if (!cs__log_room(t, 4))
+        return t->next_seq; /* nothing more is written: the seq is moot */
     uint64_t seq = t->next_seq++;
-    cs_log_put(t, ts, CS_REC_ENTER, (uint64_t)func | ((uint64_t)(flags & 0xffffu) << 32));
+    uint64_t d = cs__log_delta(t, ts);
+    if (CS_LIKELY(func <= CS_FUNC8_MAX && flags == 0))
+        cs__log_put8(t, CS_REC_ENTER, func | (d << CS_DELTA_SHIFT));
+    else
+        cs__log_put16(t, CS_REC_ENTERX, (flags & 0xfffffu) | (d << CS_DELTA_SHIFT), func);
     return seq;
 }
 
-/* Append an EXIT, SUSPEND or RESUME record (`kind`) for call `seq`. */
+/* Append the exit of call `seq`, the innermost open plain call of this
+ * thread (the decorator's calls nest). The record keeps the low bits of
+ * seq, so the reader can check the match. */
 static inline void
-cs_log_mark(cs_tstate *t, unsigned kind, uint64_t seq, unsigned status, uint64_t ts)
+cs_log_exit(cs_tstate *t, uint64_t seq, unsigned status, uint64_t ts)
 {
-    cs_log_put(t, ts, kind, (seq & CS_SEQ_MASK) | ((uint64_t)status << CS_SEQ_BITS));
+    if (!cs__log_room(t, 3))
+        return;
+    uint64_t d = cs__log_delta(t, ts);
+    cs__log_put8(t, CS_REC_EXIT,
+                 (status & 1u) | ((seq & CS_SEQLO_MASK) << 1) | (d << CS_DELTA_SHIFT));
+}
+
+/* Append a MARK naming call `seq` of `stream` explicitly: its exit
+ * (CS_MARK_EXIT), suspension or resumption. For calls that do not nest:
+ * generators, coroutines, spans, calls of another thread. */
+static inline void
+cs_log_mark(cs_tstate *t, unsigned mark, uint64_t seq, uint32_t stream, unsigned status,
+            uint64_t ts)
+{
+    if (!cs__log_room(t, 4))
+        return;
+    uint64_t d = cs__log_delta(t, ts);
+    cs__log_put16(t, CS_REC_MARK, (mark & 3u) | ((status & 1u) << 2) | (d << CS_DELTA_SHIFT),
+                  (seq & CS_SEQ_MASK) | ((uint64_t)(stream & CS_STREAM_MAX) << CS_SEQ_BITS));
+}
+
+/* Append the thread's CPU time, or the process's memory, measured at the
+ * event just written. */
+static inline void
+cs_log_cpu(cs_tstate *t, uint64_t cpu_ns)
+{
+    if (cs__log_room(t, 1))
+        cs__log_put8(t, CS_REC_CPU, cpu_ns & ((1ull << CS_PAYLOAD_BITS) - 1));
+}
+
+static inline void
+cs_log_mem(cs_tstate *t, uint64_t rss, uint64_t peak)
+{
+    if (cs__log_room(t, 2))
+        cs__log_put16(t, CS_REC_MEM, (peak / 1024u) & ((1ull << CS_PAYLOAD_BITS) - 1), rss);
 }
 
 /* Append a variable-length record: subtype `sub`, `aux` word, and the
@@ -266,11 +378,13 @@ CS_EXPORT void cs_log_release(void);
 /* One decoded event. CPU and MEM records are folded into the event they
  * follow. Pointers in `var` are borrowed until the next event. */
 typedef struct cs_event {
-    unsigned kind;   /* CS_REC_ENTER, _EXIT, _SUSPEND, _RESUME, _VAR, _END */
+    unsigned kind;   /* CS_EV_* */
     uint32_t stream; /* stream the event was written in */
-    uint32_t target; /* stream of `seq` (differs from `stream` after XSTREAM) */
+    uint32_t target; /* stream of the call named by `seq` */
     uint64_t ts;
     uint64_t seq;    /* ENTER: its own seq; EXIT/SUSPEND/RESUME: the call */
+    int implicit;    /* EXIT: `seq` holds only the low 19 bits; the call is
+                        the innermost open plain call of the stream */
     uint32_t func;
     uint32_t flags;
     unsigned status;
@@ -285,7 +399,7 @@ typedef struct cs_event {
 /* What a scan found. */
 typedef struct cs_scan_info {
     cs_log_header header;
-    uint64_t records;      /* valid fixed records */
+    uint64_t records;      /* valid records */
     uint64_t bad_records;  /* streams cut short at a rejected record (bad
                               check, kind or order); one per stream */
     uint64_t bad_chunks;   /* chunks with a bad header */

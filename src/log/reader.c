@@ -69,8 +69,8 @@ typedef struct stream_dec {
     cs_event pending; /* event waiting for CPU/MEM records that follow it */
     int has_pending;
     uint64_t next_seq;
-    uint64_t last_ts;
-    uint32_t xstream; /* target stream for the next event, 0 if none */
+    uint64_t clock;   /* the stream's clock (see cs__log_delta) */
+    uint64_t last_ts; /* time of the last event: time runs forward */
     int started;      /* the THREAD record has been seen */
     int only_var;
     cs_event_fn visit;
@@ -84,9 +84,23 @@ flush(stream_dec *d)
     if (!d->has_pending)
         return CS_OK;
     d->has_pending = 0;
-    if (d->only_var && d->pending.kind != CS_REC_VAR)
+    if (d->only_var && d->pending.kind != CS_EV_VAR)
         return CS_OK;
     return d->visit(d->ctx, &d->pending);
+}
+
+/* A timed event at `delta` from the stream's clock. 0 if time would run
+ * backwards, which no writer does. */
+static int
+timed(stream_dec *d, cs_event *e, uint64_t delta)
+{
+    uint64_t ts = d->clock + delta;
+    if (ts < d->last_ts)
+        return 0;
+    d->clock = d->last_ts = e->ts = ts;
+    if (ts > d->info->last_ts)
+        d->info->last_ts = ts;
+    return 1;
 }
 
 /* Decode the records of one chunk buffer. Returns 1 to go on to the next
@@ -96,28 +110,37 @@ static int
 decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t stream)
 {
     size_t pos = CS_LOG_CHUNK_HEADER;
-    while (pos + 16 <= chunk_size) {
-        uint64_t w0, w1;
+    cs_chunk_header ch;
+    memcpy(&ch, buf, sizeof ch);
+    d->clock = ch.first_ts;
+    while (pos + 8 <= chunk_size) {
+        uint64_t w0, w1 = 0;
         memcpy(&w0, buf + pos, 8);
-        memcpy(&w1, buf + pos + 8, 8);
-        unsigned kind = (unsigned)(w1 & 0xff);
+        unsigned kind = (unsigned)(w0 & 0xf);
         if (kind == CS_REC_NONE)
             return 1; /* rest of the chunk unwritten */
-        uint64_t bare = w1 & ~(uint64_t)0xff00;
-        if (kind >= CS_REC__MAX || (w1 & 0xff00) != cs_rec_check(w0, bare))
+        if (kind >= CS_REC__MAX)
             goto bad;
-        uint64_t payload = w1 >> 16;
-        pos += 16;
+        unsigned size = cs_rec_size(kind);
+        if (pos + size > chunk_size)
+            goto bad;
+        if (size == 16)
+            memcpy(&w1, buf + pos + 8, 8);
+        if ((w0 & 0xff0) != cs_rec_check(w0 & ~(uint64_t)0xff0, w1))
+            goto bad;
+        uint64_t p = w0 >> 12;
+        uint64_t delta = p >> CS_DELTA_SHIFT;
+        pos += size;
         if (kind == CS_REC_CPU || kind == CS_REC_MEM) {
             if (!d->has_pending)
                 goto bad;
             if (kind == CS_REC_CPU) {
                 d->pending.has_cpu = 1;
-                d->pending.cpu_ns = w0;
+                d->pending.cpu_ns = p;
             } else {
                 d->pending.has_mem = 1;
-                d->pending.rss = w0;
-                d->pending.peak_rss = payload * 1024u;
+                d->pending.rss = w1;
+                d->pending.peak_rss = p * 1024u;
             }
             d->info->records++;
             continue;
@@ -125,31 +148,30 @@ decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t strea
         int rc = flush(d);
         if (rc != CS_OK)
             return rc;
-        if (kind == CS_REC_XSTREAM) {
-            if (w0 == 0 || w0 > UINT32_MAX)
+        d->info->records++;
+        if (kind == CS_REC_TIME) {
+            if (w1 < d->last_ts)
                 goto bad;
-            d->xstream = (uint32_t)w0;
-            d->info->records++;
+            d->clock = w1;
             continue;
         }
         cs_event *e = &d->pending;
         memset(e, 0, sizeof *e);
-        e->kind = kind;
-        e->stream = stream;
-        e->target = d->xstream ? d->xstream : stream;
-        d->xstream = 0;
+        e->stream = e->target = stream;
         if (kind == CS_REC_VAR) {
-            unsigned sub = (unsigned)(payload & 0xff);
-            size_t len = (size_t)((payload >> 8) & 0xffffff);
-            size_t padded = (len + 15) & ~(size_t)15;
+            unsigned sub = (unsigned)(p & 0xff);
+            size_t len = (size_t)((p >> 8) & 0xffffff);
+            size_t padded = (len + 7) & ~(size_t)7;
             if (pos + padded > chunk_size)
                 goto bad;
-            if ((cs_log_hash64(buf + pos, len) & 0xffff) != ((payload >> 32) & 0xffff))
+            if ((cs_log_hash64(buf + pos, len) & 0xfffff) != ((p >> 32) & 0xfffff))
                 goto bad;
+            e->kind = CS_EV_VAR;
             e->var_kind = sub;
-            e->aux = w0;
+            e->aux = w1;
             e->body = buf + pos;
             e->body_len = len;
+            e->ts = d->last_ts;
             pos += padded;
             if (sub == CS_VAR_THREAD) {
                 if (len < 24 || d->started)
@@ -159,46 +181,61 @@ decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t strea
             } else if (!d->started) {
                 goto bad; /* a stream begins with its THREAD record */
             }
+            if (sub == CS_VAR_ERROR) {
+                e->seq = w1 & CS_SEQ_MASK;
+                e->target = (uint32_t)(w1 >> CS_SEQ_BITS);
+                if (e->target == 0)
+                    e->target = stream;
+            }
             /* The body points into this chunk's buffer: hand it over now,
              * before the next chunk is read into the same buffer. */
             d->has_pending = 1;
-            d->info->records++;
             if ((rc = flush(d)) != CS_OK)
                 return rc;
             continue;
-        } else {
-            if (!d->started)
+        }
+        if (!d->started)
+            goto bad;
+        switch (kind) {
+        case CS_REC_ENTER:
+        case CS_REC_ENTERX:
+            if (!timed(d, e, delta))
                 goto bad;
-            if (w0 < d->last_ts)
-                goto bad; /* time runs forward within a thread */
-            d->last_ts = w0;
-            if (w0 > d->info->last_ts)
-                d->info->last_ts = w0;
-            e->ts = w0;
-            switch (kind) {
-            case CS_REC_ENTER:
-                e->seq = d->next_seq++;
-                e->func = (uint32_t)(payload & 0xffffffffu);
-                e->flags = (uint32_t)(payload >> 32);
-                break;
-            case CS_REC_EXIT:
-                e->seq = payload & CS_SEQ_MASK;
-                e->status = (unsigned)(payload >> CS_SEQ_BITS);
-                if (e->status > CS_STATUS_RAISED)
-                    goto bad;
-                break;
-            case CS_REC_SUSPEND:
-            case CS_REC_RESUME:
-                e->seq = payload & CS_SEQ_MASK;
-                break;
-            case CS_REC_END:
-                break;
-            default:
+            e->kind = CS_EV_ENTER;
+            e->seq = d->next_seq++;
+            e->func = kind == CS_REC_ENTER ? (uint32_t)(p & 0xfffff) : (uint32_t)w1;
+            e->flags = kind == CS_REC_ENTER ? 0 : (uint32_t)(p & 0xfffff);
+            break;
+        case CS_REC_EXIT:
+            if (!timed(d, e, delta))
                 goto bad;
-            }
+            e->kind = CS_EV_EXIT;
+            e->status = (unsigned)(p & 1);
+            e->seq = (p >> 1) & CS_SEQLO_MASK;
+            e->implicit = 1;
+            break;
+        case CS_REC_MARK: {
+            unsigned mark = (unsigned)(p & 3);
+            if (mark == 0 || !timed(d, e, delta))
+                goto bad;
+            e->kind = mark == CS_MARK_EXIT      ? CS_EV_EXIT
+                      : mark == CS_MARK_SUSPEND ? CS_EV_SUSPEND
+                                                : CS_EV_RESUME;
+            e->status = (unsigned)((p >> 2) & 1);
+            e->seq = w1 & CS_SEQ_MASK;
+            e->target = (uint32_t)(w1 >> CS_SEQ_BITS);
+            if (e->target == 0)
+                goto bad;
+            break;
+        }
+        case CS_REC_END:
+            e->kind = CS_EV_END;
+            e->ts = d->last_ts;
+            break;
+        default:
+            goto bad;
         }
         d->has_pending = 1;
-        d->info->records++;
     }
     return 1;
 bad:

@@ -1,7 +1,7 @@
 /* writer.c -- the per-process log writer.
  *
- * The hot path (cs_log_put in cs_log.h) only stores two words into the
- * calling thread's mapped chunk. This file does everything around it: the
+ * The hot path (cs_log_enter/cs_log_exit in cs_log.h) only stores one word
+ * into the calling thread's mapped chunk. This file does everything around it: the
  * file and its lock, handing out chunks, thread states, fork handling and
  * the clean close.
  *
@@ -149,6 +149,7 @@ cs__log_refill(cs_tstate *t)
     memcpy(m, &h, sizeof h);
     t->cur = (uint64_t *)((char *)m + CS_LOG_CHUNK_HEADER);
     t->end = (uint64_t *)((char *)m + W.chunk_size);
+    t->last_ts = h.first_ts; /* the chunk's clock starts at its header */
 out:
     if (rc != CS_OK) {
         t->cur = t->end = NULL;
@@ -165,27 +166,28 @@ cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body, size_
         len = room;
     if (len > CS_VAR_MAX_BODY)
         len = CS_VAR_MAX_BODY;
-    size_t padded = (len + 15) & ~(size_t)15;
-    if ((size_t)((char *)t->end - (char *)t->cur) < padded + 16 &&
-        cs__log_refill(t) != CS_OK) {
-        t->dropped++;
+    size_t padded = (len + 7) & ~(size_t)7;
+    if (!cs__log_room(t, 2 + padded / 8))
         return;
-    }
-    if (t->cur == NULL) {
-        t->dropped++;
-        return;
-    }
     /* Body first, header last: a torn write leaves no valid header. */
     char *dst = (char *)(t->cur + 2);
     memcpy(dst, body, len);
     memset(dst + len, 0, padded - len);
-    uint64_t sum = cs_log_hash64(body, len) & 0xffffu;
-    uint64_t payload = (uint64_t)sub | ((uint64_t)len << 8) | (sum << 32);
-    uint64_t w1 = CS_REC_VAR | (payload << 16);
-    t->cur[0] = aux;
+    uint64_t sum = cs_log_hash64(body, len) & 0xfffffu;
+    uint64_t payload = (uint64_t)(sub & 0xffu) | ((uint64_t)len << 8) | (sum << 32);
+    uint64_t w = CS_REC_VAR | (payload << 12);
+    t->cur[1] = aux;
     atomic_signal_fence(memory_order_release);
-    t->cur[1] = w1 | cs_rec_check(aux, w1);
+    t->cur[0] = w | cs_rec_check(w, aux);
     t->cur = (uint64_t *)(dst + padded);
+}
+
+/* The END record of a stream, if its chunk has room. Called with mu. */
+static void
+put_end(tpriv *p)
+{
+    if (p->pub.cur && p->pub.cur < p->pub.end)
+        cs__log_put8(&p->pub, CS_REC_END, 0);
 }
 
 /* Thread exit: end the stream and give the chunk back. Runs without the
@@ -197,12 +199,7 @@ thread_destructor(void *arg)
     pthread_mutex_lock(&W.mu);
     int live = cs_log_is_open() && p->pub.epoch == current_epoch();
     if (live && p->map) {
-        if (p->pub.cur && p->pub.cur < p->pub.end) {
-            uint64_t ts = cs_clock_mono_ns();
-            uint64_t w1 = CS_REC_END;
-            p->pub.cur[0] = ts;
-            p->pub.cur[1] = w1 | cs_rec_check(ts, w1);
-        }
+        put_end(p);
         munmap(p->map, W.chunk_size);
     }
     p->map = NULL;
@@ -481,12 +478,8 @@ cs_log_close(char **path_out)
     pthread_mutex_lock(&W.mu);
     for (tpriv *p = W.threads; p; p = p->next) {
         if (p->map) {
-            if (p->pub.cur && p->pub.cur < p->pub.end && p->pub.epoch == current_epoch()) {
-                uint64_t ts = cs_clock_mono_ns();
-                uint64_t w1 = CS_REC_END;
-                p->pub.cur[0] = ts;
-                p->pub.cur[1] = w1 | cs_rec_check(ts, w1);
-            }
+            if (p->pub.epoch == current_epoch())
+                put_end(p);
             munmap(p->map, W.chunk_size);
         }
         p->map = NULL;

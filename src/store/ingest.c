@@ -591,26 +591,43 @@ on_enter(ing *g, const cs_event *ev)
     return CS_OK;
 }
 
+/* The call an implicit EXIT closes: the innermost open plain call of the
+ * stream whose seq has the record's low bits. 0 if none. */
+static uint64_t
+implicit_key(ing *g, const cs_event *ev)
+{
+    for (size_t i = g->sn; i-- > 0;) {
+        uint64_t key = g->stack[i];
+        if ((key & CS_SEQLO_MASK) != ev->seq)
+            continue;
+        ocall *c = omap_find(&g->open, key);
+        if (c && !(c->flags & (CS_FLAG_SPAN | CS_FLAG_ASYNC)))
+            return key;
+    }
+    return 0;
+}
+
 static int
 apply(ing *g, const cs_event *ev, int same_stream)
 {
-    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->seq;
-    ocall *c = omap_find(&g->open, key);
+    uint64_t key = ev->implicit ? implicit_key(g, ev)
+                                : ((uint64_t)ev->target << CS_SEQ_BITS) | ev->seq;
+    ocall *c = key ? omap_find(&g->open, key) : NULL;
     if (c == NULL) {
         g->res->orphans++;
         return CS_OK;
     }
     switch (ev->kind) {
-    case CS_REC_EXIT:
+    case CS_EV_EXIT:
         if (same_stream)
             stack_remove(g, key);
         return finish(g, c, ev);
-    case CS_REC_SUSPEND:
+    case CS_EV_SUSPEND:
         if (same_stream)
             stack_remove(g, key);
         stop_running(c, ev);
         return CS_OK;
-    case CS_REC_RESUME:
+    case CS_EV_RESUME:
         if (c->running)
             return CS_OK;
         c->running = 1;
@@ -626,7 +643,7 @@ apply(ing *g, const cs_event *ev, int same_stream)
 static int
 on_error_var(ing *g, const cs_event *ev)
 {
-    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->aux;
+    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->seq;
     ocall *c = omap_find(&g->open, key);
     if (c == NULL || c->raised_err)
         return CS_OK;
@@ -674,7 +691,7 @@ defer(ing *g, const cs_event *ev)
     struct deferred *d = &g->deferred[g->dn];
     d->ev = *ev;
     d->order = g->dn;
-    if (ev->kind == CS_REC_VAR) {
+    if (ev->kind == CS_EV_VAR) {
         d->ev.ts = g->cur_ts; /* a variable record is timed by its stream */
         char *body = cs__malloc(ev->body_len + 1);
         if (body == NULL)
@@ -699,18 +716,18 @@ visit_event(void *ctx, const cs_event *ev)
         g->last_err_id = 0;
         g->cur_ts = 0;
     }
-    if (ev->kind != CS_REC_VAR)
+    if (ev->kind != CS_EV_VAR)
         g->cur_ts = ev->ts;
     switch (ev->kind) {
-    case CS_REC_ENTER:
+    case CS_EV_ENTER:
         return on_enter(g, ev);
-    case CS_REC_EXIT:
-    case CS_REC_SUSPEND:
-    case CS_REC_RESUME:
+    case CS_EV_EXIT:
+    case CS_EV_SUSPEND:
+    case CS_EV_RESUME:
         if (ev->target != ev->stream)
             return defer(g, ev);
         return apply(g, ev, 1);
-    case CS_REC_VAR:
+    case CS_EV_VAR:
         if (ev->var_kind != CS_VAR_ERROR)
             return CS_OK;
         if (ev->target != ev->stream)
@@ -867,7 +884,7 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     g.last_err_id = 0;
     for (size_t i = 0; i < g.dn; i++) {
         const cs_event *ev = &g.deferred[i].ev;
-        rc = ev->kind == CS_REC_VAR ? on_error_var(&g, ev) : apply(&g, ev, 0);
+        rc = ev->kind == CS_EV_VAR ? on_error_var(&g, ev) : apply(&g, ev, 0);
         if (rc != CS_OK)
             goto fail;
     }

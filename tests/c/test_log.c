@@ -70,8 +70,8 @@ test_log_roundtrip(void)
     for (int i = 0; i < 100; i++) {
         uint64_t a = cs_log_enter(t, 1, 0, ts++);
         uint64_t b = cs_log_enter(t, 2, 0, ts++);
-        cs_log_mark(t, CS_REC_EXIT, b, CS_STATUS_OK, ts += 10);
-        cs_log_mark(t, CS_REC_EXIT, a, CS_STATUS_OK, ts += 5);
+        cs_log_exit(t, b, CS_STATUS_OK, ts += 10);
+        cs_log_exit(t, a, CS_STATUS_OK, ts += 5);
     }
     cs_ingest_result r;
     ASSERT_OK(close_and_ingest(dir, &r));
@@ -113,7 +113,7 @@ thread_body(void *arg)
         return (void *)1;
     for (int i = 0; i < NCALLS; i++) {
         uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
-        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
     }
     return NULL;
 }
@@ -165,7 +165,7 @@ crash_child(const char *dir, int n)
         def_func(t, 1, "step");
         for (int i = 0; i < n; i++) {
             uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
-            cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+            cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
         }
         cs_log_enter(t, 1, 0, cs_clock_mono_ns());
         raise(SIGKILL);
@@ -222,28 +222,27 @@ test_log_torn_tail(void)
     crash_child(dir, 100);
     char *log = find_log(dir);
     ASSERT_TRUE(log != NULL);
-    /* Find the last written record (the open call's ENTER) by scanning
-     * the first chunk backwards, then cut inside the record 59 before it:
-     * that is the EXIT of call 71, so calls 71..100 lose their exits or
-     * both records, and call 71 stays open. */
+    /* Find the last written record (the open call's 8-byte ENTER) by
+     * scanning the first chunk backwards, then cut inside the record 59
+     * before it: that is the EXIT of call 71, so calls 71..100 lose their
+     * exits or both records, and call 71 stays open. */
     struct stat st;
     ASSERT_OK(stat(log, &st));
     int fd = open(log, O_RDWR);
     ASSERT_TRUE(fd >= 0);
-    char buf[16];
-    static const char zero[16];
+    uint64_t w = 0;
     off_t last = 0;
-    for (off_t off = CS_LOG_HEADER_SIZE + CS_LOG_DEFAULT_CHUNK - 16;
-         off >= (off_t)(CS_LOG_HEADER_SIZE + CS_LOG_CHUNK_HEADER); off -= 16) {
-        ASSERT_EQ(pread(fd, buf, 16, off), 16);
-        if (memcmp(buf, zero, 16) != 0) {
+    for (off_t off = CS_LOG_HEADER_SIZE + CS_LOG_DEFAULT_CHUNK - 8;
+         off >= (off_t)(CS_LOG_HEADER_SIZE + CS_LOG_CHUNK_HEADER); off -= 8) {
+        ASSERT_EQ(pread(fd, &w, 8, off), 8);
+        if (w != 0) {
             last = off;
             break;
         }
     }
     ASSERT_TRUE(last > 0);
-    ASSERT_EQ(buf[8], CS_REC_ENTER);
-    ASSERT_OK(ftruncate(fd, last - 59 * 16 + 7));
+    ASSERT_EQ(w & 0xf, CS_REC_ENTER);
+    ASSERT_OK(ftruncate(fd, last - 59 * 8 + 3));
     close(fd);
     cs_sync_result sr;
     ASSERT_OK(cs_run_sync(dir, &sr));
@@ -266,23 +265,22 @@ test_log_corrupt_record(void)
     ASSERT_TRUE(log != NULL);
     int fd = open(log, O_RDWR);
     ASSERT_TRUE(fd >= 0);
-    /* find the 50th ENTER record and flip a bit of its timestamp */
-    char rec[16];
+    /* find the 50th ENTER record and flip a bit of its time delta */
+    uint64_t w;
     int enters = 0;
     off_t off = CS_LOG_HEADER_SIZE + CS_LOG_CHUNK_HEADER;
-    for (;; off += 16) {
-        ASSERT_EQ(pread(fd, rec, 16, off), 16);
-        if (rec[8] == CS_REC_ENTER && ++enters == 50)
+    for (;;) {
+        ASSERT_EQ(pread(fd, &w, 8, off), 8);
+        unsigned kind = (unsigned)(w & 0xf);
+        ASSERT_TRUE(kind != CS_REC_NONE);
+        if (kind == CS_REC_ENTER && ++enters == 50)
             break;
-        if (rec[8] == CS_REC_VAR) {
-            uint64_t w1;
-            memcpy(&w1, rec + 8, 8);
-            size_t len = (size_t)((w1 >> 24) & 0xffffff);
-            off += (off_t)((len + 15) & ~(size_t)15);
-        }
+        off += cs_rec_size(kind);
+        if (kind == CS_REC_VAR)
+            off += (off_t)((((w >> 20) & 0xffffff) + 7) & ~(uint64_t)7);
     }
-    rec[3] ^= 0x10;
-    ASSERT_EQ(pwrite(fd, rec, 16, off), 16);
+    w ^= 1ull << 40;
+    ASSERT_EQ(pwrite(fd, &w, 8, off), 8);
     close(fd);
     cs_sync_result sr;
     ASSERT_OK(cs_run_sync(dir, &sr));
@@ -326,7 +324,7 @@ test_log_var_records(void)
     uint64_t s = cs_log_enter(t, 7, 0, cs_clock_mono_ns());
     static const char err[] = "ValueError\0bad value\0Traceback (most recent call last):\n";
     cs_log_put_var(t, CS_VAR_ERROR, s, err, sizeof err);
-    cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_RAISED, cs_clock_mono_ns());
+    cs_log_exit(t, s, CS_STATUS_RAISED, cs_clock_mono_ns());
     /* a huge body is cut to what a chunk holds, not dropped */
     size_t big = 3u << 20;
     char *huge = cs__malloc(big);
@@ -335,7 +333,7 @@ test_log_var_records(void)
     memcpy(huge, "Big\0", 4);
     uint64_t s2 = cs_log_enter(t, 7, 0, cs_clock_mono_ns());
     cs_log_put_var(t, CS_VAR_ERROR, s2, huge, big);
-    cs_log_mark(t, CS_REC_EXIT, s2, CS_STATUS_RAISED, cs_clock_mono_ns());
+    cs_log_exit(t, s2, CS_STATUS_RAISED, cs_clock_mono_ns());
     cs__free(huge);
     cs_ingest_result r;
     ASSERT_OK(close_and_ingest(dir, &r));
@@ -360,7 +358,7 @@ test_log_fork_child_own_log(void)
     uint64_t outer = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
     for (int i = 0; i < 10; i++) {
         uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
-        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
     }
     pid_t pid = fork();
     if (pid == 0) {
@@ -376,11 +374,11 @@ test_log_fork_child_own_log(void)
         def_func(c, 1, "f");
         for (int i = 0; i < 5; i++) {
             uint64_t s = cs_log_enter(c, 1, 0, cs_clock_mono_ns());
-            cs_log_mark(c, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+            cs_log_exit(c, s, CS_STATUS_OK, cs_clock_mono_ns());
         }
         /* an exit of the call entered before fork names a seq that the
          * child's stream never entered: it is an orphan, not a match */
-        cs_log_mark(c, CS_REC_EXIT, outer, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_log_mark(c, CS_MARK_EXIT, outer, c->stream, CS_STATUS_OK, cs_clock_mono_ns());
         cs_ingest_result r;
         if (close_and_ingest(inherited, &r) != CS_OK || r.calls != 5 || r.orphans != 1)
             _exit(13);
@@ -392,9 +390,9 @@ test_log_fork_child_own_log(void)
     ASSERT_EQ(WEXITSTATUS(status), 0);
     for (int i = 0; i < 3; i++) {
         uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
-        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, cs_clock_mono_ns());
+        cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
     }
-    cs_log_mark(t, CS_REC_EXIT, outer, CS_STATUS_OK, cs_clock_mono_ns());
+    cs_log_exit(t, outer, CS_STATUS_OK, cs_clock_mono_ns());
     cs_ingest_result r;
     ASSERT_OK(close_and_ingest(dir, &r));
     ASSERT_EQ(r.calls, 14);
@@ -427,18 +425,18 @@ test_log_async_suspend(void)
     uint64_t ts = 1000;
     uint64_t m = cs_log_enter(t, 1, 0, ts);
     uint64_t g = cs_log_enter(t, 2, CS_FLAG_ASYNC, ts += 10); /* created, suspended */
-    cs_log_mark(t, CS_REC_RESUME, g, 0, ts += 10);
-    cs_log_mark(t, CS_REC_SUSPEND, g, 0, ts += 100); /* ran 100 */
+    cs_log_mark(t, CS_MARK_RESUME, g, t->stream, 0, ts += 10);
+    cs_log_mark(t, CS_MARK_SUSPEND, g, t->stream, 0, ts += 100); /* ran 100 */
     uint64_t o = cs_log_enter(t, 3, 0, ts += 10);     /* called by main, not by gen */
-    cs_log_mark(t, CS_REC_EXIT, o, CS_STATUS_OK, ts += 50);
-    cs_log_mark(t, CS_REC_RESUME, g, 0, ts += 10);
-    cs_log_mark(t, CS_REC_EXIT, g, CS_STATUS_OK, ts += 20); /* ran 20 more */
-    cs_log_mark(t, CS_REC_EXIT, m, CS_STATUS_OK, ts += 10);
+    cs_log_exit(t, o, CS_STATUS_OK, ts += 50);
+    cs_log_mark(t, CS_MARK_RESUME, g, t->stream, 0, ts += 10);
+    cs_log_mark(t, CS_MARK_EXIT, g, t->stream, CS_STATUS_OK, ts += 20); /* ran 20 more */
+    cs_log_exit(t, m, CS_STATUS_OK, ts += 10);
     /* a span paused for 1000 */
     uint64_t sp = cs_log_enter(t, 3, CS_FLAG_SPAN, ts += 10);
-    cs_log_mark(t, CS_REC_SUSPEND, sp, 0, ts += 40);
-    cs_log_mark(t, CS_REC_RESUME, sp, 0, ts += 1000);
-    cs_log_mark(t, CS_REC_EXIT, sp, CS_STATUS_OK, ts += 60);
+    cs_log_mark(t, CS_MARK_SUSPEND, sp, t->stream, 0, ts += 40);
+    cs_log_mark(t, CS_MARK_RESUME, sp, t->stream, 0, ts += 1000);
+    cs_log_mark(t, CS_MARK_EXIT, sp, t->stream, CS_STATUS_OK, ts += 60);
     cs_ingest_result r;
     ASSERT_OK(close_and_ingest(dir, &r));
     ASSERT_EQ(r.calls, 4);

@@ -57,11 +57,11 @@ make_run(const char *dir)
     uint64_t ts = 1000;
     for (uint64_t i = 1; i <= 100; i++) {
         uint64_t s = cs_log_enter(t, 1, 0, ts);
-        cs_log_mark(t, CS_REC_EXIT, s, CS_STATUS_OK, ts += i);
+        cs_log_exit(t, s, CS_STATUS_OK, ts += i);
     }
     for (int i = 0; i < 10; i++) {
         uint64_t s = cs_log_enter(t, 2, 0, ts);
-        cs_log_mark(t, CS_REC_EXIT, s, i < 2 ? CS_STATUS_RAISED : CS_STATUS_OK, ts += 1000);
+        cs_log_exit(t, s, i < 2 ? CS_STATUS_RAISED : CS_STATUS_OK, ts += 1000);
     }
     return finish_log(dir);
 }

@@ -185,8 +185,8 @@ def _killed_run(tmp_path, root, n=50):
 def test_truncated_log_keeps_valid_prefix(cli, root, tmp_path):
     rundir, log = _killed_run(tmp_path, root)
     data = log.read_bytes()
-    last = max(i for i in range(4096, len(data), 16) if any(data[i:i + 16]))
-    log.write_bytes(data[: last - 20 * 16 + 5])  # cut inside a record
+    last = max(i for i in range(4096, len(data), 8) if any(data[i:i + 8]))
+    log.write_bytes(data[: last - 20 * 8 + 5])  # cut inside a record, 10 calls back
     p = cli("top", check=0)
     assert "__main__.f" in p.stdout
     n = int([l for l in p.stdout.splitlines() if "__main__.f" in l][0].split()[1])
