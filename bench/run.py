@@ -179,12 +179,18 @@ def child_time(kind, n, repeats, workdir):
 # ---- child: storage, ingest --------------------------------------------
 
 
+KIND_NAMES = {1: "ENTER", 2: "EXIT", 3: "TIME", 4: "ENTERX", 5: "MARK", 6: "CPU",
+              7: "MEM", 8: "VAR", 9: "END"}
+SIXTEEN = {3, 4, 5, 7, 8}  # 16-byte records; the rest are 8 bytes
+
+
 def log_written_bytes(path):
     """Bytes of the log that hold records: for every chunk, its header plus
-    its records up to the first unwritten (kind 0) slot. Layout: a 4096-byte
-    file header (chunk size: u32 at offset 16), chunks with 32-byte headers,
-    16-byte records whose kind is byte 8; a VAR record's body (length in
-    bits 24..47 of the second word) follows it, padded to 16 bytes."""
+    its records up to the first unwritten (kind 0) slot. Layout (see
+    docs/log-format.md): a 4096-byte file header (chunk size: u32 at offset
+    16), chunks with 32-byte headers, records of 8 or 16 bytes whose kind is
+    the low 4 bits of the first word; a VAR record's body (length in bits
+    20..43 of the first word) follows it, padded to 8 bytes."""
     counts = {}
     total = 0
     with open(path, "rb") as fh:
@@ -200,16 +206,17 @@ def log_written_bytes(path):
             if magic != 0x4B435343:
                 continue  # reserved, not yet handed out
             off = 32
-            while off + 16 <= len(c):
-                (w1,) = struct.unpack_from("<Q", c, off + 8)
-                kind = w1 & 0xFF
+            while off + 8 <= len(c):
+                (w0,) = struct.unpack_from("<Q", c, off)
+                kind = w0 & 0xF
                 if kind == 0:
                     break
-                counts[kind] = counts.get(kind, 0) + 1
-                off += 16
+                name = KIND_NAMES.get(kind, str(kind))
+                counts[name] = counts.get(name, 0) + 1
+                off += 16 if kind in SIXTEEN else 8
                 if kind == 8:
-                    ln = (w1 >> 24) & 0xFFFFFF
-                    off += (ln + 15) & ~15
+                    ln = (w0 >> 20) & 0xFFFFFF
+                    off += (ln + 7) & ~7
             total += off
     return total, counts
 

@@ -83,7 +83,7 @@ void rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, P
  * entry's timestamp and after an exit's, so their cost stays outside the
  * measured call, and written after the event they belong to. */
 typedef struct rec_extra {
-    uint64_t cpu, rss, peak;
+    uint64_t cpu, rss, peak; /* peak: 0 on entry */
 } rec_extra;
 
 static inline void
@@ -93,8 +93,9 @@ rec_read_extras(uint32_t opts, rec_extra *x, int entering)
      * memory reading: last on the way in, first on the way out. */
     if ((opts & MON_CPU) && !entering)
         x->cpu = cs_clock_thread_cpu_ns();
+    /* the peak is only reported at the exit: one system call less */
     if (opts & MON_MEM)
-        cs_mem_rss(&x->rss, &x->peak);
+        cs_mem_rss(&x->rss, entering ? NULL : &x->peak);
     if ((opts & MON_CPU) && entering)
         x->cpu = cs_clock_thread_cpu_ns();
 }
