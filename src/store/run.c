@@ -114,6 +114,19 @@ lock_log(const char *path, int *busy)
     return fd;
 }
 
+/* Open (creating if needed) the run.db of `rundir` for writing. */
+static int
+open_run_db(const char *rundir, cs_store **out)
+{
+    *out = NULL;
+    char *db = cs__path_join(rundir, CS_DB_NAME);
+    if (db == NULL)
+        return CS_ENOMEM;
+    int rc = cs_store_open(db, 1, out);
+    cs__free(db);
+    return rc;
+}
+
 typedef struct sync_ctx {
     const char *rundir;
     cs_store *store;
@@ -124,14 +137,7 @@ typedef struct sync_ctx {
 static int
 open_store(sync_ctx *c)
 {
-    if (c->store)
-        return CS_OK;
-    char *db = cs__path_join(c->rundir, CS_DB_NAME);
-    if (db == NULL)
-        return CS_ENOMEM;
-    int rc = cs_store_open(db, 1, &c->store);
-    cs__free(db);
-    return rc;
+    return c->store ? CS_OK : open_run_db(c->rundir, &c->store);
 }
 
 static int
@@ -186,12 +192,8 @@ int
 cs_run_ingest_own(const char *rundir, const char *logpath, cs_ingest_result *out)
 {
     memset(out, 0, sizeof *out);
-    char *db = cs__path_join(rundir, CS_DB_NAME);
-    if (db == NULL)
-        return CS_ENOMEM;
     cs_store *s = NULL;
-    int rc = cs_store_open(db, 1, &s);
-    cs__free(db);
+    int rc = open_run_db(rundir, &s);
     if (rc == CS_OK)
         rc = cs_store_ingest(s, logpath, 0, out);
     cs_store_close(s);
@@ -364,12 +366,8 @@ cs_run_summary_free(cs_run_summary *s)
 int
 cs_run_describe(const char *rundir, const char *command, const char *cwd)
 {
-    char *db = cs__path_join(rundir, CS_DB_NAME);
-    if (db == NULL)
-        return CS_ENOMEM;
     cs_store *s = NULL;
-    int rc = cs_store_open(db, 1, &s);
-    cs__free(db);
+    int rc = open_run_db(rundir, &s);
     if (rc != CS_OK)
         return rc;
     const char *leaf = strrchr(rundir, '/');

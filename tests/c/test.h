@@ -44,6 +44,15 @@ extern int cs_test_failed;
 
 /* A fresh temporary directory for the test; removed by the runner. */
 const char *test_tmpdir(void);
+/* helpers.c: open a log in `dir` as the extension does (NULL on failure);
+ * write a function definition; close the log and ingest it into run.db. */
+struct cs_tstate;
+struct cs_ingest_result;
+struct cs_tstate *th_open_log(const char *dir);
+void th_def_func(struct cs_tstate *t, uint32_t id, const char *module, const char *qualname,
+                 uint32_t line);
+int th_close_and_ingest(const char *dir, struct cs_ingest_result *r);
+
 /* Query one integer from an SQLite database file. */
 long long test_db_int(const char *dbpath, const char *sql);
 

@@ -13,43 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char proc_argv[] = "prog\0--flag";
-
-static cs_tstate *
-open_log(const char *dir)
-{
-    cs_proc_info info = {.name = "test", .argv = proc_argv, .argv_len = sizeof proc_argv,
-                         .cwd = "/", .rank = -1};
-    if (cs_log_open(dir, &info) != CS_OK)
-        return NULL;
-    cs_tstate *t = cs_log_tstate_slow("MainThread", 1);
-    if (t)
-        cs_log_put_proc(t, &info);
-    return t;
-}
+#define open_log th_open_log
+#define close_and_ingest th_close_and_ingest
 
 static void
 def_func(cs_tstate *t, uint32_t id, const char *qualname)
 {
-    char body[256];
-    uint32_t line = 10 + id, kind = CS_FUNC_FUNCTION;
-    memcpy(body, &line, 4);
-    memcpy(body + 4, &kind, 4);
-    int n = snprintf(body + 8, sizeof body - 8, "mod%c%s%cfile.py", 0, qualname, 0);
-    cs_log_put_var(t, CS_VAR_FUNC, id, body, 8 + (size_t)n + 1);
-}
-
-static int
-close_and_ingest(const char *dir, cs_ingest_result *r)
-{
-    char *path = NULL;
-    int rc = cs_log_close(&path);
-    if (rc == CS_OK)
-        rc = cs_run_ingest_own(dir, path, r);
-    cs_log_release();
-    cs_log_forget();
-    cs__free(path);
-    return rc;
+    th_def_func(t, id, "mod", qualname, 10 + id);
 }
 
 static char *

@@ -8,48 +8,17 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static cs_tstate *
-open_log(const char *dir)
-{
-    cs_proc_info info = {.name = "test", .argv = "x", .argv_len = 2, .rank = -1};
-    if (cs_log_open(dir, &info) != CS_OK)
-        return NULL;
-    cs_tstate *t = cs_log_tstate_slow("MainThread", 1);
-    if (t)
-        cs_log_put_proc(t, &info);
-    return t;
-}
-
 static void
 def_func(cs_tstate *t, uint32_t id, const char *module, const char *qualname)
 {
-    char body[256];
-    uint32_t line = 1, kind = CS_FUNC_FUNCTION;
-    memcpy(body, &line, 4);
-    memcpy(body + 4, &kind, 4);
-    int n = snprintf(body + 8, sizeof body - 8, "%s%c%s%cf.py", module, 0, qualname, 0);
-    cs_log_put_var(t, CS_VAR_FUNC, id, body, 8 + (size_t)n + 1);
-}
-
-static int
-finish_log(const char *dir)
-{
-    char *path = NULL;
-    int rc = cs_log_close(&path);
-    cs_ingest_result r;
-    if (rc == CS_OK)
-        rc = cs_run_ingest_own(dir, path, &r);
-    cs_log_release();
-    cs_log_forget();
-    cs__free(path);
-    return rc;
+    th_def_func(t, id, module, qualname, 1);
 }
 
 /* 100 calls of a.f with walls 1..100, 10 of b.g with wall 1000, 2 raising. */
 static int
 make_run(const char *dir)
 {
-    cs_tstate *t = open_log(dir);
+    cs_tstate *t = th_open_log(dir);
     if (t == NULL)
         return -1;
     def_func(t, 1, "a", "f");
@@ -63,7 +32,7 @@ make_run(const char *dir)
         uint64_t s = cs_log_enter(t, 2, 0, ts);
         cs_log_exit(t, s, i < 2 ? CS_STATUS_RAISED : CS_STATUS_OK, ts += 1000);
     }
-    return finish_log(dir);
+    return th_close_and_ingest(dir, NULL);
 }
 
 void
