@@ -17,8 +17,9 @@ const char cs_usage_clean[] =
     "  -d, --dir ROOT   root of the run directories\n"
     "  -h, --help       show this help\n";
 
+/* Point `latest` at the newest run left (dirs[i] is NULL once deleted). */
 static void
-repoint_latest(const char *root, char **dirs, size_t n, const char *deleted)
+repoint_latest(const char *root, char **dirs, size_t n)
 {
     char *latest = cs__path_join(root, "latest");
     if (latest == NULL)
@@ -27,7 +28,6 @@ repoint_latest(const char *root, char **dirs, size_t n, const char *deleted)
     for (size_t i = 0; i < n; i++)
         if (dirs[i] != NULL)
             keep = dirs[i];
-    (void)deleted;
     unlink(latest);
     if (keep) {
         const char *leaf = strrchr(keep, '/');
@@ -138,7 +138,7 @@ cs_cmd_clean(int argc, char **argv)
         cs__free(dirs[i]);
         dirs[i] = NULL;
     }
-    repoint_latest(root, dirs, n, NULL);
+    repoint_latest(root, dirs, n);
     printf("deleted %zu run(s), %s\n", count, cs_fmt_bytes(bytes, sz, sizeof sz));
 out:
     cs__free(victim);

@@ -128,7 +128,7 @@ cs_cmd_run(int argc, char **argv)
     cs_buf_init(&cmd);
     if (module)
         cs_buf_printf(&cmd, "-m %s", module);
-    for (int i = module ? optind : optind; i < argc; i++)
+    for (int i = optind; i < argc; i++)
         cs_buf_printf(&cmd, "%s%s", cmd.len ? " " : "", argv[i]);
     char cwd[4096];
     if (getcwd(cwd, sizeof cwd) == NULL)
