@@ -71,6 +71,7 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(log_fork_child_own_log)                                                               \
     X(log_crash_kill9)                                                                      \
     X(log_async_suspend)                                                                    \
+    X(log_random_damage)                                                                    \
     X(store_ingest_nesting)                                                                 \
     X(store_ingest_idempotent)                                                              \
     X(store_not_a_db)                                                                       \

@@ -432,3 +432,94 @@ test_log_async_suspend(void)
               100);
     cs__free(db);
 }
+
+/* Damage a real log in many random ways: the reader and the ingest must
+ * never crash, never loop, and either store a valid prefix or fail with a
+ * clear error. Runs under AddressSanitizer+UBSan in `make test`. */
+void
+test_log_random_damage(void)
+{
+    const char *dir = test_tmpdir();
+    char *src = cs__path_join(dir, "src");
+    ASSERT_TRUE(src != NULL);
+    setenv("CALLSCOPE_CHUNK_SIZE", "4096", 1); /* many chunks */
+    cs_tstate *t = open_log(src);
+    unsetenv("CALLSCOPE_CHUNK_SIZE");
+    ASSERT_TRUE(t != NULL);
+    def_func(t, 1, "f");
+    def_func(t, 2, "g");
+    for (int i = 0; i < 3000; i++) {
+        uint64_t a = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+        uint64_t b = cs_log_enter(t, 2, i % 7 ? 0 : CS_FLAG_SPAN, cs_clock_mono_ns());
+        if (i % 7 == 0) {
+            cs_log_mark(t, CS_MARK_SUSPEND, b, t->stream, 0, cs_clock_mono_ns());
+            cs_log_mark(t, CS_MARK_RESUME, b, t->stream, 0, cs_clock_mono_ns());
+            cs_log_mark(t, CS_MARK_EXIT, b, t->stream, 0, cs_clock_mono_ns());
+        } else {
+            cs_log_cpu(t, (uint64_t)i);
+            cs_log_exit(t, b, CS_STATUS_OK, cs_clock_mono_ns());
+        }
+        if (i % 100 == 0)
+            cs_log_put_var(t, CS_VAR_ERROR, a, "E\0m\0tb", 7);
+        cs_log_exit(t, a, i % 100 == 0, cs_clock_mono_ns());
+    }
+    char *path = NULL;
+    ASSERT_OK(cs_log_close(&path));
+    cs_log_release();
+    cs_log_forget();
+    FILE *f = fopen(path, "rb");
+    ASSERT_TRUE(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *orig = cs__malloc((size_t)size);
+    ASSERT_TRUE(orig != NULL);
+    ASSERT_EQ(fread(orig, 1, (size_t)size, f), size);
+    fclose(f);
+    unsigned seed = 12345;
+    int stored = 0, refused = 0;
+    for (int round = 0; round < 150; round++) {
+        char *copy = cs__malloc((size_t)size);
+        ASSERT_TRUE(copy != NULL);
+        memcpy(copy, orig, (size_t)size);
+        long len = size;
+        int flips = 1 + (int)(rand_r(&seed) % 8);
+        for (int k = 0; k < flips; k++) {
+            long at = (long)(rand_r(&seed) % (unsigned)size);
+            if (round % 5 == 0)
+                at = (long)(rand_r(&seed) % 4096); /* the file header */
+            copy[at] ^= (char)(1 + rand_r(&seed) % 255);
+        }
+        if (round % 3 == 0)
+            len = (long)(rand_r(&seed) % (unsigned)size);
+        char rdir[512], lpath[600];
+        snprintf(rdir, sizeof rdir, "%s/r%d", dir, round);
+        ASSERT_OK(cs_mkdirs(rdir));
+        snprintf(lpath, sizeof lpath, "%s/x%s", rdir, CS_LOG_SUFFIX);
+        FILE *o = fopen(lpath, "wb");
+        ASSERT_TRUE(o != NULL);
+        ASSERT_EQ(fwrite(copy, 1, (size_t)len, o), len);
+        fclose(o);
+        cs__free(copy);
+        cs_sync_result sr;
+        ASSERT_OK(cs_run_sync(rdir, &sr));
+        ASSERT_EQ(sr.ingested + sr.failed, 1);
+        if (sr.ingested) {
+            stored++;
+            char *db = cs__path_join(rdir, CS_DB_NAME);
+            long long n = test_db_int(db, "SELECT count(*) FROM calls");
+            ASSERT_TRUE(n >= 0 && n <= 6000);
+            /* every stored finished call has end >= start */
+            ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE end_ns < start_ns"), 0);
+            cs__free(db);
+        } else {
+            refused++;
+            ASSERT_TRUE(sr.message[0] != '\0');
+        }
+        cs_rmtree(rdir);
+    }
+    ASSERT_TRUE(stored > 50 && refused > 5);
+    cs__free(orig);
+    cs__free(path);
+    cs__free(src);
+}
