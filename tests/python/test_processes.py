@@ -83,8 +83,9 @@ for i in range(10**6):
 def test_kill_9_from_outside_mid_loop(root, tmp_path):
     side = tmp_path / "count.txt"
     script = tmp_path / "loop.py"
+    # the count is replaced atomically, so the kill never leaves it half written
     script.write_text(f"""
-import callscope, time
+import callscope, os, time
 
 @callscope.monitor
 def step(i):
@@ -95,8 +96,9 @@ n = 0
 while True:
     step(n)
     n += 1
-    with open({str(side)!r}, "w") as f:
+    with open({str(side)!r} + ".tmp", "w") as f:
         f.write(str(n))
+    os.replace({str(side)!r} + ".tmp", {str(side)!r})
 """)
     env = dict(os.environ, CALLSCOPE_DIR=str(root))
     proc = subprocess.Popen([sys.executable, str(script)], env=env)
