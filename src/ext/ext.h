@@ -94,6 +94,7 @@ rec_read_extras(uint32_t opts, rec_extra *x, int entering)
     if ((opts & MON_CPU) && !entering)
         x->cpu = cs_clock_thread_cpu_ns();
     /* the peak is only reported at the exit: one system call less */
+    x->peak = 0;
     if (opts & MON_MEM)
         cs_mem_rss(&x->rss, entering ? NULL : &x->peak);
     if ((opts & MON_CPU) && entering)

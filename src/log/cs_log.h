@@ -179,7 +179,8 @@ typedef struct cs_proc_info {
 typedef struct cs_tstate {
     uint64_t *cur;     /* next free word */
     uint64_t *end;     /* end of the mapped chunk */
-    uint64_t last_ts;  /* the stream's clock: time of its last timed record */
+    uint64_t last_ts;  /* the stream's clock: time of its last timed record;
+                          a new chunk's header starts from it */
     uint64_t next_seq; /* seq of the next ENTER in this stream */
     uint32_t epoch;    /* writer epoch this state belongs to */
     uint32_t stream;   /* stream id within the process, from 1 */
@@ -286,14 +287,18 @@ cs__log_put16(cs_tstate *t, uint64_t kind, uint64_t payload, uint64_t w1)
     t->cur += 2;
 }
 
-/* The delta of `ts` from the stream's clock, advancing the clock. A time
- * that does not fit in 32 bits (or runs back before the chunk's start)
- * is written as a TIME record first. Room for 2 words must be made. */
+/* The delta of `ts` from the stream's clock, advancing the clock. A gap
+ * that does not fit in 32 bits is written as a TIME record first. A time
+ * before the clock (an exit stamped before the records that recording its
+ * error wrote) is moved up to the clock: times never run backwards within
+ * a stream. Room for 2 words must have been made. */
 static inline uint64_t
 cs__log_delta(cs_tstate *t, uint64_t ts)
 {
+    if (CS_UNLIKELY(ts < t->last_ts))
+        return 0;
     uint64_t d = ts - t->last_ts;
-    if (CS_UNLIKELY(ts < t->last_ts || d > 0xffffffffu)) {
+    if (CS_UNLIKELY(d > 0xffffffffu)) {
         cs__log_put16(t, CS_REC_TIME, 0, ts);
         d = 0;
     }

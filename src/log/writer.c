@@ -144,12 +144,13 @@ cs__log_refill(cs_tstate *t)
                          .stream = t->stream,
                          .index = p->chunk_index++,
                          .os_tid = p->os_tid,
-                         .first_ts = cs_clock_mono_ns()};
+                         /* the stream's clock goes on from the last chunk,
+                          * so no time taken before the switch is earlier */
+                         .first_ts = t->last_ts};
     h.check = (uint32_t)cs_log_hash64(&h, 24);
     memcpy(m, &h, sizeof h);
     t->cur = (uint64_t *)((char *)m + CS_LOG_CHUNK_HEADER);
     t->end = (uint64_t *)((char *)m + W.chunk_size);
-    t->last_ts = h.first_ts; /* the chunk's clock starts at its header */
 out:
     if (rc != CS_OK) {
         t->cur = t->end = NULL;
@@ -320,6 +321,7 @@ attach_thread(const char *name, uint64_t ident)
     p->pub.epoch = current_epoch();
     p->pub.stream = ++W.next_stream;
     p->pub.cur = p->pub.end = NULL;
+    p->pub.last_ts = 0; /* the first timed record writes the absolute time */
     p->map = NULL;
     p->chunk_index = 0;
     p->os_tid = gettid_u32();

@@ -10,6 +10,7 @@
  * lock and numbers calls from MAX(id)+1 in entry order. */
 #include "store_int.h"
 #include "cs_log.h"
+#include "rowpipe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,16 +126,12 @@ typedef struct pending_var {
     size_t len;
 } pending_var;
 
-/* Calls are written in batches of ROWS rows per INSERT statement: one
- * statement step per batch instead of one per call. */
-#define ROWS 32
-#define COLS 12
-
-typedef struct row {
-    int64_t v[COLS - 1]; /* id .. peak_rss */
-    unsigned null;       /* bit i: column i+1 is NULL */
-    const char *status;
-} row;
+/* An error row, kept until the call rows are written: the writer thread
+ * owns the connection meanwhile. Strings are owned. */
+typedef struct err_row {
+    int64_t call, origin;
+    char *type, *message, *traceback; /* traceback NULL when origin != 0 */
+} err_row;
 
 /* An event aimed at a call of another thread, applied after every stream
  * is read, in time order (ties in reading order). */
@@ -145,9 +142,9 @@ struct deferred {
 
 typedef struct ing {
     cs_store *s;
-    sqlite3_stmt *ins_call, *ins_batch, *ins_err;
-    row rows[ROWS];
-    int nrows;
+    cs__rowpipe *pipe;
+    err_row *errs;
+    size_t en, ecap;
     int64_t process_id;
     int64_t next_id;
     int64_t *func_map; /* local function id -> functions.id */
@@ -436,6 +433,13 @@ func_of(ing *g, uint32_t local)
     return id;
 }
 
+/* rowpipe's mapping of local function ids; runs in the writer thread. */
+static int64_t
+map_func(void *ctx, uint32_t local)
+{
+    return func_of(ctx, local);
+}
+
 static int64_t
 thread_of(ing *g, uint32_t stream)
 {
@@ -484,35 +488,6 @@ stop_running(ocall *c, const cs_event *ev)
 }
 
 static int
-flush_rows(ing *g)
-{
-    int n = g->nrows;
-    if (n == 0)
-        return CS_OK;
-    g->nrows = 0;
-    sqlite3_stmt *st = n == ROWS ? g->ins_batch : g->ins_call;
-    int per = n == ROWS ? ROWS : 1;
-    for (int done = 0; done < n; done += per) {
-        sqlite3_reset(st);
-        for (int k = 0; k < per; k++) {
-            const row *r = &g->rows[done + k];
-            int base = k * COLS;
-            for (int i = 0; i < COLS - 1; i++) {
-                if (r->null & (1u << i))
-                    sqlite3_bind_null(st, base + i + 1);
-                else
-                    sqlite3_bind_int64(st, base + i + 1, r->v[i]);
-            }
-            sqlite3_bind_text(st, base + COLS, r->status, -1, SQLITE_STATIC);
-        }
-        int src = sqlite3_step(st);
-        if (src != SQLITE_DONE)
-            return sqlerr(g, src);
-    }
-    return CS_OK;
-}
-
-static int
 finish(ing *g, ocall *c, const cs_event *ev)
 {
     int finished = ev != NULL;
@@ -529,30 +504,27 @@ finish(ing *g, ocall *c, const cs_event *ev)
         if (p && p->id == c->parent_id)
             p->child += c->active;
     }
-    row *r = &g->rows[g->nrows];
+    cs__row r;
     int mem = finished && c->has_mem && ev->has_mem;
-    int64_t v[COLS - 1] = {c->id,
-                           c->parent_id,
-                           c->func_id,
-                           c->thread_id,
-                           (int64_t)c->start,
-                           (int64_t)end,
-                           (int64_t)wall,
-                           (int64_t)self,
-                           (int64_t)c->cpu_acc,
-                           mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0,
-                           mem ? (int64_t)ev->peak_rss : 0};
-    memcpy(r->v, v, sizeof v);
-    r->null = (c->parent_id == 0 ? 1u << 1 : 0) | (c->func_id == 0 ? 1u << 2 : 0) |
-              (c->thread_id == 0 ? 1u << 3 : 0) | (!finished ? 7u << 5 : 0) |
-              (!(finished && c->has_cpu && ev->has_cpu) ? 1u << 8 : 0) |
-              (!mem ? 3u << 9 : 0);
-    r->status = !finished ? "unfinished" : (ev->status == CS_STATUS_RAISED) ? "raised" : "ok";
-    if (++g->nrows == ROWS) {
-        int rc = flush_rows(g);
-        if (rc != CS_OK)
-            return rc;
-    }
+    int64_t v[CS_ROW_COLS - 1] = {c->id,
+                                  c->parent_id,
+                                  c->func_id, /* local: the writer maps it */
+                                  c->thread_id,
+                                  (int64_t)c->start,
+                                  (int64_t)end,
+                                  (int64_t)wall,
+                                  (int64_t)self,
+                                  (int64_t)c->cpu_acc,
+                                  mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0,
+                                  mem ? (int64_t)ev->peak_rss : 0};
+    memcpy(r.v, v, sizeof v);
+    r.null = (c->parent_id == 0 ? 1u << 1 : 0) | (c->func_id == 0 ? 1u << 2 : 0) |
+             (c->thread_id == 0 ? 1u << 3 : 0) | (!finished ? 7u << 5 : 0) |
+             (!(finished && c->has_cpu && ev->has_cpu) ? 1u << 8 : 0) | (!mem ? 3u << 9 : 0);
+    r.status = !finished ? "unfinished" : (ev->status == CS_STATUS_RAISED) ? "raised" : "ok";
+    int rc = cs__rowpipe_push(g->pipe, &r);
+    if (rc != CS_OK)
+        return rc;
     g->res->calls++;
     if (!finished)
         g->res->unfinished++;
@@ -569,7 +541,6 @@ on_enter(ing *g, const cs_event *ev)
     uint64_t parent_key = g->sn ? g->stack[g->sn - 1] : 0;
     ocall *p = parent_key ? omap_find(&g->open, parent_key) : NULL;
     int64_t parent_id = p ? p->id : 0;
-    int64_t func = func_of(g, ev->func);
     ocall *c = omap_insert(&g->open, key);
     if (c == NULL)
         return CS_ENOMEM;
@@ -577,7 +548,7 @@ on_enter(ing *g, const cs_event *ev)
     c->parent_key = parent_key;
     c->parent_id = parent_id;
     c->thread_id = thread_of(g, ev->stream);
-    c->func_id = func;
+    c->func_id = ev->func; /* local id, mapped by the writer thread */
     c->flags = ev->flags;
     c->start = c->mark = ev->ts;
     c->has_cpu = ev->has_cpu;
@@ -640,6 +611,13 @@ apply(ing *g, const cs_event *ev, int same_stream)
     }
 }
 
+/* The length of the string at `s` inside a body ending at `end`. */
+static size_t
+body_strlen(const char *s, const char *end)
+{
+    return s >= end ? 0 : strnlen(s, (size_t)(end - s));
+}
+
 static int
 on_error_var(ing *g, const cs_event *ev)
 {
@@ -648,33 +626,68 @@ on_error_var(ing *g, const cs_event *ev)
     if (c == NULL || c->raised_err)
         return CS_OK;
     c->raised_err = 1;
-    size_t pos = 0;
-    const char *type = next_str(ev->body, ev->body_len, &pos);
-    const char *msg = next_str(ev->body, ev->body_len, &pos);
-    const char *tb = next_str(ev->body, ev->body_len, &pos);
-    size_t tbpos = pos;
-    const char *ref = next_str(ev->body, ev->body_len, &pos);
+    const char *end = ev->body + ev->body_len;
+    const char *type = ev->body;
+    const char *msg = type + body_strlen(type, end) + 1;
+    const char *tb = msg + body_strlen(msg, end) + 1;
+    const char *ref = tb + body_strlen(tb, end) + 1;
     /* "^": the same exception propagating from this thread's previous
      * error; its traceback is stored there (see errors.origin). */
-    int same = tbpos < ev->body_len && strcmp(ref, "^") == 0 && g->last_err_id != 0;
-    sqlite3_stmt *st = g->ins_err;
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, c->id);
-    /* strings inside the body are bounded by body_len, not always by NUL */
-    sqlite3_bind_text(st, 2, type, (int)strnlen(type, ev->body_len), SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, msg, (int)strnlen(msg, ev->body_len - (size_t)(msg - ev->body)),
-                      SQLITE_TRANSIENT);
-    size_t tbmax = tbpos <= ev->body_len ? ev->body_len - (size_t)(tb - ev->body) : 0;
-    if (same) {
-        sqlite3_bind_null(st, 4);
-        sqlite3_bind_int64(st, 5, g->last_err_id);
-    } else {
-        sqlite3_bind_text(st, 4, tb, (int)strnlen(tb, tbmax), SQLITE_TRANSIENT);
-        sqlite3_bind_null(st, 5);
-        g->last_err_id = c->id;
+    int same = ref < end && body_strlen(ref, end) == 1 && ref[0] == '^' && g->last_err_id != 0;
+    if (g->en == g->ecap) {
+        size_t cap = g->ecap ? g->ecap * 2 : 16;
+        err_row *e = cs__realloc(g->errs, cap * sizeof *e);
+        if (e == NULL)
+            return CS_ENOMEM;
+        g->errs = e;
+        g->ecap = cap;
     }
-    int src = sqlite3_step(st);
-    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+    err_row *e = &g->errs[g->en];
+    e->call = c->id;
+    e->origin = same ? g->last_err_id : 0;
+    e->type = cs__strndup(type, body_strlen(type, end));
+    e->message = cs__strndup(msg, body_strlen(msg, end));
+    e->traceback = same ? NULL : cs__strndup(tb, body_strlen(tb, end));
+    g->en++;
+    if (!e->type || !e->message || (!same && !e->traceback))
+        return CS_ENOMEM;
+    if (!same)
+        g->last_err_id = c->id;
+    return CS_OK;
+}
+
+static int
+insert_errors(ing *g)
+{
+    if (g->en == 0)
+        return CS_OK;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT OR REPLACE INTO errors(call, type, message, traceback,"
+                                 " origin) VALUES(?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    int rc = CS_OK;
+    for (size_t i = 0; i < g->en && rc == CS_OK; i++) {
+        const err_row *e = &g->errs[i];
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, e->call);
+        sqlite3_bind_text(st, 2, e->type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, e->message, -1, SQLITE_STATIC);
+        if (e->traceback)
+            sqlite3_bind_text(st, 4, e->traceback, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 4);
+        if (e->origin)
+            sqlite3_bind_int64(st, 5, e->origin);
+        else
+            sqlite3_bind_null(st, 5);
+        if ((src = sqlite3_step(st)) != SQLITE_DONE)
+            rc = sqlerr(g, src);
+    }
+    sqlite3_finalize(st);
+    return rc;
 }
 
 static int
@@ -780,9 +793,14 @@ already_ingested(ing *g, const char *logname, int *yes)
 static void
 ing_free(ing *g)
 {
-    sqlite3_finalize(g->ins_call);
-    sqlite3_finalize(g->ins_batch);
-    sqlite3_finalize(g->ins_err);
+    cs__rowpipe_finish(g->pipe, g->s->path); /* only on failure paths */
+    g->pipe = NULL;
+    for (size_t i = 0; i < g->en; i++) {
+        cs__free(g->errs[i].type);
+        cs__free(g->errs[i].message);
+        cs__free(g->errs[i].traceback);
+    }
+    cs__free(g->errs);
     cs__free(g->func_map);
     cs__free(g->thread_map);
     cs__free(g->open.slots);
@@ -849,33 +867,8 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     if ((rc = next_call_id(&g)) != CS_OK)
         goto fail;
 
-    static const char head[] = "INSERT INTO calls(id, parent, function, thread, start_ns,"
-                               " end_ns, wall_ns, self_ns, cpu_ns, rss_delta, peak_rss, status)"
-                               " VALUES";
-    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?)";
-    cs_buf sql;
-    cs_buf_init(&sql);
-    cs_buf_puts(&sql, head);
-    for (int i = 0; i < ROWS; i++)
-        cs_buf_printf(&sql, "%s%s", i ? "," : "", one);
-    int src = sql.failed ? SQLITE_NOMEM
-                         : sqlite3_prepare_v2(s->db, sql.data, -1, &g.ins_batch, NULL);
-    cs_buf_free(&sql);
-    if (src == SQLITE_OK)
-        src = sqlite3_prepare_v2(s->db,
-                                 "INSERT INTO calls(id, parent, function, thread, start_ns,"
-                                 " end_ns, wall_ns, self_ns, cpu_ns, rss_delta, peak_rss,"
-                                 " status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-                                 -1, &g.ins_call, NULL);
-    if (src == SQLITE_OK)
-        src = sqlite3_prepare_v2(s->db,
-                                 "INSERT OR REPLACE INTO errors(call, type, message, traceback,"
-                                 " origin) VALUES(?,?,?,?,?)",
-                                 -1, &g.ins_err, NULL);
-    if (src != SQLITE_OK) {
-        rc = sqlerr(&g, src);
+    if ((rc = cs__rowpipe_start(&g.pipe, s->db, map_func, &g)) != CS_OK)
         goto fail;
-    }
     cs_scan_info info2;
     if ((rc = cs_log_scan(logpath, 0, visit_event, &g, &info2)) != CS_OK)
         goto fail;
@@ -895,7 +888,12 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
                 goto fail;
         }
     }
-    if ((rc = flush_rows(&g)) != CS_OK)
+    /* The writer thread hands the connection back. */
+    rc = cs__rowpipe_finish(g.pipe, s->path);
+    g.pipe = NULL;
+    if (rc != CS_OK)
+        goto fail;
+    if ((rc = insert_errors(&g)) != CS_OK)
         goto fail;
 
     if ((rc = cs__store_exec(s, "COMMIT")) != CS_OK)
@@ -904,7 +902,7 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     unlink(logpath);
     return CS_OK;
 fail:
+    ing_free(&g); /* stops the writer thread before the rollback */
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    ing_free(&g);
     return rc;
 }

@@ -381,3 +381,32 @@ def test_unrelated_errors_keep_their_own_traceback(root, finish):
         assert tb.rstrip().splitlines()[-1].startswith(typ)
         assert msg.strip("'") in tb
     assert run.sql("SELECT count(origin) FROM errors") == [(0,)]
+
+
+def test_error_whose_str_is_monitored(root, finish):
+    # recording the error calls the monitored __str__ after the failing
+    # call's end was stamped: times must still run forward in the log
+    class Loud(Exception):
+        @callscope.monitor
+        def __str__(self):
+            return "loud"
+
+    @callscope.monitor
+    def fails(i):
+        raise Loud()
+
+    for i in range(20):
+        with pytest.raises(Loud):
+            fails(i)
+
+    @callscope.monitor
+    def after():
+        return 1
+
+    after()
+    run = finish()
+    assert run.sync["bad_records"] == 0
+    assert run.sql("SELECT bad_records FROM processes") == [(0,)]
+    assert len(run.calls("*fails", status="raised")) == 20
+    assert len(run.calls("*after")) == 1
+    assert all(e[3] == "loud" for e in run.errors())
