@@ -16,15 +16,15 @@ this package is the thin layer users import.
 """
 import atexit as _atexit
 import functools as _functools
-import os as _os
-import sys as _sys
 
-from . import _callscope
-from ._callscope import CallscopeError, run_dir, span
-from ._run import Call, Function, Run, load
+from . import _callscope, _procs
+from ._callscope import CallscopeError, run_dir, set_rank, span
+from ._run import Call, Function, Process, Run, load
 
 __version__ = "0.1.0"
-__all__ = ["monitor", "span", "load", "Run", "Call", "Function", "CallscopeError", "run_dir"]
+__all__ = [
+    "monitor", "span", "load", "Run", "Call", "Function", "Process", "CallscopeError", "run_dir", "set_rank",
+]
 
 _CO_COROUTINE = 0x80
 
@@ -64,24 +64,4 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None):
 _atexit.register(_callscope._finish)
 
 
-
-def _mp_child(_module):
-    # multiprocessing's workers leave through os._exit, which skips atexit;
-    # its exit finalizers still run, so the worker closes its log there.
-    _sys.modules["multiprocessing.util"].Finalize(None, _callscope._finish,
-                                                 exitpriority=-(2**31))
-
-
-_mp_hooked = []
-
-
-def _before_fork():
-    # A child forked before this process recorded anything still joins its run.
-    _callscope._prepare_fork()
-    util = _sys.modules.get("multiprocessing.util")
-    if util is not None and not _mp_hooked:
-        util.register_after_fork(_sys.modules[__name__], _mp_child)
-        _mp_hooked.append(True)
-
-
-_os.register_at_fork(before=_before_fork)
+_procs.install()

@@ -24,6 +24,24 @@ class Function(NamedTuple):
     calls: int
 
 
+class Process(NamedTuple):
+    """A process of the run. Times are wall-clock ns since the Unix epoch."""
+
+    pid: int
+    ppid: int
+    host: str
+    rank: Optional[int]  #: MPI rank (or set by hand), else None
+    size: Optional[int]  #: MPI world size, else None
+    name: str  #: multiprocessing's name (MainProcess, ForkPoolWorker-1, ...) or the program's
+    command: str
+    start_wall: int
+    end_wall: int
+    state: str  #: "complete", or "killed" (it ended without closing its log)
+    exit_code: Optional[int]  #: as its parent saw it, when the parent recorded it
+    signal: Optional[int]  #: the signal that killed it, when its parent saw that
+    calls: int
+
+
 class Call(NamedTuple):
     """One recorded call. Times are nanoseconds: ``start``/``end`` on the
     process's monotonic clock, ``start_wall`` since the Unix epoch."""
@@ -123,6 +141,19 @@ class Run:
         if limit is not None:
             q += f" LIMIT {int(limit)}"
         return [Call(*r) for r in self.sql(q, params)]
+
+    def processes(self):
+        """Every process of the run, in start order, with how it ended."""
+        rows = self.sql(
+            "SELECT p.pid, p.ppid, p.host, p.rank, p.size, p.name, p.command, p.start_wall_ns,"
+            " p.start_wall_ns + (p.end_mono_ns - p.start_mono_ns), p.state, x.exit_code,"
+            " x.signal, (SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
+            " WHERE t.process = p.id)"
+            " FROM processes p LEFT JOIN exits x"
+            " ON x.host = p.host AND x.ppid = p.ppid AND x.pid = p.pid"
+            " ORDER BY p.start_wall_ns, p.id"
+        )
+        return [Process(*r) for r in rows]
 
     def errors(self, name=None):
         """(call id, function, type, message, traceback) of every raised call.

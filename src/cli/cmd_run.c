@@ -180,6 +180,9 @@ cs_cmd_run(int argc, char **argv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGQUIT, &old_quit, NULL);
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (cs_run_record_exit(rundir, pid,
+                           WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status)) != CS_OK)
+        cli_warn("run: cannot record the exit status: %s", cs_store_last_error());
 
     cs_sync_result sr;
     int src = cs_run_sync(rundir, &sr);

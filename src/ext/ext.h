@@ -113,6 +113,9 @@ rec_put_extras(cs_tstate *t, uint32_t opts, const rec_extra *x)
 /* Close this process's log and ingest it into run.db; then ingest logs
  * of other processes of the run that ended. Reports problems on stderr. */
 int rec_finish(int quiet);
+/* The rank set with callscope.set_rank(), or -1. */
+extern int64_t rec_manual_rank;
+
 /* Before os.fork(): settle the run directory so the child joins it. */
 void rec_prepare_fork(void);
 /* Set once a monitor or span is created. */

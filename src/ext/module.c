@@ -40,6 +40,40 @@ py_prepare_fork(PyObject *mod, PyObject *unused)
 }
 
 static PyObject *
+py_child_exit(PyObject *mod, PyObject *args)
+{
+    long long pid, code;
+    if (!PyArg_ParseTuple(args, "LL:_child_exit", &pid, &code))
+        return NULL;
+    /* Only a process that is part of a run records its children's ends:
+     * one that settled no run never opens a log for this. */
+    const char *run = getenv("CALLSCOPE_RUN_DIR");
+    if (!cs_log_is_open() && !(run && *run) && cs_log_inherited_rundir() == NULL)
+        Py_RETURN_NONE;
+    cs_tstate *t = rec_tstate();
+    if (t != NULL)
+        cs_log_put_child_exit(t, (uint64_t)pid, code);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_set_rank(PyObject *mod, PyObject *arg)
+{
+    long long rank = PyLong_AsLongLong(arg);
+    if (rank == -1 && PyErr_Occurred())
+        return NULL;
+    if (rank < 0)
+        return PyErr_Format(PyExc_ValueError, "set_rank(): the rank must be >= 0, not %lld",
+                            rank);
+    if (cs_log_is_open())
+        return PyErr_Format(PyExc_RuntimeError,
+                            "set_rank() must be called before the first recorded call of this"
+                            " process");
+    rec_manual_rank = rank;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 py_run_dir(PyObject *mod, PyObject *unused)
 {
     const char *d = cs_log_rundir();
@@ -216,6 +250,10 @@ static PyMethodDef module_methods[] = {
     {"_finish", py_finish, METH_NOARGS, "Close this process's log and store it in run.db."},
     {"_reset", py_reset, METH_NOARGS, "Finish, and forget all recording state (tests)."},
     {"_prepare_fork", py_prepare_fork, METH_NOARGS, "Settle the run before os.fork()."},
+    {"_child_exit", py_child_exit, METH_VARARGS, "Record how a child process ended."},
+    {"set_rank", py_set_rank, METH_O,
+     "set_rank(rank)\n--\n\nTag this process with an MPI rank or worker number, for a program\n"
+     "without a launcher that sets one. Call it before the first recorded call."},
     {"run_dir", py_run_dir, METH_NOARGS, "The directory of the run being recorded, or None."},
     {"default_root", py_default_root, METH_NOARGS, "$CALLSCOPE_DIR or 'callscope-runs'."},
     {"_resolve", py_resolve, METH_VARARGS, NULL},

@@ -50,12 +50,11 @@ rec_new_func_id(void)
     return atomic_fetch_add(&next_func_id, 1) + 1;
 }
 
+/* The first of `vars` set to a non-negative integer, or -1. */
 static int64_t
-rank_from_env(void)
+int_from_env(const char *const *vars, size_t n)
 {
-    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
-                                       "SLURM_PROCID"};
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+    for (size_t i = 0; i < n; i++) {
         const char *s = getenv(vars[i]);
         if (s && *s) {
             char *end;
@@ -65,6 +64,25 @@ rank_from_env(void)
         }
     }
     return -1;
+}
+
+/* The rank set by hand (callscope.set_rank), or -1. */
+int64_t rec_manual_rank = -1;
+
+/* MPI rank and size from the launcher's environment: no MPI import. A
+ * rank set by hand, or $CALLSCOPE_RANK, wins. */
+static void
+rank_from_env(int64_t *rank, int64_t *size)
+{
+    static const char *const manual[] = {"CALLSCOPE_RANK"};
+    static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
+                                        "SLURM_PROCID"};
+    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"};
+    *rank = rec_manual_rank >= 0 ? rec_manual_rank : int_from_env(manual, 1);
+    if (*rank < 0)
+        *rank = int_from_env(ranks, sizeof ranks / sizeof *ranks);
+    int64_t s = int_from_env(sizes, sizeof sizes / sizeof *sizes);
+    *size = s > 0 ? s : 0;
 }
 
 /* sys.argv joined with NUL bytes, into `b`. */
@@ -106,9 +124,27 @@ run_name(char *out, size_t n)
     }
 }
 
+/* The process's name: multiprocessing's (MainProcess, ForkPoolWorker-3,
+ * ...) when multiprocessing is loaded, else the kernel's. */
 static void
 proc_comm(char *out, size_t n)
 {
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *mp = modules ? PyDict_GetItemString(modules, "multiprocessing.process") : NULL;
+    if (mp) {
+        PyObject *exc = cs_exc_fetch();
+        PyObject *cur = PyObject_CallMethod(mp, "current_process", NULL);
+        PyObject *name = cur ? PyObject_GetAttrString(cur, "name") : NULL;
+        const char *s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (s)
+            snprintf(out, n, "%s", s);
+        Py_XDECREF(name);
+        Py_XDECREF(cur);
+        PyErr_Clear();
+        cs_exc_restore(exc);
+        if (s)
+            return;
+    }
     snprintf(out, n, "python");
     FILE *f = fopen("/proc/self/comm", "r");
     if (f) {
@@ -203,11 +239,8 @@ open_log(void)
     cs_buf argv;
     cs_buf_init(&argv);
     argv_bytes(&argv);
-    cs_proc_info info = {.name = comm,
-                         .argv = argv.data,
-                         .argv_len = argv.len,
-                         .cwd = cwd,
-                         .rank = rank_from_env()};
+    cs_proc_info info = {.name = comm, .argv = argv.data, .argv_len = argv.len, .cwd = cwd};
+    rank_from_env(&info.rank, &info.size);
     int rc = cs_log_open(dir, &info);
     if (rc != CS_OK) {
         report("cannot open the event log", rc);

@@ -90,6 +90,7 @@ enum cs_var_kind {
     CS_VAR_FUNC = 3,   /* aux = func id; body = u32 line, u32 kind, strings */
     CS_VAR_ERROR = 4,  /* aux = seq | stream << 40; body = type, message,
                           traceback[, "^" for "as the thread's previous error"] */
+    CS_VAR_CHILD = 5,  /* aux = child pid; body = i64 exit code, or -signal */
 };
 
 /* Function kinds, in a FUNC record and in the functions table. */
@@ -172,6 +173,7 @@ typedef struct cs_proc_info {
     size_t argv_len;   /* bytes in argv */
     const char *cwd;
     int64_t rank;      /* MPI rank, or -1 */
+    int64_t size;      /* MPI world size, or 0 */
 } cs_proc_info;
 
 /* Per-thread writer state. Fields before `priv_` are read by the inline
@@ -373,6 +375,10 @@ CS_EXPORT void cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const vo
 /* Write the PROC record (process facts) into `t`'s stream. The opener
  * calls this once, right after cs_log_open. */
 CS_EXPORT void cs_log_put_proc(cs_tstate *t, const cs_proc_info *info);
+
+/* Record that child process `pid` ended with `code` (an exit status, or
+ * minus the signal that killed it), as its parent saw it. */
+CS_EXPORT void cs_log_put_child_exit(cs_tstate *t, uint64_t pid, int64_t code);
 
 /* Release the lock of a log closed by cs_log_close(), once the caller has
  * ingested it (or decided not to). */

@@ -280,10 +280,11 @@ put_proc_record(cs_tstate *t, const cs_proc_info *info)
     cs_buf b;
     cs_buf_init(&b);
     uint64_t pid = (uint64_t)getpid(), ppid = (uint64_t)getppid();
-    int64_t rank = info ? info->rank : -1;
+    int64_t rank = info ? info->rank : -1, size = info ? info->size : 0;
     cs_buf_append(&b, &pid, 8);
     cs_buf_append(&b, &ppid, 8);
     cs_buf_append(&b, &rank, 8);
+    cs_buf_append(&b, &size, 8);
     char host[64];
     write_host(host, sizeof host);
     cs_buf_append(&b, host, strlen(host) + 1);
@@ -441,6 +442,12 @@ void
 cs_log_put_proc(cs_tstate *t, const cs_proc_info *info)
 {
     put_proc_record(t, info);
+}
+
+void
+cs_log_put_child_exit(cs_tstate *t, uint64_t pid, int64_t code)
+{
+    cs_log_put_var(t, CS_VAR_CHILD, pid, &code, sizeof code);
 }
 
 const char *

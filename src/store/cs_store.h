@@ -88,6 +88,10 @@ CS_EXPORT int cs_run_sync(const char *rundir, cs_sync_result *out /* OUT */);
  * records nothing is still a valid, empty run. */
 CS_EXPORT int cs_run_describe(const char *rundir, const char *command, const char *cwd);
 
+/* Record in run.db of `rundir` that child `pid` of this process ended
+ * with exit code `code` (>= 0) or by signal -`code`. */
+CS_EXPORT int cs_run_record_exit(const char *rundir, int64_t pid, int64_t code);
+
 /* Ingest the calling process's own closed log, whose lock it holds. */
 CS_EXPORT int cs_run_ingest_own(const char *rundir, const char *logpath,
                                 cs_ingest_result *out /* OUT */);

@@ -146,6 +146,8 @@ typedef struct ing {
     err_row *errs;
     size_t en, ecap;
     int64_t process_id;
+    int64_t pid;    /* of the process whose log this is */
+    char host[64];
     int64_t next_id;
     int64_t *func_map; /* local function id -> functions.id */
     size_t func_cap;
@@ -198,7 +200,7 @@ collect_var(void *ctx, const cs_event *ev)
 {
     ing *g = ctx;
     if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
-        ev->var_kind != CS_VAR_FUNC)
+        ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD)
         return CS_OK;
     if (g->vn == g->vcap) {
         size_t cap = g->vcap ? g->vcap * 2 : 64;
@@ -251,15 +253,16 @@ insert_process(ing *g, const cs_scan_info *info, const char *logname, const char
             break;
         }
     const cs_log_header *h = &info->header;
-    int64_t rank = -1;
+    int64_t rank = -1, size = 0;
     const char *host = h->host, *name = "", *cwd = "";
     cs_buf argv, cmd;
     cs_buf_init(&argv);
     cs_buf_init(&cmd);
     cs_buf_puts(&argv, "[");
-    if (proc && proc->len >= 24) {
+    if (proc && proc->len >= 32) {
         memcpy(&rank, proc->body + 16, 8);
-        size_t pos = 24;
+        memcpy(&size, proc->body + 24, 8);
+        size_t pos = 32;
         host = next_str(proc->body, proc->len, &pos);
         name = next_str(proc->body, proc->len, &pos);
         cwd = next_str(proc->body, proc->len, &pos);
@@ -280,7 +283,7 @@ insert_process(ing *g, const cs_scan_info *info, const char *logname, const char
     sqlite3_stmt *st = NULL;
     const char *sql = "INSERT INTO processes(pid, ppid, host, rank, name, argv, cwd,"
                       " start_wall_ns, start_mono_ns, end_mono_ns, state, log, records,"
-                      " bad_records, command) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                      " bad_records, command, size) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     int src = sqlite3_prepare_v2(g->s->db, sql, -1, &st, NULL);
     if (src != SQLITE_OK || argv.failed || cmd.failed) {
         rc = src != SQLITE_OK ? sqlerr(g, src) : CS_ENOMEM;
@@ -297,16 +300,21 @@ insert_process(ing *g, const cs_scan_info *info, const char *logname, const char
     sqlite3_bind_int64(st, 8, (int64_t)h->start_wall_ns);
     sqlite3_bind_int64(st, 9, (int64_t)h->start_mono_ns);
     sqlite3_bind_int64(st, 10, (int64_t)(info->last_ts ? info->last_ts : h->start_mono_ns));
-    bind_text(st, 11, recovered || !info->clean_end ? "recovered" : "complete");
+    /* a log its writer did not close: killed, crashed, or os._exit */
+    bind_text(st, 11, recovered || !info->clean_end ? "killed" : "complete");
     bind_text(st, 12, logname);
     sqlite3_bind_int64(st, 13, (int64_t)info->records);
     sqlite3_bind_int64(st, 14, (int64_t)info->bad_records);
     bind_text(st, 15, cmd.data ? cmd.data : "");
+    if (size > 0)
+        sqlite3_bind_int64(st, 16, size);
     if ((src = sqlite3_step(st)) != SQLITE_DONE) {
         rc = sqlerr(g, src);
         goto out;
     }
     g->process_id = sqlite3_last_insert_rowid(g->s->db);
+    g->pid = (int64_t)h->pid;
+    snprintf(g->host, sizeof g->host, "%s", host);
     /* The run is described by its first process: the one that started
      * first among those stored, unless `callscope run` described it. */
     sqlite3_finalize(st);
@@ -368,6 +376,35 @@ function_row(ing *g, const char *kind, const char *module, const char *qualname,
     return CS_OK;
 }
 
+/* A child's end as its parent saw it; the exits table is keyed by the
+ * parent, so the row does not depend on the child's own log. */
+static int
+record_exit(ing *g, uint64_t pid, const char *body)
+{
+    int64_t code;
+    memcpy(&code, body, 8);
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT OR REPLACE INTO exits(host, ppid, pid, exit_code, signal)"
+                                 " VALUES(?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        bind_text(st, 1, g->host);
+        sqlite3_bind_int64(st, 2, g->pid);
+        sqlite3_bind_int64(st, 3, (int64_t)pid);
+        if (code >= 0) {
+            sqlite3_bind_int64(st, 4, code);
+            sqlite3_bind_null(st, 5);
+        } else {
+            sqlite3_bind_null(st, 4);
+            sqlite3_bind_int64(st, 5, -code);
+        }
+        src = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+}
+
 static int
 insert_defs(ing *g)
 {
@@ -397,6 +434,8 @@ insert_defs(ing *g)
                 rc = sqlerr(g, src);
             else
                 g->thread_map[v->aux] = sqlite3_last_insert_rowid(g->s->db);
+        } else if (v->kind == CS_VAR_CHILD && v->len >= 8) {
+            rc = record_exit(g, v->aux, v->body);
         } else if (v->kind == CS_VAR_FUNC && v->len >= 8 && v->aux > 0) {
             if (v->aux < g->func_cap && g->func_map[v->aux])
                 continue; /* defined twice (two threads raced); same facts */

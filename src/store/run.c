@@ -330,7 +330,7 @@ cs_run_summarize(const char *rundir, cs_run_summary *out)
                 db, "SELECT max(start_wall_ns + end_mono_ns - start_mono_ns) FROM processes");
             out->duration_ns = end > out->start_wall_ns ? end - out->start_wall_ns : 0;
             int recovered =
-                scalar(db, "SELECT count(*) FROM processes WHERE state = 'recovered'") > 0;
+                scalar(db, "SELECT count(*) FROM processes WHERE state = 'killed'") > 0;
             if (out->start_wall_ns == 0)
                 out->start_wall_ns = (uint64_t)scalar(db, "SELECT created_ns FROM runs");
             out->state = out->processes == 0 ? CS_RUN_EMPTY
@@ -381,6 +381,43 @@ cs_run_describe(const char *rundir, const char *command, const char *cwd)
         sqlite3_bind_int64(st, 2, (int64_t)cs_clock_wall_ns());
         sqlite3_bind_text(st, 3, command, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 4, cwd ? cwd : "", -1, SQLITE_TRANSIENT);
+        src = sqlite3_step(st);
+    }
+    if (src != SQLITE_DONE) {
+        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
+        rc = CS_EDB;
+    }
+    sqlite3_finalize(st);
+    cs_store_close(s);
+    return rc;
+}
+
+int
+cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
+{
+    cs_store *s = NULL;
+    int rc = open_run_db(rundir, &s);
+    if (rc != CS_OK)
+        return rc;
+    char host[64] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        snprintf(host, sizeof host, "unknown");
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(s->db,
+                                 "INSERT OR REPLACE INTO exits(host, ppid, pid, exit_code, signal)"
+                                 " VALUES(?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, host, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, (int64_t)getpid());
+        sqlite3_bind_int64(st, 3, pid);
+        if (code >= 0) {
+            sqlite3_bind_int64(st, 4, code);
+            sqlite3_bind_null(st, 5);
+        } else {
+            sqlite3_bind_null(st, 4);
+            sqlite3_bind_int64(st, 5, -code);
+        }
         src = sqlite3_step(st);
     }
     if (src != SQLITE_DONE) {

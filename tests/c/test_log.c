@@ -179,7 +179,7 @@ test_log_crash_kill9(void)
     ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls WHERE status = 'unfinished'"
                               " AND end_ns IS NULL"),
               1);
-    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes WHERE state = 'recovered'"), 1);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM processes WHERE state = 'killed'"), 1);
     cs__free(db);
     log = find_log(dir);
     ASSERT_TRUE(log == NULL); /* ingested logs are removed */

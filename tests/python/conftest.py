@@ -20,6 +20,8 @@ def root(tmp_path, monkeypatch):
     _callscope._reset()
     yield r
     _callscope._reset()
+    # a run this process created exported itself for its children
+    os.environ.pop("CALLSCOPE_RUN_DIR", None)
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def finish(root):
 def _env(root, extra=None):
     env = dict(os.environ)
     env["CALLSCOPE_DIR"] = str(root)
-    env.pop("CALLSCOPE_RUN_DIR", None)
+    env["CALLSCOPE_RUN_DIR"] = ""  # a run of its own, not this process's
     if extra:
         env.update(extra)
     return env

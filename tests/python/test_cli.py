@@ -176,7 +176,7 @@ def _killed_run(tmp_path, root, n=50):
     script.write_text(
         "import os, callscope\n@callscope.monitor\ndef f(i):\n    return i\n"
         f"for i in range({n}):\n    f(i)\nos.kill(os.getpid(), 9)\n")
-    subprocess.run([sys.executable, str(script)], env=dict(os.environ, CALLSCOPE_DIR=str(root)))
+    subprocess.run([sys.executable, str(script)], env=dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR=""))
     (rundir,) = [root / d for d in os.listdir(root) if d != "latest"]
     (log,) = [rundir / f for f in os.listdir(rundir) if f.endswith(".cslog")]
     return rundir, log

@@ -65,7 +65,7 @@ for i in range(10**6):
     with open({str(side)!r}, "w") as f:
         f.write(str(n))
 """)
-    env = dict(os.environ, CALLSCOPE_DIR=str(root))
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
     p = subprocess.run([sys.executable, str(script)], env=env, timeout=120)
     assert p.returncode == -signal.SIGKILL
     returned = int(side.read_text())
@@ -100,7 +100,7 @@ while True:
         f.write(str(n))
     os.replace({str(side)!r} + ".tmp", {str(side)!r})
 """)
-    env = dict(os.environ, CALLSCOPE_DIR=str(root))
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
     proc = subprocess.Popen([sys.executable, str(script)], env=env)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -235,7 +235,13 @@ def test_multiprocessing_workers_close_their_logs(run_py, root, tmp_path):
     """)
     run = callscope.load(root=root)
     assert run.sql("SELECT count(*) FROM calls") == [(3,)]
-    assert run.sql("SELECT count(*), sum(state = 'complete') FROM processes") == [(3, 3)]
+    # the three workers and the parent, which recorded how they ended
+    procs = run.processes()
+    assert len(procs) == 4 and all(p.state == "complete" for p in procs)
+    workers = [p for p in procs if p.calls == 1]
+    assert len(workers) == 3
+    assert all(p.exit_code == 0 and p.signal is None for p in workers)
+    assert all(p.name.startswith("ForkProcess-") for p in workers)
     assert run.info()["state"] == "complete"
 
 
