@@ -173,11 +173,20 @@ class Run:
             params.append(p)
         return self.sql(q + " ORDER BY c.id", params)
 
-    def stats(self, filter=None, sort="total", limit=0, pid=0):
+    def stats(self, filter=None, sort="total", limit=0, pid=0, by=None):
         """Per function: calls, errors, total, self, min, mean, p50, p95, max
-        and CPU time, in ns -- the numbers of ``callscope top``."""
+        and CPU time, in ns -- the numbers of ``callscope top``.
+
+        With ``by="rank"`` or ``by="process"``: per function, the calls and
+        time of each rank (or process) in ``per_group``, their min, mean and
+        max over all ranks of the run, and the imbalance (max / mean time)
+        -- the numbers of ``callscope top --by``."""
         if not os.path.exists(self.db_path):
             return []
+        if by is not None:
+            if pid:
+                raise ValueError("pid= and by= do not combine")
+            return _callscope._stats_by(self.db_path, by, filter, sort, limit)
         return _callscope._stats(self.db_path, filter, sort, limit, pid)
 
     def info(self):

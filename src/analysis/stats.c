@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const sort_names[] = {"total", "self", "calls", "mean", "max",
-                                         "p95",   "cpu",  "errors", "name"};
+static const char *const sort_names[] = {"total", "self",   "calls", "mean",     "max",
+                                         "p95",   "cpu",    "errors", "name", "imbalance"};
 
 int
 cs_sort_parse(const char *name, cs_sort *out)
@@ -26,7 +26,7 @@ cs_sort_parse(const char *name, cs_sort *out)
 const char *
 cs_sort_names(void)
 {
-    return "total, self, calls, mean, max, p95, cpu, errors, name";
+    return "total, self, calls, mean, max, p95, cpu, errors, name, imbalance";
 }
 
 int
@@ -84,6 +84,9 @@ key_cmp(const void *a, const void *b, void *ctx)
         break;
     case CS_SORT_ERRORS:
         kx = (double)x->errors, ky = (double)y->errors;
+        break;
+    case CS_SORT_IMBALANCE:
+        kx = (double)x->total_ns, ky = (double)y->total_ns;
         break;
     }
     if (kx != ky)

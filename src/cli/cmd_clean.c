@@ -1,6 +1,7 @@
 /* cmd_clean.c -- `callscope clean`: delete old runs, never a running one. */
 #include "cli.h"
 
+#include <dirent.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,25 @@ const char cs_usage_clean[] =
     "  --dry-run        only list what would be deleted\n"
     "  -d, --dir ROOT   root of the run directories\n"
     "  -h, --help       show this help\n";
+
+/* Remove `.job-*` links (see cs_run_create_job) to runs that are gone. */
+static void
+drop_stale_job_links(const char *root)
+{
+    DIR *d = opendir(root);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".job-", 5) != 0)
+            continue;
+        char *p = cs__path_join(root, e->d_name);
+        if (p && !cs__is_dir(p))
+            unlink(p);
+        cs__free(p);
+    }
+    closedir(d);
+}
 
 /* Point `latest` at the newest run left (dirs[i] is NULL once deleted). */
 static void
@@ -139,6 +159,7 @@ cs_cmd_clean(int argc, char **argv)
         dirs[i] = NULL;
     }
     repoint_latest(root, dirs, n);
+    drop_stale_job_links(root);
     printf("deleted %zu run(s), %s\n", count, cs_fmt_bytes(bytes, sz, sizeof sz));
 out:
     cs__free(victim);

@@ -117,8 +117,11 @@ cs_cmd_run(int argc, char **argv)
             *dot = '\0';
         name = stem;
     }
-    char *rundir = NULL;
-    int rc = cs_run_create(root, name, &rundir);
+    char *rundir = NULL, job[128];
+    /* under mpirun or srun, every rank's callscope run joins one run */
+    int in_job = cs_run_job_id(job, sizeof job);
+    int rc = in_job ? cs_run_create_job(root, name, job, &rundir)
+                    : cs_run_create(root, name, &rundir);
     if (rc != CS_OK)
         return cli_error(CS_EXIT_FAIL, "run: cannot create a run under %s: %s", root,
                          cs_strerror(rc));

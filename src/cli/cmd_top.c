@@ -16,6 +16,10 @@ const char cs_usage_top[] =
     "  -f, --filter PAT    only functions whose module.qualname matches PAT\n"
     "                      (a glob with * ? [ ], else a substring)\n"
     "  -p, --pid PID       only calls made by process PID\n"
+    "  -b, --by rank|process\n"
+    "                      one row per function across MPI ranks or processes:\n"
+    "                      calls and time per rank (min, mean, max over all of\n"
+    "                      them) and the imbalance, max / mean time\n"
     "  -d, --dir ROOT      root of the run directories\n"
     "  -h, --help          show this help\n";
 
@@ -24,6 +28,39 @@ ns_cell(FILE *f, uint64_t ns, int has)
 {
     char b[32];
     fprintf(f, " %9s", has ? cs_fmt_ns(ns, b, sizeof b) : "-");
+}
+
+static int
+print_by(const char *dir, const char *dbp, cs_store *s, const cs_stats_query *q, cs_group_by by)
+{
+    cs_groups g;
+    int src = cs_stats_by(s, q, by, &g);
+    if (src != CS_OK)
+        return cli_error(CS_EXIT_FAIL, "%s: cannot read calls: %s", dbp,
+                         src == CS_ENOTDB ? "database is damaged" : sqlite3_errmsg(cs_store_db(s)));
+    const char *unit = by == CS_BY_RANK ? "ranks" : "procs";
+    printf("run %s\n", dir);
+    printf("%s:", by == CS_BY_RANK ? "ranks" : "processes");
+    for (size_t i = 0; i < g.n && i < 16; i++)
+        printf(" %s", g.v[i].label);
+    printf("%s\n", g.n > 16 ? " ..." : "");
+    printf("%-40s %6s %8s %8s %8s %8s %9s %9s %9s %9s\n", "function", unit, "calls", "min",
+           "mean", "max", "min time", "mean time", "max time", "imbalance");
+    for (size_t i = 0; i < g.nf; i++) {
+        const cs_gstat *f = &g.f[i];
+        char p[32], a[32], b[32], c[32];
+        snprintf(p, sizeof p, "%zu/%zu", f->present, g.n);
+        cli_cell(stdout, f->name, 40, 1);
+        printf(" %6s %8llu %8.0f %8.1f %8.0f %9s %9s %9s %9.2f\n", p,
+               (unsigned long long)f->calls, f->calls_min, f->calls_mean, f->calls_max,
+               cs_fmt_ns((uint64_t)f->total_min, a, sizeof a),
+               cs_fmt_ns((uint64_t)f->total_mean, b, sizeof b),
+               cs_fmt_ns((uint64_t)f->total_max, c, sizeof c), f->imbalance);
+    }
+    if (g.nf == 0)
+        printf("(no functions%s%s)\n", q->filter ? " match " : "", q->filter ? q->filter : "");
+    cs_groups_free(&g);
+    return CS_EXIT_OK;
 }
 
 int
@@ -35,14 +72,22 @@ cs_cmd_top(int argc, char **argv)
         {"sort", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
         {"filter", required_argument, NULL, 'f'}, {"pid", required_argument, NULL, 'p'},
         {"dir", required_argument, NULL, 'd'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"by", required_argument, NULL, 'b'},   {NULL, 0, NULL, 0},
     };
+    int by_set = 0;
+    cs_group_by by = CS_BY_RANK;
     optind = 1;
     opterr = 0;
     int c;
     size_t v;
-    while ((c = getopt_long(argc, argv, ":s:n:f:p:d:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:n:f:p:d:hb:", opts, NULL)) != -1) {
         switch (c) {
+        case 'b':
+            if (cs_group_parse(optarg, &by) != CS_OK)
+                return cli_error(CS_EXIT_USAGE, "top: --by takes rank or process, not '%s'",
+                                 optarg);
+            by_set = 1;
+            break;
         case 's':
             if (cs_sort_parse(optarg, &q.sort) != CS_OK)
                 return cli_error(CS_EXIT_USAGE, "top: unknown sort key '%s' (use one of: %s)",
@@ -92,6 +137,10 @@ cs_cmd_top(int argc, char **argv)
     }
     if (src != CS_OK) {
         rc = cli_error(CS_EXIT_FAIL, "%s", cs_store_last_error());
+        goto out;
+    }
+    if (by_set) {
+        rc = print_by(dir, dbp, s, &q, by);
         goto out;
     }
     if ((src = cs_stats(s, &q, &st, &n)) != CS_OK) {

@@ -181,6 +181,69 @@ py_stats(PyObject *mod, PyObject *args, PyObject *kw)
 }
 
 static PyObject *
+py_stats_by(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"db", "by", "filter", "sort", "limit", NULL};
+    const char *db, *byname, *filter = NULL, *sort = "total";
+    Py_ssize_t limit = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|zsn:_stats_by", kwlist, &db, &byname, &filter,
+                                     &sort, &limit))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    cs_group_by by;
+    if (cs_group_parse(byname, &by) != CS_OK)
+        return PyErr_Format(PyExc_ValueError, "by must be 'rank' or 'process', not '%s'", byname);
+    cs_stats_query q = {.filter = filter, .limit = limit > 0 ? (size_t)limit : 0};
+    if (cs_sort_parse(sort, &q.sort) != CS_OK)
+        return PyErr_Format(PyExc_ValueError, "unknown sort key '%s' (use one of: %s)", sort,
+                            cs_sort_names());
+    cs_store *s = NULL;
+    int rc = cs_store_open(db, 0, &s);
+    if (rc != CS_OK)
+        return raise_cs(st, rc, db);
+    cs_groups g;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_stats_by(s, &q, by, &g);
+    Py_END_ALLOW_THREADS
+    cs_store_close(s);
+    if (rc != CS_OK)
+        return raise_cs(st, rc, db);
+    PyObject *list = PyList_New((Py_ssize_t)g.nf);
+    for (size_t i = 0; list && i < g.nf; i++) {
+        const cs_gstat *f = &g.f[i];
+        PyObject *per = PyDict_New();
+        for (size_t k = 0; per && k < g.n; k++) {
+            PyObject *key = by == CS_BY_RANK ? (g.v[k].key >= 0 ? PyLong_FromLongLong(g.v[k].key)
+                                                                : Py_NewRef(Py_None))
+                                             : PyUnicode_FromString(g.v[k].label);
+            PyObject *val = Py_BuildValue("{s:K,s:K}", "calls",
+                                          (unsigned long long)f->group_calls[k], "total_ns",
+                                          (unsigned long long)f->group_total[k]);
+            if (key == NULL || val == NULL || PyDict_SetItem(per, key, val) < 0)
+                Py_CLEAR(per);
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+        }
+        PyObject *d = per ? Py_BuildValue(
+                                "{s:s,s:K,s:n,s:n,s:d,s:d,s:d,s:d,s:d,s:d,s:d,s:N}", "function",
+                                f->name, "calls", (unsigned long long)f->calls, "groups",
+                                (Py_ssize_t)g.n, "present", (Py_ssize_t)f->present, "calls_min",
+                                f->calls_min, "calls_mean", f->calls_mean, "calls_max",
+                                f->calls_max, "total_min_ns", f->total_min, "total_mean_ns",
+                                f->total_mean, "total_max_ns", f->total_max, "imbalance",
+                                f->imbalance, "per_group", per)
+                          : NULL;
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    cs_groups_free(&g);
+    return list;
+}
+
+static PyObject *
 py_index(PyObject *mod, PyObject *args)
 {
     const char *db;
@@ -261,6 +324,7 @@ static PyMethodDef module_methods[] = {
     {"_stats", (PyCFunction)(void (*)(void))py_stats, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_summary", py_summary, METH_VARARGS, NULL},
     {"_index", py_index, METH_VARARGS, NULL},
+    {"_stats_by", (PyCFunction)(void (*)(void))py_stats_by, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_list_runs", py_list_runs, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -17,6 +17,7 @@
 static _Atomic uint32_t next_func_id;
 static int open_failed; /* report once, then stay quiet */
 static int finished;    /* the log was closed at exit: never reopen it */
+static char *settled_dir; /* a run this process created (see choose_run_dir) */
 int rec_in_use;         /* a monitor or span exists in this process */
 
 static void
@@ -201,14 +202,21 @@ choose_run_dir(void)
         dir = env;
     if (dir)
         return cs__strdup(dir);
-    char name[96], *made = NULL;
+    char name[96], job[128], *made = NULL;
     run_name(name, sizeof name);
-    int rc = cs_run_create(cs_run_root_default(), name, &made);
+    /* the processes of a parallel job share one run */
+    int rc = cs_run_job_id(job, sizeof job)
+                 ? cs_run_create_job(cs_run_root_default(), name, job, &made)
+                 : cs_run_reserve(cs_run_root_default(), name, &made);
     if (rc != CS_OK) {
         report("cannot create a run directory", rc);
         return NULL;
     }
     export_run_dir(made);
+    /* remembered so that, if nothing is ever recorded in it, the empty
+     * directory goes away at exit */
+    cs__free(settled_dir);
+    settled_dir = cs__strdup(made);
     return made;
 }
 
@@ -245,6 +253,8 @@ open_log(void)
     if (rc != CS_OK) {
         report("cannot open the event log", rc);
     } else {
+        /* the run has records now: it is the latest */
+        cs_run_point_latest(dir);
         char tname[128];
         thread_name(tname, sizeof tname);
         cs_tstate *t = cs_log_tstate_slow(tname, PyThread_get_thread_ident());
@@ -486,6 +496,11 @@ int
 rec_finish(int quiet)
 {
     finished = 1;
+    if (settled_dir) {
+        rmdir(settled_dir); /* only if still empty: nothing was recorded */
+        cs__free(settled_dir);
+        settled_dir = NULL;
+    }
     if (!cs_log_is_open())
         return CS_OK;
     uint64_t dropped = cs_log_dropped();

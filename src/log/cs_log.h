@@ -164,6 +164,24 @@ CS_EXPORT const char *cs_run_root_default(void);
  * *out receives the path; caller frees with cs__free(). */
 CS_EXPORT int cs_run_create(const char *root, const char *name, char **out /* OUT */);
 
+/* Like cs_run_create, without moving `latest`: for a run settled before
+ * anything is recorded in it. */
+CS_EXPORT int cs_run_reserve(const char *root, const char *name, char **out /* OUT */);
+
+/* Point `latest` beside `rundir` at it. */
+CS_EXPORT void cs_run_point_latest(const char *rundir);
+
+/* The id of the parallel job this process belongs to, from the launcher's
+ * environment (Slurm, PMIx, Open MPI, MPICH/Hydra), written into `buf`.
+ * 0 if there is none. */
+CS_EXPORT int cs_run_job_id(char *buf, size_t n);
+
+/* The run of parallel job `job`: every process of the job calls this and
+ * gets the same directory, created by whichever comes first, without any
+ * communication. `<root>/.job-<job>` records the choice. */
+CS_EXPORT int cs_run_create_job(const char *root, const char *name, const char *job,
+                                char **out /* OUT */);
+
 /* ---- writer ------------------------------------------------------------- */
 
 /* Process facts written into the log. Strings are borrowed for the call. */

@@ -49,8 +49,33 @@ point_latest(const char *root, const char *leaf)
     cs__free(tmp);
 }
 
+void
+cs_run_point_latest(const char *rundir)
+{
+    char *copy = cs__strdup(rundir);
+    if (copy == NULL)
+        return;
+    char *slash = strrchr(copy, '/');
+    if (slash) {
+        *slash = '\0';
+        point_latest(*copy ? copy : "/", slash + 1);
+    } else {
+        point_latest(".", copy);
+    }
+    cs__free(copy);
+}
+
 int
 cs_run_create(const char *root, const char *name, char **out)
+{
+    int rc = cs_run_reserve(root, name, out);
+    if (rc == CS_OK)
+        cs_run_point_latest(*out);
+    return rc;
+}
+
+int
+cs_run_reserve(const char *root, const char *name, char **out)
 {
     *out = NULL;
     int rc = cs_mkdirs(root);
@@ -77,7 +102,6 @@ cs_run_create(const char *root, const char *name, char **out)
         if (path == NULL)
             return CS_ENOMEM;
         if (mkdir(path, 0777) == 0) {
-            point_latest(root, leaf);
             *out = path;
             return CS_OK;
         }
@@ -87,4 +111,75 @@ cs_run_create(const char *root, const char *name, char **out)
             return cs_from_errno(e);
     }
     return CS_EEXIST;
+}
+
+int
+cs_run_job_id(char *buf, size_t n)
+{
+    const char *slurm = getenv("SLURM_JOB_ID");
+    if (slurm && *slurm) {
+        const char *step = getenv("SLURM_STEP_ID");
+        snprintf(buf, n, "slurm%s%s%s", slurm, step && *step ? "." : "", step ? step : "");
+        return 1;
+    }
+    static const char *const vars[] = {"PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid",
+                                       "PMI_KVSNAME"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *s = getenv(vars[i]);
+        if (s && *s) {
+            snprintf(buf, n, "%s", s);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
+cs_run_create_job(const char *root, const char *name, const char *job, char **out)
+{
+    *out = NULL;
+    int rc = cs_mkdirs(root);
+    if (rc != CS_OK)
+        return rc;
+    char tag[128], link[160];
+    sanitize(job, tag, sizeof tag);
+    snprintf(link, sizeof link, ".job-%s", tag);
+    char *claim = cs__path_join(root, link);
+    if (claim == NULL)
+        return CS_ENOMEM;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        char target[256];
+        ssize_t len = readlink(claim, target, sizeof target - 1);
+        if (len > 0) {
+            /* another process of the job chose the run: join it */
+            target[len] = '\0';
+            *out = cs__path_join(root, target);
+            rc = *out ? CS_OK : CS_ENOMEM;
+            if (rc == CS_OK)
+                rc = cs_mkdirs(*out); /* it may have been cleaned meanwhile */
+            break;
+        }
+        char *mine = NULL;
+        char jobname[192];
+        snprintf(jobname, sizeof jobname, "%s-%s", name && *name ? name : "run", tag);
+        if ((rc = cs_run_create(root, jobname, &mine)) != CS_OK)
+            break;
+        const char *leaf = strrchr(mine, '/') + 1;
+        if (symlink(leaf, claim) == 0) {
+            *out = mine;
+            break;
+        }
+        /* lost the race: use the winner's run, drop ours (still empty) */
+        rmdir(mine);
+        cs__free(mine);
+    }
+    cs__free(claim);
+    if (*out == NULL && rc == CS_OK)
+        rc = CS_EEXIST;
+    if (rc == CS_OK) {
+        /* everyone points latest at the job's run */
+        const char *leaf = strrchr(*out, '/');
+        point_latest(root, leaf ? leaf + 1 : *out);
+    }
+    return rc;
 }

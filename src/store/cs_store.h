@@ -85,7 +85,8 @@ CS_EXPORT int cs_run_sync(const char *rundir, cs_sync_result *out /* OUT */);
 
 /* Create run.db in `rundir` before anything runs, describing the run by
  * the `command` the user gave (as `callscope run` does). A run that then
- * records nothing is still a valid, empty run. */
+ * records nothing is still a valid, empty run. The first description
+ * stays (the ranks of a job all describe their shared run). */
 CS_EXPORT int cs_run_describe(const char *rundir, const char *command, const char *cwd);
 
 /* Record in run.db of `rundir` that child `pid` of this process ended

@@ -373,7 +373,7 @@ cs_run_describe(const char *rundir, const char *command, const char *cwd)
     const char *leaf = strrchr(rundir, '/');
     sqlite3_stmt *st = NULL;
     int src = sqlite3_prepare_v2(s->db,
-                                 "INSERT OR REPLACE INTO runs(id, name, created_ns, command, cwd,"
+                                 "INSERT OR IGNORE INTO runs(id, name, created_ns, command, cwd,"
                                  " launcher) VALUES(1, ?, ?, ?, ?, 'cli')",
                                  -1, &st, NULL);
     if (src == SQLITE_OK) {

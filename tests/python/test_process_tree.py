@@ -155,3 +155,33 @@ def test_rank_and_size_from_launcher_environment(run_py, root):
     """, env={"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "8"})
     (p,) = callscope.load(root=root).processes()
     assert (p.rank, p.size) == (3, 8)
+
+
+def test_settled_run_left_empty_disappears(run_py, root):
+    # a subprocess settles the run before anything is recorded; if the
+    # program then records nothing, no empty run is left behind
+    run_py("""
+        import subprocess, callscope
+
+        @callscope.monitor
+        def never_called():
+            pass
+
+        subprocess.run(["true"])
+    """)
+    assert not root.exists() or [d for d in os.listdir(root) if not d.startswith(".")] == []
+
+
+def test_latest_moves_when_the_run_records(run_py, root):
+    run_py("""
+        import subprocess, callscope
+
+        @callscope.monitor
+        def f():
+            return 1
+
+        subprocess.run(["true"])
+        f()
+    """)
+    run = callscope.load(root=root)
+    assert len(run.calls("*f")) == 1
