@@ -113,6 +113,11 @@ rec_put_extras(cs_tstate *t, uint32_t opts, const rec_extra *x)
 /* Close this process's log and ingest it into run.db; then ingest logs
  * of other processes of the run that ended. Reports problems on stderr. */
 int rec_finish(int quiet);
+/* Record how child `pid` ended (exit code, or -signal). Written to the log
+ * if this process records; else kept, and stored at exit only if the run
+ * has anything in it (a child that never joined leaves no trace). */
+void rec_child_exit(uint64_t pid, int64_t code);
+
 /* The rank set with callscope.set_rank(), or -1. */
 extern int64_t rec_manual_rank;
 

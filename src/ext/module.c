@@ -45,14 +45,7 @@ py_child_exit(PyObject *mod, PyObject *args)
     long long pid, code;
     if (!PyArg_ParseTuple(args, "LL:_child_exit", &pid, &code))
         return NULL;
-    /* Only a process that is part of a run records its children's ends:
-     * one that settled no run never opens a log for this. */
-    const char *run = getenv("CALLSCOPE_RUN_DIR");
-    if (!cs_log_is_open() && !(run && *run) && cs_log_inherited_rundir() == NULL)
-        Py_RETURN_NONE;
-    cs_tstate *t = rec_tstate();
-    if (t != NULL)
-        cs_log_put_child_exit(t, (uint64_t)pid, code);
+    rec_child_exit((uint64_t)pid, code);
     Py_RETURN_NONE;
 }
 

@@ -18,6 +18,53 @@ static _Atomic uint32_t next_func_id;
 static int open_failed; /* report once, then stay quiet */
 static int finished;    /* the log was closed at exit: never reopen it */
 static char *settled_dir; /* a run this process created (see choose_run_dir) */
+static struct child_exit {
+    uint64_t pid;
+    int64_t code;
+} *pending_exits; /* seen while this process had no log */
+static size_t n_pending, cap_pending;
+
+void
+rec_child_exit(uint64_t pid, int64_t code)
+{
+    cs_tstate *t = cs_log_tstate();
+    if (t == NULL && cs_log_is_open())
+        t = rec_tstate();
+    if (t != NULL) {
+        cs_log_put_child_exit(t, pid, code);
+        return;
+    }
+    if (n_pending == cap_pending) {
+        size_t cap = cap_pending ? cap_pending * 2 : 8;
+        struct child_exit *v = cs__realloc(pending_exits, cap * sizeof *v);
+        if (v == NULL)
+            return;
+        pending_exits = v;
+        cap_pending = cap;
+    }
+    pending_exits[n_pending].pid = pid;
+    pending_exits[n_pending].code = code;
+    n_pending++;
+}
+
+/* At exit: the children's ends seen before any log was open. */
+static void
+flush_child_exits(void)
+{
+    if (n_pending == 0)
+        return;
+    cs_tstate *t = cs_log_tstate();
+    const char *dir = getenv("CALLSCOPE_RUN_DIR");
+    for (size_t i = 0; i < n_pending; i++) {
+        if (t != NULL)
+            cs_log_put_child_exit(t, pending_exits[i].pid, pending_exits[i].code);
+        else if (dir && *dir && cs__is_dir(dir))
+            cs_run_record_exit(dir, (int64_t)pending_exits[i].pid, pending_exits[i].code);
+    }
+    cs__free(pending_exits);
+    pending_exits = NULL;
+    n_pending = cap_pending = 0;
+}
 int rec_in_use;         /* a monitor or span exists in this process */
 
 static void
@@ -501,6 +548,7 @@ rec_finish(int quiet)
         cs__free(settled_dir);
         settled_dir = NULL;
     }
+    flush_child_exits();
     if (!cs_log_is_open())
         return CS_OK;
     uint64_t dropped = cs_log_dropped();
