@@ -172,34 +172,43 @@ run_name(char *out, size_t n)
     }
 }
 
+/* `module.<fn>().name` when `module` is loaded, into `out`. 1 if
+ * found. Never imports anything, never leaves an error set. */
+static int
+current_name(const char *module, const char *fn, char *out, size_t n)
+{
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *mod = modules ? PyDict_GetItemString(modules, module) : NULL;
+    if (mod == NULL)
+        return 0;
+    PyObject *exc = cs_exc_fetch();
+    PyObject *cur = PyObject_CallMethod(mod, fn, NULL);
+    PyObject *name = cur ? PyObject_GetAttrString(cur, "name") : NULL;
+    const char *s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (s)
+        snprintf(out, n, "%s", s);
+    Py_XDECREF(name);
+    Py_XDECREF(cur);
+    PyErr_Clear();
+    cs_exc_restore(exc);
+    return s != NULL;
+}
+
+/* The name of the current thread, without importing threading. */
+static void
+thread_name(char *out, size_t n)
+{
+    if (!current_name("threading", "current_thread", out, n))
+        snprintf(out, n, "Thread-%lu", PyThread_get_thread_ident());
+}
+
 /* The process's name: multiprocessing's (MainProcess, ForkPoolWorker-3,
- * ...) when multiprocessing is loaded, else the kernel's. */
+ * ...) when multiprocessing is loaded, else "python". */
 static void
 proc_comm(char *out, size_t n)
 {
-    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
-    PyObject *mp = modules ? PyDict_GetItemString(modules, "multiprocessing.process") : NULL;
-    if (mp) {
-        PyObject *exc = cs_exc_fetch();
-        PyObject *cur = PyObject_CallMethod(mp, "current_process", NULL);
-        PyObject *name = cur ? PyObject_GetAttrString(cur, "name") : NULL;
-        const char *s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
-        if (s)
-            snprintf(out, n, "%s", s);
-        Py_XDECREF(name);
-        Py_XDECREF(cur);
-        PyErr_Clear();
-        cs_exc_restore(exc);
-        if (s)
-            return;
-    }
-    snprintf(out, n, "python");
-    FILE *f = fopen("/proc/self/comm", "r");
-    if (f) {
-        if (fgets(out, (int)n, f))
-            out[strcspn(out, "\n")] = '\0';
-        fclose(f);
-    }
+    if (!current_name("multiprocessing.process", "current_process", out, n))
+        snprintf(out, n, "python");
 }
 
 static void
@@ -215,7 +224,6 @@ report(const char *what, int rc)
     cs_exc_restore(exc);
 }
 
-static void thread_name(char *out, size_t n);
 
 /* Make `dir` the run of this process tree: children, forked or started
  * later, find it in $CALLSCOPE_RUN_DIR and record into the same run. */
@@ -311,27 +319,6 @@ open_log(void)
     cs_buf_free(&argv);
     cs__free(dir);
     return rc;
-}
-
-/* The name of the current thread, without importing threading. */
-static void
-thread_name(char *out, size_t n)
-{
-    snprintf(out, n, "Thread-%lu", PyThread_get_thread_ident());
-    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
-    PyObject *threading = modules ? PyDict_GetItemString(modules, "threading") : NULL;
-    if (threading == NULL)
-        return;
-    PyObject *exc = cs_exc_fetch();
-    PyObject *cur = PyObject_CallMethod(threading, "current_thread", NULL);
-    PyObject *name = cur ? PyObject_GetAttrString(cur, "name") : NULL;
-    const char *s = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
-    if (s)
-        snprintf(out, n, "%s", s);
-    Py_XDECREF(name);
-    Py_XDECREF(cur);
-    PyErr_Clear();
-    cs_exc_restore(exc);
 }
 
 cs_tstate *

@@ -383,25 +383,7 @@ record_exit(ing *g, uint64_t pid, const char *body)
 {
     int64_t code;
     memcpy(&code, body, 8);
-    sqlite3_stmt *st = NULL;
-    int src = sqlite3_prepare_v2(g->s->db,
-                                 "INSERT OR REPLACE INTO exits(host, ppid, pid, exit_code, signal)"
-                                 " VALUES(?,?,?,?,?)",
-                                 -1, &st, NULL);
-    if (src == SQLITE_OK) {
-        bind_text(st, 1, g->host);
-        sqlite3_bind_int64(st, 2, g->pid);
-        sqlite3_bind_int64(st, 3, (int64_t)pid);
-        if (code >= 0) {
-            sqlite3_bind_int64(st, 4, code);
-            sqlite3_bind_null(st, 5);
-        } else {
-            sqlite3_bind_null(st, 4);
-            sqlite3_bind_int64(st, 5, -code);
-        }
-        src = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
+    int src = cs__store_put_exit(g->s->db, g->host, g->pid, (int64_t)pid, code);
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 

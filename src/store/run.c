@@ -393,23 +393,16 @@ cs_run_describe(const char *rundir, const char *command, const char *cwd)
 }
 
 int
-cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
+cs__store_put_exit(sqlite3 *db, const char *host, int64_t ppid, int64_t pid, int64_t code)
 {
-    cs_store *s = NULL;
-    int rc = open_run_db(rundir, &s);
-    if (rc != CS_OK)
-        return rc;
-    char host[64] = "";
-    if (gethostname(host, sizeof host - 1) != 0)
-        snprintf(host, sizeof host, "unknown");
     sqlite3_stmt *st = NULL;
-    int src = sqlite3_prepare_v2(s->db,
+    int src = sqlite3_prepare_v2(db,
                                  "INSERT OR REPLACE INTO exits(host, ppid, pid, exit_code, signal)"
                                  " VALUES(?,?,?,?,?)",
                                  -1, &st, NULL);
     if (src == SQLITE_OK) {
         sqlite3_bind_text(st, 1, host, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 2, (int64_t)getpid());
+        sqlite3_bind_int64(st, 2, ppid);
         sqlite3_bind_int64(st, 3, pid);
         if (code >= 0) {
             sqlite3_bind_int64(st, 4, code);
@@ -420,11 +413,24 @@ cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
         }
         src = sqlite3_step(st);
     }
-    if (src != SQLITE_DONE) {
+    sqlite3_finalize(st);
+    return src;
+}
+
+int
+cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
+{
+    cs_store *s = NULL;
+    int rc = open_run_db(rundir, &s);
+    if (rc != CS_OK)
+        return rc;
+    char host[64] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        snprintf(host, sizeof host, "unknown");
+    if (cs__store_put_exit(s->db, host, (int64_t)getpid(), pid, code) != SQLITE_DONE) {
         cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
         rc = CS_EDB;
     }
-    sqlite3_finalize(st);
     cs_store_close(s);
     return rc;
 }

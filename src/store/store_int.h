@@ -11,5 +11,8 @@ struct cs_store {
 
 void cs__store_seterr(const char *fmt, const char *a, const char *b);
 int cs__store_exec(cs_store *s, const char *sql);
+/* Insert or replace the exits row of child `pid` of (`host`, `ppid`):
+ * `code` >= 0 is an exit code, < 0 minus a signal. Returns an SQLite code. */
+int cs__store_put_exit(sqlite3 *db, const char *host, int64_t ppid, int64_t pid, int64_t code);
 
 #endif
