@@ -108,6 +108,11 @@ CS_EXPORT uint64_t cs_clock_thread_cpu_ns(void);
  * NULL. On failure both outputs are 0. */
 CS_EXPORT int cs_mem_rss(uint64_t *rss /* OUT */, uint64_t *peak /* OUT */);
 
+/* ---- host ---------------------------------------------------------------- */
+/* The name of this host, as runs record it: $CALLSCOPE_HOSTNAME if set
+ * (containers whose hostnames repeat, tests), else gethostname(). */
+CS_EXPORT void cs_hostname(char *out, size_t n);
+
 /* ---- files -------------------------------------------------------------- */
 /* Create `path` and its missing parents with mode 0777 & ~umask. */
 CS_EXPORT int cs_mkdirs(const char *path);

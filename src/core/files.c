@@ -219,3 +219,16 @@ cs_fmt_bytes(uint64_t b, char *out, size_t n)
         snprintf(out, n, "%.2fGiB", b / (1024.0 * 1024.0 * 1024.0));
     return out;
 }
+
+void
+cs_hostname(char *out, size_t n)
+{
+    const char *env = getenv("CALLSCOPE_HOSTNAME");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return;
+    }
+    memset(out, 0, n);
+    if (gethostname(out, n - 1) != 0 || out[0] == '\0')
+        snprintf(out, n, "unknown");
+}

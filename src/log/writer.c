@@ -270,8 +270,7 @@ static void
 write_host(char *dst, size_t n)
 {
     memset(dst, 0, n);
-    if (gethostname(dst, n - 1) != 0)
-        snprintf(dst, n, "unknown");
+    cs_hostname(dst, n);
 }
 
 static void

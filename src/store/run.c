@@ -424,9 +424,8 @@ cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
     int rc = open_run_db(rundir, &s);
     if (rc != CS_OK)
         return rc;
-    char host[64] = "";
-    if (gethostname(host, sizeof host - 1) != 0)
-        snprintf(host, sizeof host, "unknown");
+    char host[64];
+    cs_hostname(host, sizeof host);
     if (cs__store_put_exit(s->db, host, (int64_t)getpid(), pid, code) != SQLITE_DONE) {
         cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
         rc = CS_EDB;

@@ -5,7 +5,9 @@
 #include "cs_log.h"
 #include "cs_store.h"
 
+#include <stddef.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void
@@ -199,4 +201,76 @@ test_run_resolve(void)
     ASSERT_EQ(s.state, CS_RUN_COMPLETE);
     cs_run_summary_free(&s);
     cs__free(dir);
+}
+
+/* Write a log of `n` calls as host `host` in a child process; return its
+ * path (caller frees). */
+static char *
+log_as_host(const char *dir, const char *host, int n)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("CALLSCOPE_HOSTNAME", host, 1);
+        cs_tstate *t = th_open_log(dir);
+        if (t == NULL)
+            _exit(2);
+        def_func(t, 1, "m", host);
+        for (int i = 0; i < n; i++) {
+            uint64_t s = cs_log_enter(t, 1, 0, cs_clock_mono_ns());
+            cs_log_exit(t, s, CS_STATUS_OK, cs_clock_mono_ns());
+        }
+        char *path = NULL;
+        cs_log_close(&path); /* closed, not ingested: left for the merge */
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s/%s-*.cslog", dir, host);
+    FILE *p = popen(cmd, "r");
+    char line[400] = "";
+    if (p) {
+        if (fgets(line, sizeof line, p) == NULL)
+            line[0] = '\0';
+        pclose(p);
+    }
+    line[strcspn(line, "\n")] = '\0';
+    return line[0] ? cs__strdup(line) : NULL;
+}
+
+void
+test_store_same_pid_two_hosts(void)
+{
+    const char *dir = test_tmpdir();
+    char *a = log_as_host(dir, "node1", 3);
+    char *b = log_as_host(dir, "node2", 5);
+    ASSERT_TRUE(a != NULL && b != NULL);
+    /* give the second log the first one's pid, as on another host */
+    cs_log_header ha, hb;
+    ASSERT_OK(cs_log_read_header(a, &ha));
+    ASSERT_OK(cs_log_read_header(b, &hb));
+    hb.pid = ha.pid;
+    hb.check = cs_log_hash64(&hb, offsetof(cs_log_header, check));
+    FILE *f = fopen(b, "r+b");
+    ASSERT_TRUE(f != NULL);
+    ASSERT_EQ(fwrite(&hb, 1, offsetof(cs_log_header, end_mono_ns), f),
+              offsetof(cs_log_header, end_mono_ns));
+    fclose(f);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.ingested, 2);
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM processes WHERE pid = %llu",
+             (unsigned long long)ha.pid);
+    ASSERT_EQ(test_db_int(db, sql), 2);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
+                              " JOIN processes p ON p.id = t.process WHERE p.host = 'node1'"),
+              3);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
+                              " JOIN processes p ON p.id = t.process WHERE p.host = 'node2'"),
+              5);
+    cs__free(db);
+    cs__free(a);
+    cs__free(b);
 }
