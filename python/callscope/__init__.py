@@ -17,13 +17,15 @@ this package is the thin layer users import.
 import atexit as _atexit
 import functools as _functools
 
-from . import _callscope, _procs
+from . import _callscope, _procs, _trace
 from ._callscope import CallscopeError, run_dir, set_rank, span
 from ._run import Call, Function, Process, Run, load
+from ._trace import trace, tracing, untrace
 
 __version__ = "0.1.0"
 __all__ = [
     "monitor", "span", "load", "Run", "Call", "Function", "Process", "CallscopeError", "run_dir", "set_rank",
+    "trace", "tracing", "untrace",
 ]
 
 _CO_COROUTINE = 0x80
@@ -65,3 +67,4 @@ _atexit.register(_callscope._finish)
 
 
 _procs.install()
+_trace._from_environment()

@@ -9,6 +9,9 @@ import callscope  # noqa: F401  (registers the exit handler that stores the run)
 
 
 def main(argv):
+    if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
+        sys.exit("callscope: error: run: -t/--module need Python 3.12 or newer in this version"
+                 " (use @callscope.monitor on 3.10 and 3.11)")
     if len(argv) >= 2 and argv[0] == "-m":
         sys.argv = [argv[1]] + argv[2:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)

@@ -2,6 +2,7 @@
  * a new run, wait for it, recover whatever it left, and say where the run
  * is. The child's exit status becomes ours. */
 #include "cli.h"
+#include "cs_select.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -23,6 +24,14 @@ const char cs_usage_run[] =
     "  -n, --name NAME  name of the run (default: the script or module)\n"
     "  --python PATH    the Python to use (default $CALLSCOPE_PYTHON, else the\n"
     "                   python beside this tool, else python3 on PATH)\n"
+    "  -t, --trace PAT  record the functions PAT names, in any code: a qualified\n"
+    "                   name module.Class.method with globs (mypkg.solver.*), a\n"
+    "                   dotted tail (JSONDecoder.raw_decode) or a bare name (step);\n"
+    "                   repeat it for more (Python 3.12+)\n"
+    "  --module MOD     record every function of MOD and its submodules\n"
+    "  --exclude PAT    leave the functions PAT names out\n"
+    "  --cpu            with -t/--module: also record each call's CPU time\n"
+    "  --memory         with -t/--module: also record memory\n"
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
@@ -69,13 +78,41 @@ cs_cmd_run(int argc, char **argv)
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},    {"name", required_argument, NULL, 'n'},
         {"python", required_argument, NULL, 'P'}, {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"trace", required_argument, NULL, 't'},
+        {"module", required_argument, NULL, 'M'}, {"exclude", required_argument, NULL, 'X'},
+        {"cpu", no_argument, NULL, 'C'},          {"memory", no_argument, NULL, 'R'},
+        {NULL, 0, NULL, 0},
     };
+    /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
+    cs_buf sel;
+    cs_buf_init(&sel);
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "+:m:d:n:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:m:d:n:qht:", opts, NULL)) != -1) {
         switch (c) {
+        case 't':
+        case 'M':
+        case 'X': {
+            char why[128];
+            cs_select *check = NULL;
+            int kind = c == 't' ? CS_SEL_TRACE : c == 'M' ? CS_SEL_MODULE : CS_SEL_EXCLUDE;
+            int bad = cs_select_new(&check) != CS_OK ||
+                      cs_select_add(check, kind, optarg, why) != CS_OK;
+            cs_select_free(check);
+            if (bad) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: %s: %s",
+                                 c == 't' ? "--trace" : c == 'M' ? "--module" : "--exclude", why);
+            }
+            cs_buf_printf(&sel, "%s%c:%s", sel.len ? "\n" : "",
+                          c == 't' ? 't' : c == 'M' ? 'm' : 'x', optarg);
+            break;
+        }
+        case 'C':
+        case 'R':
+            cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "", c == 'C' ? "cpu" : "memory");
+            break;
         case 'm':
             module = optarg;
             break;
@@ -162,6 +199,10 @@ cs_cmd_run(int argc, char **argv)
     cargv[k] = NULL;
 
     setenv("CALLSCOPE_RUN_DIR", rundir, 1);
+    if (sel.len)
+        setenv("CALLSCOPE_TRACE", sel.data, 1);
+    else
+        unsetenv("CALLSCOPE_TRACE");
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -207,6 +248,7 @@ cs_cmd_run(int argc, char **argv)
         cs_run_summary_free(&s);
     }
 out:
+    cs_buf_free(&sel);
     cs__free(cargv);
     cs__free(py);
     cs__free(rundir);

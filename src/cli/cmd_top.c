@@ -11,7 +11,7 @@ const char cs_usage_top[] =
     "self, mean, p50, p95 and max wall time, and CPU time.\n\n"
     "options:\n"
     "  -s, --sort KEY      total (default), self, calls, mean, max, p95, cpu,\n"
-    "                      errors or name\n"
+    "                      errors or name; with --by also imbalance\n"
     "  -n, --limit N       show the first N rows (default 30, 0 for all)\n"
     "  -f, --filter PAT    only functions whose module.qualname matches PAT\n"
     "                      (a glob with * ? [ ], else a substring)\n"
@@ -121,6 +121,8 @@ cs_cmd_top(int argc, char **argv)
     }
     if (argc - optind > 1)
         return cli_error(CS_EXIT_USAGE, "top: one RUN at most (got %d)", argc - optind);
+    if (by_set && q.pid)
+        return cli_error(CS_EXIT_USAGE, "top: --pid and --by do not combine");
     char *dir = NULL;
     int rc = cli_open_run(root, optind < argc ? argv[optind] : NULL, &dir);
     if (rc != CS_EXIT_OK)

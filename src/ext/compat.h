@@ -52,6 +52,9 @@ cs_code_qualname(PyCodeObject *co)
 #endif
 }
 
+/* PEP 669 sys.monitoring: selection without decorators. */
+#define CS_HAVE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
+
 #if PY_VERSION_HEX < 0x030A0000
 #error "callscope needs Python 3.10 or newer"
 #endif

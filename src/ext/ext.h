@@ -16,6 +16,7 @@ typedef struct ext_state {
     PyObject *format_exception; /* traceback.format_exception */
     PyObject *span_ids;         /* dict: (module, qualname, file, line) -> int */
     PyObject *error;            /* callscope.CallscopeError */
+    struct trace_state *trace;  /* trace.c: selection without decorators */
 } ext_state;
 
 /* The state of the module that defined `tp` (borrowed). */
@@ -129,6 +130,15 @@ extern int rec_in_use;
 void rec_init(void);
 /* Finish, then forget everything so recording can start afresh (tests). */
 void rec_reset(void);
+
+/* ---- trace.c -------------------------------------------------------------- */
+/* Module functions: _trace_start(patterns, modules, excludes, cpu, memory),
+ * _trace_stop(), _trace_active(). */
+PyObject *trace_start(PyObject *mod, PyObject *args, PyObject *kw);
+PyObject *trace_stop(PyObject *mod, PyObject *unused);
+PyObject *trace_active(PyObject *mod, PyObject *unused);
+/* Free the tracer (module clear). */
+void trace_free(ext_state *st);
 
 /* ---- asyncwrap.c ---------------------------------------------------------- */
 /* Wrap generator or coroutine `inner` (stolen) produced by monitor `m`. */

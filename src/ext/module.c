@@ -317,6 +317,9 @@ static PyMethodDef module_methods[] = {
     {"_stats", (PyCFunction)(void (*)(void))py_stats, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_summary", py_summary, METH_VARARGS, NULL},
     {"_index", py_index, METH_VARARGS, NULL},
+    {"_trace_start", (PyCFunction)(void (*)(void))trace_start, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_trace_stop", trace_stop, METH_NOARGS, NULL},
+    {"_trace_active", trace_active, METH_NOARGS, NULL},
     {"_stats_by", (PyCFunction)(void (*)(void))py_stats_by, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_list_runs", py_list_runs, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -363,6 +366,7 @@ static int
 module_clear(PyObject *mod)
 {
     ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_free(st);
     Py_CLEAR(st->monitor_type);
     Py_CLEAR(st->span_type);
     Py_CLEAR(st->gencall_type);

@@ -260,18 +260,20 @@ choose_run_dir(void)
     char name[96], job[128], *made = NULL;
     run_name(name, sizeof name);
     /* the processes of a parallel job share one run */
-    int rc = cs_run_job_id(job, sizeof job)
-                 ? cs_run_create_job(cs_run_root_default(), name, job, &made)
-                 : cs_run_reserve(cs_run_root_default(), name, &made);
+    int in_job = cs_run_job_id(job, sizeof job);
+    int rc = in_job ? cs_run_create_job(cs_run_root_default(), name, job, &made)
+                    : cs_run_reserve(cs_run_root_default(), name, &made);
     if (rc != CS_OK) {
         report("cannot create a run directory", rc);
         return NULL;
     }
     export_run_dir(made);
     /* remembered so that, if nothing is ever recorded in it, the empty
-     * directory goes away at exit */
-    cs__free(settled_dir);
-    settled_dir = cs__strdup(made);
+     * directory goes away at exit (a job's run is shared: it stays) */
+    if (!in_job) {
+        cs__free(settled_dir);
+        settled_dir = cs__strdup(made);
+    }
     return made;
 }
 

@@ -79,6 +79,8 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(store_stats)                                                                          \
     X(store_same_pid_two_hosts)                                                             \
     X(run_create_unique)                                                                    \
+    X(select_patterns)                                                                      \
+    X(select_bad_patterns)                                                                  \
     X(run_resolve)
 
 #define DECLARE(name) void test_##name(void);

@@ -95,7 +95,8 @@ def test_two_jobs_never_mix(root, tmp_path):
 def test_killed_rank_and_damaged_log(root, tmp_path):
     (tmp_path / "prog.py").write_text(
         PROG.format(imports="", rank='int(os.environ["OMPI_COMM_WORLD_RANK"])')
-        + "\nif rank == 2:\n    os.kill(os.getpid(), 9)\n")
+        # rank 2 dies last: mpirun would kill ranks still running
+        + "\nif rank == 2:\n    time.sleep(1)\n    os.kill(os.getpid(), 9)\n")
     cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", "4", sys.executable,
            "prog.py"]
     env = {k: v for k, v in os.environ.items()

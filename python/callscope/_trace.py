@@ -1,0 +1,96 @@
+"""Selecting functions by name: ``callscope.trace``, ``untrace`` and
+``tracing``. The matching and the recording are the C engine's; this keeps
+the current selection so calls can add to it and a ``with`` block can
+restore it."""
+import contextlib
+import os
+
+from . import _callscope
+
+# the selection in force: patterns, modules, excludes, and the options
+_current = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
+
+
+def _as_list(value, key):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{key}: expected a string or a list of strings, "
+                        f"not {type(value).__name__}") from None
+    return items
+
+
+def _apply(sel):
+    if sel["patterns"] or sel["modules"]:
+        _callscope._trace_start(sel["patterns"], sel["modules"], sel["excludes"],
+                                sel["cpu"], sel["memory"])
+    else:
+        _callscope._trace_stop()
+    _current.clear()
+    _current.update(sel)
+
+
+def trace(*patterns, module=None, exclude=None, cpu=False, memory=False):
+    """Record every call of the functions that ``patterns`` name, in any
+    code: yours, a library's, the standard library's.
+
+    Patterns are qualified names, ``module.Class.method``, with glob syntax
+    (``"mypkg.solver.*"``); a dotted tail such as ``"JSONDecoder.raw_decode"``
+    matches in any module, and a bare name such as ``"step"`` matches that
+    function name anywhere. ``module`` includes whole modules with their
+    submodules; ``exclude`` leaves patterns out. Calls add to the selection;
+    ``untrace()`` ends it. Functions defined later (late imports, new
+    classes) are found too. Recorded calls are stored like decorated ones.
+
+    Needs Python 3.12 or newer (PEP 669) in this version."""
+    sel = {k: list(v) if isinstance(v, list) else v for k, v in _current.items()}
+    for p in patterns:
+        sel["patterns"].extend(_as_list(p, "trace"))
+    sel["modules"].extend(_as_list(module, "module"))
+    sel["excludes"].extend(_as_list(exclude, "exclude"))
+    sel["cpu"] = sel["cpu"] or bool(cpu)
+    sel["memory"] = sel["memory"] or bool(memory)
+    _apply(sel)
+
+
+def untrace():
+    """Stop recording functions selected by name."""
+    _apply({"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False})
+
+
+@contextlib.contextmanager
+def tracing(*patterns, module=None, exclude=None, cpu=False, memory=False):
+    """``trace(...)`` for the duration of a ``with`` block; the selection
+    in force before is restored after it."""
+    saved = {k: list(v) if isinstance(v, list) else v for k, v in _current.items()}
+    trace(*patterns, module=module, exclude=exclude, cpu=cpu, memory=memory)
+    try:
+        yield
+    finally:
+        _apply(saved)
+
+
+def _from_environment():
+    """Start the selection that ``callscope run -t/--module/--exclude``
+    passes to every Python process of the run."""
+    spec = os.environ.get("CALLSCOPE_TRACE")
+    if not spec:
+        return
+    sel = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
+    keys = {"t": "patterns", "m": "modules", "x": "excludes"}
+    for item in spec.split("\n"):
+        kind, _, value = item.partition(":")
+        if kind in keys and value:
+            sel[keys[kind]].append(value)
+        elif kind == "o" and value in ("cpu", "memory"):
+            sel[value] = True
+    try:
+        _apply(sel)
+    except NotImplementedError as e:
+        import warnings
+
+        warnings.warn(f"callscope: {e}", RuntimeWarning, stacklevel=2)

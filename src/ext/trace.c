@@ -1,0 +1,714 @@
+/* trace.c -- recording functions selected by name, in code nobody
+ * decorated: the standard library, other people's packages.
+ *
+ * Python 3.12+: PEP 669 sys.monitoring. PY_START is on for all code, and
+ * the first call of each code object decides: an unselected one returns
+ * DISABLE and never calls back again, so unselected code runs at full
+ * speed. A selected code object gets PY_RETURN, PY_YIELD and PY_RESUME
+ * switched on for it alone; PY_UNWIND and PY_THROW, which cannot be set
+ * per code object, are filtered by a dictionary lookup.
+ *
+ * A plain call is recorded like a decorated one (ENTER, then EXIT with
+ * the seq's low bits), matched through a per-thread stack. A generator or
+ * coroutine is one call from its first start to its end: its frame object
+ * (stable for the generator's life) names it, and each suspension and
+ * resumption is a MARK. */
+#include "ext.h"
+#include "cs_select.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct trace_state {
+    cs_select *sel;
+    int tool;           /* sys.monitoring tool id in use, -1 when stopped */
+    uint32_t opts;      /* MON_CPU | MON_MEM */
+    PyObject *mon;      /* sys.monitoring */
+    PyObject *disable;  /* sys.monitoring.DISABLE */
+    PyObject *selected; /* dict: code -> (ident, packed func id | def epoch << 32) */
+    PyObject *gens;     /* dict: frame address -> (seq | stream << 40, weakref) */
+    PyObject *gen_refs; /* dict: weakref to a generator -> frame address */
+    PyObject *on_gone;  /* the weakref callback */
+    uint32_t gens_epoch;
+    PyObject *callbacks; /* list of the callback function objects */
+    int local_events;    /* PY_RETURN | PY_YIELD | PY_RESUME */
+} trace_state;
+
+#define CO_GEN_FLAGS (0x20 | 0x80 | 0x100 | 0x200) /* generator, coroutine, async gen */
+
+static int
+add_all(cs_select *sel, int kind, PyObject *seq, const char *key, char *why)
+{
+    if (seq == Py_None)
+        return 0;
+    PyObject *fast = PySequence_Fast(seq, "patterns must be a list of strings");
+    if (fast == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *p = PySequence_Fast_GET_ITEM(fast, i);
+        const char *s = PyUnicode_Check(p) ? PyUnicode_AsUTF8(p) : NULL;
+        if (s == NULL) {
+            Py_DECREF(fast);
+            PyErr_Format(PyExc_TypeError, "%s: patterns must be strings, not %.100s", key,
+                         Py_TYPE(p)->tp_name);
+            return -1;
+        }
+        int rc = cs_select_add(sel, kind, s, why);
+        if (rc != CS_OK) {
+            Py_DECREF(fast);
+            if (rc == CS_ENOMEM)
+                PyErr_NoMemory();
+            else
+                PyErr_Format(PyExc_ValueError, "%s: %s", key, why);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+/* The selection that _trace_start's arguments describe, validated. NULL
+ * with an error set when a pattern is bad. */
+static cs_select *
+parse_selection(PyObject *args, PyObject *kw, uint32_t *opts)
+{
+    static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", NULL};
+    PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
+    int cpu = 0, memory = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOpp:_trace_start", kwlist, &patterns,
+                                     &modules, &excludes, &cpu, &memory))
+        return NULL;
+    cs_select *sel = NULL;
+    char why[128];
+    if (cs_select_new(&sel) != CS_OK) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (add_all(sel, CS_SEL_TRACE, patterns, "trace", why) < 0 ||
+        add_all(sel, CS_SEL_MODULE, modules, "module", why) < 0 ||
+        add_all(sel, CS_SEL_EXCLUDE, excludes, "exclude", why) < 0) {
+        cs_select_free(sel);
+        return NULL;
+    }
+    if (cs_select_count(sel) == 0) {
+        cs_select_free(sel);
+        PyErr_SetString(PyExc_ValueError, "trace: give at least one pattern or module");
+        return NULL;
+    }
+    *opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
+    return sel;
+}
+
+#if CS_HAVE_MONITORING
+
+/* ---- per-thread stack of plain calls -------------------------------------- */
+
+typedef struct tframe {
+    void *code;
+    uint64_t seq;
+    uint32_t epoch;
+} tframe;
+
+typedef struct tstack {
+    tframe *v;
+    size_t n, cap;
+} tstack;
+
+static _Thread_local tstack *tls_stack CS_TLS_MODEL;
+static pthread_key_t stack_key;
+static pthread_once_t stack_once = PTHREAD_ONCE_INIT;
+
+static void
+free_stack(void *p)
+{
+    tstack *s = p;
+    if (s) {
+        cs__free(s->v);
+        cs__free(s);
+    }
+}
+
+static void
+make_key(void)
+{
+    pthread_key_create(&stack_key, free_stack);
+}
+
+static tstack *
+my_stack(void)
+{
+    if (CS_LIKELY(tls_stack != NULL))
+        return tls_stack;
+    pthread_once(&stack_once, make_key);
+    tstack *s = cs__calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    pthread_setspecific(stack_key, s);
+    tls_stack = s;
+    return s;
+}
+
+static int
+push(tstack *s, void *code, uint64_t seq, uint32_t epoch)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        tframe *v = cs__realloc(s->v, cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (tframe){code, seq, epoch};
+    return 0;
+}
+
+/* Pop the innermost entry of `code`; 1 with *out set if there was one. */
+static int
+pop(tstack *s, void *code, tframe *out)
+{
+    for (size_t i = s->n; i-- > 0;) {
+        if (s->v[i].code == code) {
+            *out = s->v[i];
+            s->n = i; /* entries above it were left by calls never closed */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/* (module, qualname, file, line) of the code running now. */
+static PyObject *
+code_ident(PyCodeObject *co)
+{
+    PyObject *globals = PyEval_GetGlobals(); /* borrowed: the callee's */
+    PyObject *module = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
+    if (module == NULL || !PyUnicode_Check(module))
+        module = NULL;
+    PyObject *empty = PyUnicode_FromString("");
+    PyObject *qual = cs_code_qualname(co);
+    PyObject *r = empty ? Py_BuildValue("(OOOi)", module ? module : empty, qual,
+                                        co->co_filename, co->co_firstlineno)
+                        : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(qual);
+    return r;
+}
+
+/* The function id of selected code `co` (0 if it is not selected), its
+ * FUNC record written into the current log if needed. */
+static uint32_t
+func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
+{
+    PyObject *v = PyDict_GetItemWithError(ts->selected, co); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *ident = PyTuple_GET_ITEM(v, 0);
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
+    uint32_t id = (uint32_t)packed;
+    if ((uint32_t)(packed >> 32) != t->epoch) {
+        rec_define(t, id, ident, CS_FUNC_FUNCTION);
+        PyObject *nv = Py_BuildValue("(OK)", ident,
+                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
+        if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)
+            PyErr_Clear();
+        Py_XDECREF(nv);
+    }
+    return id;
+}
+
+/* A generator's or coroutine's event; `begin` starts its call. */
+static void
+gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned status,
+          PyObject *exc, int begin)
+{
+    trace_state *ts = st->trace;
+    if (ts->gens_epoch != t->epoch) {
+        PyDict_Clear(ts->gens); /* a forked child: the parent's calls are gone */
+        ts->gens_epoch = t->epoch;
+    }
+    PyObject *key = PyLong_FromVoidPtr(PyEval_GetFrame());
+    if (key == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    uint64_t now = cs_clock_mono_ns();
+    rec_extra x;
+    if (begin) {
+        uint32_t id = func_of_code(ts, co, t);
+        if (ts->opts)
+            rec_read_extras(ts->opts, &x, 1);
+        uint64_t seq = cs_log_enter(t, id, CS_FLAG_ASYNC, now);
+        cs_log_mark(t, CS_MARK_RESUME, seq, t->stream, 0, now);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+        /* close() may end a suspended generator without any event: a weak
+         * reference ends its call when the generator goes away */
+        PyObject *gen = PyFrame_GetGenerator(PyEval_GetFrame());
+        PyObject *ref = gen ? PyWeakref_NewRef(gen, ts->on_gone) : NULL;
+        Py_XDECREF(gen);
+        PyObject *v = Py_BuildValue("(KO)", seq | ((unsigned long long)t->stream << CS_SEQ_BITS),
+                                    ref ? ref : Py_None);
+        if (v == NULL || PyDict_SetItem(ts->gens, key, v) < 0 ||
+            (ref && PyDict_SetItem(ts->gen_refs, ref, key) < 0))
+            PyErr_Clear();
+        Py_XDECREF(v);
+        Py_XDECREF(ref);
+        Py_DECREF(key);
+        return;
+    }
+    PyObject *v = PyDict_GetItemWithError(ts->gens, key); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        Py_DECREF(key);
+        return; /* it started before tracing did */
+    }
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 0));
+    uint64_t seq = packed & CS_SEQ_MASK;
+    uint32_t stream = (uint32_t)(packed >> CS_SEQ_BITS);
+    if (mark == CS_MARK_EXIT) {
+        PyObject *ref = PyTuple_GET_ITEM(v, 1);
+        if (ref != Py_None && PyDict_DelItem(ts->gen_refs, ref) < 0)
+            PyErr_Clear();
+    }
+    if (ts->opts)
+        rec_read_extras(ts->opts, &x, mark == CS_MARK_RESUME);
+    if (exc)
+        rec_error_obj(st, t, seq, stream, exc);
+    cs_log_mark(t, mark, seq, stream, status, now);
+    if (ts->opts)
+        rec_put_extras(t, ts->opts, &x);
+    if (mark == CS_MARK_EXIT && PyDict_DelItem(ts->gens, key) < 0)
+        PyErr_Clear();
+    Py_DECREF(key);
+}
+
+/* A traced generator went away while its call was open (closed without an
+ * event, or dropped): its call ends now, as a decorated one's does. */
+static PyObject *
+cb_gone(PyObject *mod, PyObject *ref)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (ts == NULL || ts->gen_refs == NULL)
+        Py_RETURN_NONE;
+    PyObject *exc = cs_exc_fetch();
+    PyObject *key = PyDict_GetItemWithError(ts->gen_refs, ref); /* borrowed */
+    PyObject *v = key ? PyDict_GetItemWithError(ts->gens, key) : NULL;
+    cs_tstate *t = v ? rec_tstate() : NULL;
+    if (v && t && ts->gens_epoch == t->epoch) {
+        uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 0));
+        cs_log_mark(t, CS_MARK_EXIT, packed & CS_SEQ_MASK, (uint32_t)(packed >> CS_SEQ_BITS),
+                    CS_STATUS_OK, cs_clock_mono_ns());
+    }
+    if (key) {
+        Py_INCREF(key);
+        if (PyDict_DelItem(ts->gens, key) < 0)
+            PyErr_Clear();
+        Py_DECREF(key);
+    }
+    if (PyDict_DelItem(ts->gen_refs, ref) < 0)
+        PyErr_Clear();
+    PyErr_Clear();
+    cs_exc_restore(exc);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gone_def = {"_cs_gen_gone", cb_gone, METH_O, NULL};
+
+static int
+is_gen(PyObject *co)
+{
+    return (((PyCodeObject *)co)->co_flags & CO_GEN_FLAGS) != 0;
+}
+
+/* Decide about code seen for the first time. 1 if selected. */
+static int
+decide(ext_state *st, PyObject *co)
+{
+    trace_state *ts = st->trace;
+    /* functions only: module and class bodies have no local namespace */
+    if (!(((PyCodeObject *)co)->co_flags & 0x2 /* CO_NEWLOCALS */))
+        return 0;
+    PyObject *ident = code_ident((PyCodeObject *)co);
+    if (ident == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *module = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
+    const char *qual = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
+    int yes = module && qual && cs_select_match(ts->sel, module, qual);
+    PyErr_Clear();
+    if (yes) {
+        PyObject *v = Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id());
+        PyObject *r = NULL;
+        if (v && PyDict_SetItem(ts->selected, co, v) == 0)
+            r = PyObject_CallMethod(ts->mon, "set_local_events", "iOi", ts->tool, co,
+                                    ts->local_events);
+        if (r == NULL) {
+            PyErr_Clear();
+            yes = 0;
+        }
+        Py_XDECREF(r);
+        Py_XDECREF(v);
+    }
+    Py_DECREF(ident);
+    return yes;
+}
+
+/* ---- the callbacks (sys.monitoring calls them with vectorcall) ---------- */
+
+static PyObject *
+cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (nargs < 1 || ts == NULL || ts->tool < 0)
+        Py_RETURN_NONE;
+    PyObject *co = args[0];
+    PyObject *exc = cs_exc_fetch();
+    int known = PyDict_Contains(ts->selected, co);
+    if (known < 0) {
+        PyErr_Clear();
+        known = 0;
+    }
+    if (!known && !decide(st, co)) {
+        cs_exc_restore(exc);
+        return Py_NewRef(ts->disable); /* never again for this code */
+    }
+    cs_tstate *t = rec_tstate();
+    if (t != NULL) {
+        if (is_gen(co)) {
+            gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1);
+        } else {
+            uint32_t id = func_of_code(ts, co, t);
+            rec_extra x;
+            if (ts->opts)
+                rec_read_extras(ts->opts, &x, 1);
+            uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
+            if (ts->opts)
+                rec_put_extras(t, ts->opts, &x);
+            tstack *s = my_stack();
+            if (s)
+                push(s, co, seq, t->epoch);
+        }
+    }
+    cs_exc_restore(exc);
+    Py_RETURN_NONE;
+}
+
+/* The end of a selected call: returned (exc NULL) or unwound. */
+static void
+end_call(ext_state *st, PyObject *co, PyObject *exc)
+{
+    uint64_t now = cs_clock_mono_ns();
+    trace_state *ts = st->trace;
+    cs_tstate *t = cs_log_tstate();
+    if (t == NULL)
+        return;
+    if (is_gen(co)) {
+        /* close() ends a generator with GeneratorExit: an ordinary end */
+        if (exc && PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit))
+            exc = NULL;
+        gen_event(st, co, t, CS_MARK_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc, 0);
+        return;
+    }
+    tstack *s = my_stack();
+    tframe f;
+    if (s == NULL || !pop(s, co, &f) || f.epoch != t->epoch)
+        return; /* entered before tracing, or before a fork */
+    rec_extra x;
+    if (ts->opts)
+        rec_read_extras(ts->opts, &x, 0);
+    if (exc)
+        rec_error_obj(st, t, f.seq, t->stream, exc);
+    cs_log_exit(t, f.seq, exc ? CS_STATUS_RAISED : CS_STATUS_OK, now);
+    if (ts->opts)
+        rec_put_extras(t, ts->opts, &x);
+}
+
+static int
+selected(trace_state *ts, PyObject *co)
+{
+    if (ts == NULL || ts->tool < 0)
+        return 0;
+    int r = PyDict_Contains(ts->selected, co);
+    if (r < 0)
+        PyErr_Clear();
+    return r > 0;
+}
+
+static PyObject *
+cb_return(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    if (nargs >= 1 && selected(st->trace, args[0])) {
+        PyObject *exc = cs_exc_fetch();
+        end_call(st, args[0], NULL);
+        cs_exc_restore(exc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cb_unwind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    if (nargs >= 3 && selected(st->trace, args[0])) {
+        PyObject *exc = cs_exc_fetch();
+        end_call(st, args[0], args[2]);
+        cs_exc_restore(exc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mark_gen(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, unsigned mark)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    if (nargs >= 1 && is_gen(args[0]) && selected(st->trace, args[0])) {
+        PyObject *exc = cs_exc_fetch();
+        cs_tstate *t = rec_tstate();
+        if (t)
+            gen_event(st, args[0], t, mark, 0, NULL, 0);
+        cs_exc_restore(exc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cb_yield(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    return mark_gen(mod, args, nargs, CS_MARK_SUSPEND);
+}
+
+static PyObject *
+cb_resume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    return mark_gen(mod, args, nargs, CS_MARK_RESUME);
+}
+
+/* The callbacks, by the name of their sys.monitoring.events member (the
+ * event numbers are read from there, not assumed). */
+static const char *const callback_events[] = {"PY_START",  "PY_RESUME", "PY_RETURN",
+                                              "PY_YIELD",  "PY_UNWIND", "PY_THROW"};
+
+static PyMethodDef callback_defs[] = {
+    {"_cs_py_start", (PyCFunction)(void (*)(void))cb_start, METH_FASTCALL, NULL},
+    {"_cs_py_resume", (PyCFunction)(void (*)(void))cb_resume, METH_FASTCALL, NULL},
+    {"_cs_py_return", (PyCFunction)(void (*)(void))cb_return, METH_FASTCALL, NULL},
+    {"_cs_py_yield", (PyCFunction)(void (*)(void))cb_yield, METH_FASTCALL, NULL},
+    {"_cs_py_unwind", (PyCFunction)(void (*)(void))cb_unwind, METH_FASTCALL, NULL},
+    {"_cs_py_throw", (PyCFunction)(void (*)(void))cb_resume, METH_FASTCALL, NULL},
+};
+
+/* sys.monitoring.events.<name>, or -1 with an error set. */
+static int
+event_bit(PyObject *mon, const char *name)
+{
+    PyObject *events = PyObject_GetAttrString(mon, "events");
+    PyObject *v = events ? PyObject_GetAttrString(events, name) : NULL;
+    long bit = v ? PyLong_AsLong(v) : -1;
+    Py_XDECREF(v);
+    Py_XDECREF(events);
+    return (int)bit;
+}
+
+/* A free tool id. Ours is looked for among those no standard tool claims:
+ * 0 debugger, 1 coverage, 2 profiler and 5 optimizer stay free. */
+static int
+claim_tool(PyObject *mon)
+{
+    static const int candidates[] = {4, 3};
+    for (size_t i = 0; i < 2; i++) {
+        PyObject *r = PyObject_CallMethod(mon, "get_tool", "i", candidates[i]);
+        if (r == NULL)
+            return -1;
+        int is_free = r == Py_None;
+        Py_DECREF(r);
+        if (!is_free)
+            continue;
+        r = PyObject_CallMethod(mon, "use_tool_id", "is", candidates[i], "callscope");
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return candidates[i];
+    }
+    PyErr_SetString(PyExc_RuntimeError,
+                    "callscope.trace: sys.monitoring tool ids 3 and 4 are both in use");
+    return -1;
+}
+
+PyObject *
+trace_start(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    uint32_t opts = 0;
+    cs_select *sel = parse_selection(args, kw, &opts);
+    if (sel == NULL)
+        return NULL;
+    PyObject *r = trace_stop(mod, NULL);
+    if (r == NULL) {
+        cs_select_free(sel);
+        return NULL;
+    }
+    Py_DECREF(r);
+    trace_state *ts = st->trace;
+    if (ts == NULL) {
+        ts = cs__calloc(1, sizeof *ts);
+        if (ts == NULL) {
+            cs_select_free(sel);
+            return PyErr_NoMemory();
+        }
+        ts->tool = -1;
+        st->trace = ts;
+    }
+    ts->sel = sel;
+    ts->opts = opts;
+    PyObject *sys = PyImport_ImportModule("sys");
+    ts->mon = sys ? PyObject_GetAttrString(sys, "monitoring") : NULL;
+    Py_XDECREF(sys);
+    if (ts->mon == NULL)
+        goto fail;
+    ts->disable = PyObject_GetAttrString(ts->mon, "DISABLE");
+    ts->selected = PyDict_New();
+    ts->gens = PyDict_New();
+    ts->gen_refs = PyDict_New();
+    ts->on_gone = PyCFunction_NewEx(&gone_def, mod, NULL);
+    ts->callbacks = PyList_New(0);
+    if (!ts->disable || !ts->selected || !ts->gens || !ts->gen_refs || !ts->on_gone ||
+        !ts->callbacks)
+        goto fail;
+    if ((ts->tool = claim_tool(ts->mon)) < 0)
+        goto fail;
+    int bits[6];
+    for (size_t i = 0; i < 6; i++)
+        if ((bits[i] = event_bit(ts->mon, callback_events[i])) < 0)
+            goto fail;
+    ts->local_events = bits[1] | bits[2] | bits[3];
+    for (size_t i = 0; i < sizeof callback_defs / sizeof *callback_defs; i++) {
+        PyObject *fn = PyCFunction_NewEx(&callback_defs[i], mod, NULL);
+        PyObject *ok = fn ? PyObject_CallMethod(ts->mon, "register_callback", "iiO", ts->tool,
+                                                bits[i], fn)
+                          : NULL;
+        if (ok == NULL || PyList_Append(ts->callbacks, fn) < 0) {
+            Py_XDECREF(fn);
+            Py_XDECREF(ok);
+            goto fail;
+        }
+        Py_DECREF(fn);
+        Py_DECREF(ok);
+    }
+    /* PY_START, PY_UNWIND and PY_THROW for all code; the rest per code */
+    r = PyObject_CallMethod(ts->mon, "set_events", "ii", ts->tool, bits[0] | bits[4] | bits[5]);
+    if (r == NULL)
+        goto fail;
+    Py_DECREF(r);
+    /* code disabled by an earlier selection is looked at again */
+    r = PyObject_CallMethod(ts->mon, "restart_events", NULL);
+    if (r == NULL)
+        goto fail;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+fail:
+    r = trace_stop(mod, NULL);
+    Py_XDECREF(r);
+    return NULL;
+}
+
+PyObject *
+trace_stop(PyObject *mod, PyObject *unused)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (ts == NULL)
+        Py_RETURN_NONE;
+    PyObject *exc = cs_exc_fetch(); /* stopping must work while failing */
+    if (ts->tool >= 0 && ts->mon) {
+        PyObject *r = PyObject_CallMethod(ts->mon, "set_events", "ii", ts->tool, 0);
+        Py_XDECREF(r);
+        if (ts->selected) {
+            PyObject *code;
+            Py_ssize_t pos = 0;
+            PyObject *value;
+            while (PyDict_Next(ts->selected, &pos, &code, &value)) {
+                r = PyObject_CallMethod(ts->mon, "set_local_events", "iOi", ts->tool, code, 0);
+                Py_XDECREF(r);
+            }
+        }
+        for (size_t i = 0; i < sizeof callback_events / sizeof *callback_events; i++) {
+            int bit = event_bit(ts->mon, callback_events[i]);
+            r = bit < 0 ? NULL
+                        : PyObject_CallMethod(ts->mon, "register_callback", "iiO", ts->tool,
+                                              bit, Py_None);
+            Py_XDECREF(r);
+        }
+        r = PyObject_CallMethod(ts->mon, "free_tool_id", "i", ts->tool);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    ts->tool = -1;
+    cs_select_free(ts->sel);
+    ts->sel = NULL;
+    Py_CLEAR(ts->mon);
+    Py_CLEAR(ts->disable);
+    Py_CLEAR(ts->selected);
+    Py_CLEAR(ts->gens);
+    Py_CLEAR(ts->gen_refs);
+    Py_CLEAR(ts->on_gone);
+    Py_CLEAR(ts->callbacks);
+    cs_exc_restore(exc);
+    Py_RETURN_NONE;
+}
+
+#else /* no sys.monitoring */
+
+PyObject *
+trace_start(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    uint32_t opts;
+    cs_select *sel = parse_selection(args, kw, &opts); /* bad patterns first */
+    if (sel == NULL)
+        return NULL;
+    cs_select_free(sel);
+    PyErr_SetString(PyExc_NotImplementedError,
+                    "selecting functions by name needs Python 3.12 or newer in this version"
+                    " of callscope (use @callscope.monitor on 3.10 and 3.11)");
+    return NULL;
+}
+
+PyObject *
+trace_stop(PyObject *mod, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+#endif
+
+PyObject *
+trace_active(PyObject *mod, PyObject *unused)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    return PyBool_FromLong(st->trace != NULL && st->trace->tool >= 0);
+}
+
+void
+trace_free(ext_state *st)
+{
+    if (st->trace == NULL)
+        return;
+    cs_select_free(st->trace->sel);
+    Py_CLEAR(st->trace->mon);
+    Py_CLEAR(st->trace->disable);
+    Py_CLEAR(st->trace->selected);
+    Py_CLEAR(st->trace->gens);
+    Py_CLEAR(st->trace->gen_refs);
+    Py_CLEAR(st->trace->on_gone);
+    Py_CLEAR(st->trace->callbacks);
+    cs__free(st->trace);
+    st->trace = NULL;
+}

@@ -1,0 +1,230 @@
+"""Selecting functions by name (callscope.trace, callscope run -t): every
+call matched exactly, through recursion, exceptions, generators,
+coroutines, threads and sys.exit; compared with counts the programs keep
+themselves."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import callscope
+
+needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12),
+                                      reason="selection by name uses sys.monitoring (3.12+)")
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.10 and 3.11 only")
+def test_clear_error_before_3_12(root):
+    with pytest.raises(NotImplementedError, match="Python 3.12"):
+        callscope.trace("json.*")
+
+
+def test_bad_patterns_name_the_key(root):
+    with pytest.raises(ValueError, match="trace: .*empty"):
+        callscope.trace("")
+    with pytest.raises(ValueError, match="module: "):
+        callscope.trace(module="pkg.*")
+    with pytest.raises(ValueError, match="exclude: .*unclosed"):
+        callscope.trace("x", exclude="a[b")
+    with pytest.raises(TypeError, match="module: expected a string"):
+        callscope.trace(module=3)
+    assert not callscope._callscope._trace_active()
+
+
+PROGRAM = """
+import asyncio, json, sys, threading, callscope
+counts = {}
+def count(name):
+    counts[name] = counts.get(name, 0) + 1
+
+def fact(n):
+    count("fact")
+    return 1 if n <= 1 else n * fact(n - 1)
+
+def boom(n):
+    count("boom")
+    if n == 0:
+        raise KeyError("deep")
+    return boom(n - 1)
+
+def safe():
+    count("safe")
+    try:
+        boom(3)
+    except KeyError:
+        return "caught"
+
+def gen(n):
+    count("gen")
+    for i in range(n):
+        got = yield i
+        if got == "stop":
+            return
+
+async def leaf(x):
+    count("leaf")
+    await asyncio.sleep(0.001)
+    return x
+
+async def main_async():
+    count("main_async")
+    return sum(await asyncio.gather(*(leaf(i) for i in range(10))))
+
+def worker(k):
+    count("worker")
+    for _ in range(k):
+        fact(3)
+
+def early_thread_body(ev):
+    ev.wait()
+    worker(2)
+
+ev = threading.Event()
+early = threading.Thread(target=early_thread_body, args=(ev,))
+early.start()                                # started before tracing begins
+
+callscope.trace("fact", "boom", "safe", "gen", "leaf", "main_async", "worker",
+                "json.decoder.JSONDecoder.raw_decode", "json.loads")
+fact(20)
+safe()
+try:
+    boom(2)
+except KeyError:
+    pass
+g = gen(5); next(g); g.send(None); g.close()          # closed early
+g = gen(5); next(g)
+try:
+    g.throw(ValueError("into gen"))
+except ValueError:
+    pass
+list(gen(3))
+g = gen(5); next(g)
+try:
+    g.send("stop")
+except StopIteration:
+    pass
+asyncio.run(main_async())
+for i in range(50):
+    json.loads('{"k": [1, 2, 3]}')
+ev.set(); early.join()
+late = threading.Thread(target=worker, args=(3,))   # started after
+late.start(); late.join()
+print(repr(counts))
+
+def exits():
+    count("exits")
+    sys.exit(3)
+callscope.trace("exits")
+exits()
+"""
+
+
+@needs_monitoring
+def test_calls_matched_exactly(run_py, root):
+    p = run_py(PROGRAM, check=False)
+    assert p.returncode == 3, p.stderr
+    counts = eval(p.stdout.strip().splitlines()[-1])
+    counts["exits"] = 1
+    run = callscope.load(root=root)
+    recorded = dict(run.sql(
+        "SELECT f.qualname, count(*) FROM calls c JOIN functions f ON f.id = c.function"
+        " GROUP BY f.qualname"))
+    for name, n in counts.items():
+        assert recorded.get(name) == n, (name, recorded.get(name), n)
+    assert recorded["JSONDecoder.raw_decode"] == 50 and recorded["loads"] == 50
+    # every raw_decode's parent is a json.loads call (decode is not selected)
+    bad = run.sql("""SELECT count(*) FROM calls c JOIN functions f ON f.id = c.function
+                     LEFT JOIN calls p ON p.id = c.parent LEFT JOIN functions pf
+                     ON pf.id = p.function WHERE f.qualname = 'JSONDecoder.raw_decode'
+                     AND (pf.qualname IS NOT 'loads' OR pf.module IS NOT 'json')""")
+    assert bad == [(0,)]
+    # exceptions: raised through, caught, and the sys.exit
+    statuses = dict(run.sql(
+        "SELECT f.qualname || ':' || c.status, count(*) FROM calls c JOIN functions f"
+        " ON f.id = c.function WHERE f.qualname IN ('boom', 'safe', 'exits', 'gen')"
+        " GROUP BY 1"))
+    assert statuses["boom:raised"] == 7 and "boom:ok" not in statuses
+    assert statuses["safe:ok"] == 1
+    assert statuses["exits:raised"] == 1
+    assert statuses["gen:ok"] == 3 and statuses["gen:raised"] == 1
+    errors = {e[2] for e in run.errors()}
+    assert {"KeyError", "ValueError", "SystemExit"} <= errors
+    # recursion: 20 fact calls of the main thread nest 19 deep
+    depth = run.sql("""WITH RECURSIVE chain(id, d) AS (
+                         SELECT c.id, 0 FROM calls c JOIN functions f ON f.id = c.function
+                         WHERE f.qualname = 'fact' AND c.parent IS NULL
+                         UNION ALL SELECT c.id, d + 1 FROM calls c JOIN chain ON c.parent = chain.id)
+                       SELECT max(d) FROM chain""")
+    assert depth == [(19,)]
+    # coroutines: gathered leaves overlap, each is one call of >= 1 ms
+    leaves = run.calls("*leaf")
+    assert len(leaves) == 10 and all(c.wall >= 1_000_000 for c in leaves)
+    assert all(c.self < c.wall for c in leaves)
+    # metadata once per function
+    (f,) = [f for f in run.functions() if f.qualname == "fact"]
+    assert f.module == "__main__" and f.file.endswith("prog.py") and f.line > 0
+
+
+@needs_monitoring
+def test_module_include_exclude_and_late_imports(run_py, root, tmp_path):
+    pkg = tmp_path / "mypkg"
+    (pkg / "vendor").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text("def f():\n    return 1\nclass C:\n    def m(self):\n"
+                                 "        return f()\n")
+    (pkg / "vendor" / "__init__.py").write_text("")
+    (pkg / "vendor" / "lib.py").write_text("def g():\n    return 2\n")
+    run_py("""
+        import sys, callscope
+        sys.path.insert(0, ".")
+        callscope.trace(module="mypkg", exclude="mypkg.vendor.*")
+        import mypkg.core, mypkg.vendor.lib          # imported after tracing began
+        for _ in range(4):
+            mypkg.core.C().m()
+            mypkg.vendor.lib.g()
+        class Late:                                  # a class made later
+            def h(self):
+                return mypkg.core.f()
+        Late().h()
+    """)
+    run = callscope.load(root=root)
+    names = {f.name: f.calls for f in run.functions()}
+    assert names == {"mypkg.core.f": 5, "mypkg.core.C.m": 4}
+
+
+@needs_monitoring
+def test_tracing_block_and_untrace(root, finish):
+    import json
+
+    with callscope.tracing("json.loads"):
+        for _ in range(3):
+            json.loads("1")
+    json.loads("2")  # after the block: not recorded
+    callscope.trace("json.dumps")
+    json.dumps(1)
+    callscope.untrace()
+    json.dumps(2)
+    run = finish()
+    assert {f.name: f.calls for f in run.functions()} == {"json.loads": 3, "json.dumps": 1}
+
+
+@needs_monitoring
+def test_cli_trace_reaches_child_processes(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text(
+        "import json, subprocess, sys\n"
+        "for _ in range(5): json.loads('[1]')\n"
+        "subprocess.run([sys.executable, '-c', \"import json; json.loads('2'); json.loads('3')\"])\n")
+    cli("run", "-t", "json.loads", "--cpu", "app.py", check=0)
+    run = callscope.load(root=root)
+    calls = run.calls("json.loads")
+    assert len(calls) == 7 and len({c.pid for c in calls}) == 2
+    assert all(c.cpu is not None for c in calls)
+
+
+def test_cli_trace_bad_pattern(cli, tmp_path):
+    (tmp_path / "app.py").write_text("pass\n")
+    p = cli("run", "-t", "a b", "app.py", check=2)
+    assert "--trace" in p.stderr and "spaces" in p.stderr
+    p = cli("run", "--module", "x.*", "app.py", check=2)
+    assert "--module" in p.stderr
