@@ -22,6 +22,8 @@ class Function(NamedTuple):
     file: str
     line: int
     calls: int
+    args: Optional[str]  #: argument names, comma-separated
+    locals: Optional[str]  #: the other local variable names
 
 
 class Process(NamedTuple):
@@ -114,7 +116,7 @@ class Run:
         """Every recorded function and span, with its number of calls."""
         rows = self.sql(
             f"SELECT f.id, {_NAME}, f.kind, f.module, f.qualname, f.file, f.line,"
-            " (SELECT count(*) FROM calls c WHERE c.function = f.id)"
+            " (SELECT count(*) FROM calls c WHERE c.function = f.id), f.args, f.locals"
             " FROM functions f ORDER BY 2"
         )
         return [Function(*r) for r in rows]

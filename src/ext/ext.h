@@ -57,15 +57,21 @@ cs_tstate *rec_tstate(void);
 /* A new process-wide function id. */
 uint32_t rec_new_func_id(void);
 
-/* Write the FUNC record for `ident` = (module, qualname, file, line). */
-void rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind);
+/* Write the FUNC record for `ident` = (module, qualname, file, line),
+ * with the argument and local variable names of `code` (borrowed; a code
+ * object, or NULL). */
+void rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyObject *code);
 
 /* Make sure monitor `m`'s FUNC record is in the current log. */
 static inline void
 rec_ensure_defined(cs_tstate *t, MonitorObject *m)
 {
     if (CS_UNLIKELY(m->def_epoch != t->epoch)) {
-        rec_define(t, m->func_id, m->ident, CS_FUNC_FUNCTION);
+        PyObject *code = PyObject_GetAttrString(m->func, "__code__");
+        if (code == NULL)
+            PyErr_Clear();
+        rec_define(t, m->func_id, m->ident, CS_FUNC_FUNCTION, code);
+        Py_XDECREF(code);
         m->def_epoch = t->epoch;
     }
 }

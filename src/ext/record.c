@@ -356,8 +356,25 @@ put_str(cs_buf *b, PyObject *o)
     cs_buf_append(b, "", 1);
 }
 
+/* ",".join(names[lo:hi]) into `b`, NUL-terminated. */
+static void
+put_names(cs_buf *b, PyObject *names, Py_ssize_t lo, Py_ssize_t hi)
+{
+    for (Py_ssize_t i = lo; names && i < hi && i < PyTuple_GET_SIZE(names); i++) {
+        const char *s = PyUnicode_AsUTF8(PyTuple_GET_ITEM(names, i));
+        if (s == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (i > lo)
+            cs_buf_append(b, ",", 1);
+        cs_buf_puts(b, s);
+    }
+    cs_buf_append(b, "", 1);
+}
+
 void
-rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind)
+rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyObject *code)
 {
     /* ident = (module, qualname, file, line) */
     cs_buf b;
@@ -375,6 +392,21 @@ rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind)
         put_str(&b, PyTuple_Check(ident) && PyTuple_GET_SIZE(ident) == 4
                         ? PyTuple_GET_ITEM(ident, i)
                         : NULL);
+    /* argument names, then the other local variable names */
+    PyObject *names = NULL;
+    Py_ssize_t nargs = 0;
+    if (code && PyCode_Check(code)) {
+        PyCodeObject *co = (PyCodeObject *)code;
+        names = PyObject_GetAttrString(code, "co_varnames");
+        nargs = co->co_argcount + co->co_kwonlyargcount + ((co->co_flags & 0x04) != 0) +
+                ((co->co_flags & 0x08) != 0); /* *args, **kwargs */
+        if (names && !PyTuple_Check(names))
+            Py_CLEAR(names);
+        PyErr_Clear();
+    }
+    put_names(&b, names, 0, nargs);
+    put_names(&b, names, nargs, names ? PyTuple_GET_SIZE(names) : 0);
+    Py_XDECREF(names);
     if (!b.failed)
         cs_log_put_var(t, CS_VAR_FUNC, id, b.data, b.len);
     cs_buf_free(&b);

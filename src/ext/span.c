@@ -106,7 +106,7 @@ span_func_id(SpanObject *s, cs_tstate *t)
     if (id == 0)
         id = rec_new_func_id();
     if (v == NULL || ep != t->epoch) {
-        rec_define(t, id, s->ident, CS_FUNC_SPAN);
+        rec_define(t, id, s->ident, CS_FUNC_SPAN, NULL);
         PyObject *nv = PyLong_FromUnsignedLongLong((uint64_t)id | ((uint64_t)t->epoch << 32));
         if (nv == NULL || PyDict_SetItem(st->span_ids, s->ident, nv) < 0)
             PyErr_Clear();

@@ -211,7 +211,7 @@ func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
     uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
     uint32_t id = (uint32_t)packed;
     if ((uint32_t)(packed >> 32) != t->epoch) {
-        rec_define(t, id, ident, CS_FUNC_FUNCTION);
+        rec_define(t, id, ident, CS_FUNC_FUNCTION, co);
         PyObject *nv = Py_BuildValue("(OK)", ident,
                                      (unsigned long long)id | ((unsigned long long)t->epoch << 32));
         if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)

@@ -387,6 +387,25 @@ record_exit(ing *g, uint64_t pid, const char *body)
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 
+/* The argument and local names of a function, kept once per function. */
+static int
+function_names(ing *g, int64_t id, const char *args, const char *locals)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "UPDATE functions SET args = ?, locals = ? WHERE id = ?"
+                                 " AND args IS NULL",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        bind_text(st, 1, args);
+        bind_text(st, 2, locals);
+        sqlite3_bind_int64(st, 3, id);
+        src = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+}
+
 static int
 insert_defs(ing *g)
 {
@@ -430,8 +449,12 @@ insert_defs(ing *g)
             const char *module = next_str(v->body, v->len, &pos);
             const char *qualname = next_str(v->body, v->len, &pos);
             const char *file = next_str(v->body, v->len, &pos);
+            const char *args = next_str(v->body, v->len, &pos);
+            const char *locals = next_str(v->body, v->len, &pos);
             rc = function_row(g, kind == CS_FUNC_SPAN ? "span" : "function", module, qualname,
                               file, line, &g->func_map[v->aux]);
+            if (rc == CS_OK && (*args || *locals))
+                rc = function_names(g, g->func_map[v->aux], args, locals);
         }
     }
     sqlite3_finalize(st);

@@ -38,7 +38,7 @@ static const char *const migrations[] = {
     " process INTEGER REFERENCES processes(id), stream INTEGER, tid INTEGER,"
     " ident INTEGER, name TEXT);"
     "CREATE TABLE functions(id INTEGER PRIMARY KEY, kind TEXT, module TEXT,"
-    " qualname TEXT, file TEXT, line INTEGER,"
+    " qualname TEXT, file TEXT, line INTEGER, args TEXT, locals TEXT,"
     " UNIQUE(kind, module, qualname, file, line));"
     "CREATE TABLE calls(id INTEGER PRIMARY KEY, parent INTEGER,"
     " function INTEGER REFERENCES functions(id),"

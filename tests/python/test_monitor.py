@@ -410,3 +410,14 @@ def test_error_whose_str_is_monitored(root, finish):
     assert len(run.calls("*fails", status="raised")) == 20
     assert len(run.calls("*after")) == 1
     assert all(e[3] == "loud" for e in run.errors())
+
+
+def test_function_metadata_argument_and_local_names(root, finish):
+    @callscope.monitor
+    def f(a, b=2, *rest, c, **kw):
+        x = a + b
+        return x
+
+    f(1, c=3)
+    (fn,) = finish().functions()
+    assert fn.args == "a,b,c,rest,kw" and fn.locals == "x"

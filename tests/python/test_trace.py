@@ -164,6 +164,9 @@ def test_calls_matched_exactly(run_py, root):
     # metadata once per function
     (f,) = [f for f in run.functions() if f.qualname == "fact"]
     assert f.module == "__main__" and f.file.endswith("prog.py") and f.line > 0
+    assert f.args == "n" and f.locals == ""
+    (rd,) = [f for f in run.functions() if f.qualname == "JSONDecoder.raw_decode"]
+    assert rd.args == "self,s,idx" and rd.locals == "obj,end,err"
 
 
 @needs_monitoring
