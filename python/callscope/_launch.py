@@ -8,7 +8,34 @@ import sys
 import callscope  # noqa: F401  (registers the exit handler that stores the run)
 
 
+def _configure(start):
+    """Merge [tool.callscope] (or callscope.toml) under the command line's
+    selection, export the result for child processes, and apply it."""
+    from callscope import _config, _trace
+
+    path = None
+    try:
+        path, table = _config.find(start)
+        config = _config.validate(path, table) if path else {}
+        cli = _trace._parse_env(os.environ.get("CALLSCOPE_TRACE"))
+        sel = _trace._merge_config(cli, config)
+        spec = _trace._to_env(sel)
+        if spec:
+            os.environ["CALLSCOPE_TRACE"] = spec
+            if sel["patterns"] or sel["modules"]:
+                _trace._apply(sel)
+    except NotImplementedError:
+        pass  # reported below
+    except (_config.ConfigError, ValueError, TypeError) as e:
+        where = f" ({path})" if path and path not in str(e) else ""
+        sys.exit(f"callscope: error: run: {e}{where}")
+
+
 def main(argv):
+    start = os.getcwd()
+    if len(argv) >= 2 and argv[0] == "--":
+        start = os.path.dirname(os.path.abspath(argv[1]))
+    _configure(start)
     if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
         sys.exit("callscope: error: run: -t/--module need Python 3.12 or newer in this version"
                  " (use @callscope.monitor on 3.10 and 3.11)")

@@ -74,20 +74,46 @@ def tracing(*patterns, module=None, exclude=None, cpu=False, memory=False):
         _apply(saved)
 
 
+_ENV_KEYS = {"t": "patterns", "m": "modules", "x": "excludes"}
+
+
+def _parse_env(spec):
+    """The selection in $CALLSCOPE_TRACE: lines "t:PAT", "m:MODULE",
+    "x:PAT", "o:cpu", "o:memory"."""
+    sel = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
+    for item in (spec or "").split("\n"):
+        kind, _, value = item.partition(":")
+        if kind in _ENV_KEYS and value:
+            sel[_ENV_KEYS[kind]].append(value)
+        elif kind == "o" and value in ("cpu", "memory"):
+            sel[value] = True
+    return sel
+
+
+def _to_env(sel):
+    lines = [f"{k}:{v}" for k, key in _ENV_KEYS.items() for v in sel[key]]
+    lines += [f"o:{o}" for o in ("cpu", "memory") if sel[o]]
+    return "\n".join(lines)
+
+
+def _merge_config(cli, config):
+    """Command-line settings first, then the configuration file's."""
+    sel = dict(cli)
+    for key, ours in (("trace", "patterns"), ("module", "modules"), ("exclude", "excludes")):
+        if not sel[ours] and config.get(key):
+            sel[ours] = list(config[key])
+    for opt in ("cpu", "memory"):
+        sel[opt] = sel[opt] or bool(config.get(opt, False))
+    return sel
+
+
 def _from_environment():
     """Start the selection that ``callscope run -t/--module/--exclude``
     passes to every Python process of the run."""
     spec = os.environ.get("CALLSCOPE_TRACE")
     if not spec:
         return
-    sel = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
-    keys = {"t": "patterns", "m": "modules", "x": "excludes"}
-    for item in spec.split("\n"):
-        kind, _, value = item.partition(":")
-        if kind in keys and value:
-            sel[keys[kind]].append(value)
-        elif kind == "o" and value in ("cpu", "memory"):
-            sel[value] = True
+    sel = _parse_env(spec)
     try:
         _apply(sel)
     except NotImplementedError as e:

@@ -231,3 +231,45 @@ def test_cli_trace_bad_pattern(cli, tmp_path):
     assert "--trace" in p.stderr and "spaces" in p.stderr
     p = cli("run", "--module", "x.*", "app.py", check=2)
     assert "--module" in p.stderr
+
+
+@needs_monitoring
+def test_pyproject_configuration_and_precedence(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text(
+        "import json\nfor _ in range(3): json.loads('1'); json.dumps(2)\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.callscope]\ntrace = ["json.loads"]\ncpu = true\n')
+    cli("run", "app.py", check=0)
+    run = callscope.load(root=root)
+    assert {f.name: f.calls for f in run.functions()} == {"json.loads": 3}
+    assert all(c.cpu is not None for c in run.calls("json.loads"))
+    # the command line wins over the file for the keys it gives
+    cli("run", "-t", "json.dumps", "app.py", check=0)
+    run = callscope.load(root=root)
+    assert {f.name: f.calls for f in run.functions()} == {"json.dumps": 3}
+
+
+@needs_monitoring
+def test_callscope_toml_beside_the_program(cli, tmp_path, root):
+    sub = tmp_path / "prog"
+    sub.mkdir()
+    (sub / "app.py").write_text("import json\njson.loads('1')\n")
+    (sub / "callscope.toml").write_text('trace = "json.loads"\nexclude = []\n')
+    cli("run", sub / "app.py", check=0)
+    assert [f.name for f in callscope.load(root=root).functions()] == ["json.loads"]
+
+
+def test_bad_configuration_names_the_key(cli, tmp_path):
+    (tmp_path / "app.py").write_text("pass\n")
+    (tmp_path / "callscope.toml").write_text('traec = ["x"]\n')
+    p = cli("run", "app.py", check=1)
+    assert "unknown key 'traec'" in p.stderr and "callscope.toml" in p.stderr
+    (tmp_path / "callscope.toml").write_text('cpu = "yes"\n')
+    p = cli("run", "app.py", check=1)
+    assert "'cpu' must be true or false" in p.stderr
+    (tmp_path / "callscope.toml").write_text('trace = ["a b"]\n')
+    p = cli("run", "app.py", check=1)
+    assert "trace:" in p.stderr and "spaces" in p.stderr
+    (tmp_path / "callscope.toml").write_text('trace = [\n')
+    p = cli("run", "app.py", check=1)
+    assert "not valid TOML" in p.stderr
