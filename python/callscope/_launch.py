@@ -37,8 +37,7 @@ def main(argv):
         start = os.path.dirname(os.path.abspath(argv[1]))
     _configure(start)
     if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
-        sys.exit("callscope: error: run: -t/--module need Python 3.12 or newer in this version"
-                 " (use @callscope.monitor on 3.10 and 3.11)")
+        sys.exit("callscope: error: run: the selection (-t/--module) could not start")
     if len(argv) >= 2 and argv[0] == "-m":
         sys.argv = [argv[1]] + argv[2:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)

@@ -46,7 +46,10 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False):
     ``untrace()`` ends it. Functions defined later (late imports, new
     classes) are found too. Recorded calls are stored like decorated ones.
 
-    Needs Python 3.12 or newer (PEP 669) in this version."""
+    Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 a PEP 523
+    frame-evaluation hook, installed only while something is selected (it
+    turns off 3.11's inlined Python-to-Python calls meanwhile). On 3.10
+    code objects carry no qualified name: patterns see module.function."""
     sel = {k: list(v) if isinstance(v, list) else v for k, v in _current.items()}
     for p in patterns:
         sel["patterns"].extend(_as_list(p, "trace"))

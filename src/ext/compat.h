@@ -52,8 +52,90 @@ cs_code_qualname(PyCodeObject *co)
 #endif
 }
 
-/* PEP 669 sys.monitoring: selection without decorators. */
+/* Selection without decorators: PEP 669 sys.monitoring on 3.12+, a PEP
+ * 523 frame-evaluation hook before. */
 #define CS_HAVE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
+
+#if !CS_HAVE_MONITORING
+#include <stddef.h>
+#if PY_VERSION_HEX >= 0x030B0000
+/* 3.11 evaluates _PyInterpreterFrame, whose definition is internal. The
+ * head of it is stable across 3.11 releases (Include/internal/
+ * pycore_frame.h): only these fields are read. */
+typedef struct _PyInterpreterFrame cs_eframe;
+typedef struct cs_eframe_head {
+    PyObject *f_func;
+    PyObject *f_globals;
+    PyObject *f_builtins;
+    PyObject *f_locals;
+    PyCodeObject *f_code;
+    PyObject *frame_obj;
+    void *previous;
+    void *prev_instr;
+    int stacktop;
+    _Bool is_entry;
+    char owner; /* 1: the frame lives in a generator */
+} cs_eframe_head;
+
+/* 1 if `f` is a generator's own frame (a generator function's first
+ * evaluation only creates the generator, in a frame of its caller's). */
+static inline int
+cs_eframe_in_gen(cs_eframe *f)
+{
+    return ((cs_eframe_head *)f)->owner == 1;
+}
+
+static inline PyCodeObject *
+cs_eframe_code(cs_eframe *f)
+{
+    return ((cs_eframe_head *)f)->f_code;
+}
+
+static inline PyObject *
+cs_eframe_globals(cs_eframe *f)
+{
+    return ((cs_eframe_head *)f)->f_globals;
+}
+
+/* The state of the generator owning `f`: -2 created, -1 suspended. A
+ * generator's frame lives inside the generator object. */
+static inline int
+cs_eframe_gen_state(cs_eframe *f)
+{
+    PyGenObject *g = (PyGenObject *)((char *)f - offsetof(PyGenObject, gi_iframe));
+    return g->gi_frame_state;
+}
+#else
+#include <frameobject.h> /* 3.10: the PyFrameObject fields */
+typedef PyFrameObject cs_eframe;
+
+static inline PyCodeObject *
+cs_eframe_code(cs_eframe *f)
+{
+    return f->f_code;
+}
+
+static inline PyObject *
+cs_eframe_globals(cs_eframe *f)
+{
+    return f->f_globals;
+}
+
+static inline int
+cs_eframe_gen_state(cs_eframe *f)
+{
+    return f->f_state;
+}
+
+static inline int
+cs_eframe_in_gen(cs_eframe *f)
+{
+    return 1; /* 3.10 creates generators without evaluating their frame */
+}
+#endif
+#define CS_GEN_CREATED (-2)
+#define CS_GEN_SUSPENDED (-1)
+#endif
 
 #if PY_VERSION_HEX < 0x030A0000
 #error "callscope needs Python 3.10 or newer"

@@ -12,7 +12,12 @@
  * the seq's low bits), matched through a per-thread stack. A generator or
  * coroutine is one call from its first start to its end: its frame object
  * (stable for the generator's life) names it, and each suspension and
- * resumption is a MARK. */
+ * resumption is a MARK.
+ *
+ * Python 3.10 and 3.11: a PEP 523 frame-evaluation hook, installed only
+ * while something is selected. Each code object's decision is kept in its
+ * co_extra slot, so unselected code pays a pointer test; a generator's
+ * resumes pass through the hook and are summed into one call. */
 #include "ext.h"
 #include "cs_select.h"
 
@@ -100,6 +105,163 @@ parse_selection(PyObject *args, PyObject *kw, uint32_t *opts)
     return sel;
 }
 
+/* (module, qualname, file, line) of `co`, whose module's globals are
+ * `globals`. */
+static PyObject *
+code_ident(PyCodeObject *co, PyObject *globals)
+{
+    PyObject *module = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
+    if (module == NULL || !PyUnicode_Check(module))
+        module = NULL;
+    PyObject *empty = PyUnicode_FromString("");
+    PyObject *qual = cs_code_qualname(co);
+    PyObject *r = empty ? Py_BuildValue("(OOOi)", module ? module : empty, qual,
+                                        co->co_filename, co->co_firstlineno)
+                        : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(qual);
+    return r;
+}
+
+/* The function id of selected code `co` (0 if it is not selected), its
+ * FUNC record written into the current log if needed. */
+static uint32_t
+func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
+{
+    PyObject *v = PyDict_GetItemWithError(ts->selected, co); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *ident = PyTuple_GET_ITEM(v, 0);
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
+    uint32_t id = (uint32_t)packed;
+    if ((uint32_t)(packed >> 32) != t->epoch) {
+        rec_define(t, id, ident, CS_FUNC_FUNCTION, co);
+        PyObject *nv = Py_BuildValue("(OK)", ident,
+                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
+        if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)
+            PyErr_Clear();
+        Py_XDECREF(nv);
+    }
+    return id;
+}
+
+/* A generator's or coroutine's event; `begin` starts its call. `frame`
+ * (stable for the generator's life) names the call. */
+static void
+gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned status,
+          PyObject *exc, int begin, void *frame)
+{
+    trace_state *ts = st->trace;
+    if (ts->gens_epoch != t->epoch) {
+        PyDict_Clear(ts->gens); /* a forked child: the parent's calls are gone */
+        ts->gens_epoch = t->epoch;
+    }
+    PyObject *key = PyLong_FromVoidPtr(frame);
+    if (key == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    uint64_t now = cs_clock_mono_ns();
+    rec_extra x;
+    if (begin) {
+        uint32_t id = func_of_code(ts, co, t);
+        if (ts->opts)
+            rec_read_extras(ts->opts, &x, 1);
+        uint64_t seq = cs_log_enter(t, id, CS_FLAG_ASYNC, now);
+        cs_log_mark(t, CS_MARK_RESUME, seq, t->stream, 0, now);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+        PyObject *ref = NULL;
+#if CS_HAVE_MONITORING
+        /* close() may end a suspended generator without any event: a weak
+         * reference ends its call when the generator goes away */
+        PyObject *gen = PyFrame_GetGenerator(PyEval_GetFrame());
+        ref = gen ? PyWeakref_NewRef(gen, ts->on_gone) : NULL;
+        Py_XDECREF(gen);
+        PyErr_Clear();
+#endif
+        PyObject *v = Py_BuildValue("(KO)", seq | ((unsigned long long)t->stream << CS_SEQ_BITS),
+                                    ref ? ref : Py_None);
+        if (v == NULL || PyDict_SetItem(ts->gens, key, v) < 0 ||
+            (ref && PyDict_SetItem(ts->gen_refs, ref, key) < 0))
+            PyErr_Clear();
+        Py_XDECREF(v);
+        Py_XDECREF(ref);
+        Py_DECREF(key);
+        return;
+    }
+    PyObject *v = PyDict_GetItemWithError(ts->gens, key); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        Py_DECREF(key);
+        return; /* it started before tracing did */
+    }
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 0));
+    uint64_t seq = packed & CS_SEQ_MASK;
+    uint32_t stream = (uint32_t)(packed >> CS_SEQ_BITS);
+    if (mark == CS_MARK_EXIT) {
+        PyObject *ref = PyTuple_GET_ITEM(v, 1);
+        if (ref != Py_None && PyDict_DelItem(ts->gen_refs, ref) < 0)
+            PyErr_Clear();
+    }
+    if (ts->opts)
+        rec_read_extras(ts->opts, &x, mark == CS_MARK_RESUME);
+    if (exc)
+        rec_error_obj(st, t, seq, stream, exc);
+    cs_log_mark(t, mark, seq, stream, status, now);
+    if (ts->opts)
+        rec_put_extras(t, ts->opts, &x);
+    if (mark == CS_MARK_EXIT && PyDict_DelItem(ts->gens, key) < 0)
+        PyErr_Clear();
+    Py_DECREF(key);
+}
+
+static int
+is_gen(PyObject *co)
+{
+    return (((PyCodeObject *)co)->co_flags & CO_GEN_FLAGS) != 0;
+}
+
+/* Decide about code seen for the first time. 1 if selected. */
+static int
+decide(ext_state *st, PyObject *co, PyObject *globals)
+{
+    trace_state *ts = st->trace;
+    /* functions only: module and class bodies have no local namespace */
+    if (!(((PyCodeObject *)co)->co_flags & 0x2 /* CO_NEWLOCALS */))
+        return 0;
+    PyObject *ident = code_ident((PyCodeObject *)co, globals);
+    if (ident == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *module = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
+    const char *qual = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
+    int yes = module && qual && cs_select_match(ts->sel, module, qual);
+    PyErr_Clear();
+    if (yes) {
+        PyObject *v = Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id());
+        int ok = v && PyDict_SetItem(ts->selected, co, v) == 0;
+#if CS_HAVE_MONITORING
+        if (ok) {
+            PyObject *r = PyObject_CallMethod(ts->mon, "set_local_events", "iOi", ts->tool, co,
+                                              ts->local_events);
+            ok = r != NULL;
+            Py_XDECREF(r);
+        }
+#endif
+        if (!ok) {
+            PyErr_Clear();
+            yes = 0;
+        }
+        Py_XDECREF(v);
+    }
+    Py_DECREF(ident);
+    return yes;
+}
+
 #if CS_HAVE_MONITORING
 
 /* ---- per-thread stack of plain calls -------------------------------------- */
@@ -179,114 +341,6 @@ pop(tstack *s, void *code, tframe *out)
 }
 
 
-/* (module, qualname, file, line) of the code running now. */
-static PyObject *
-code_ident(PyCodeObject *co)
-{
-    PyObject *globals = PyEval_GetGlobals(); /* borrowed: the callee's */
-    PyObject *module = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
-    if (module == NULL || !PyUnicode_Check(module))
-        module = NULL;
-    PyObject *empty = PyUnicode_FromString("");
-    PyObject *qual = cs_code_qualname(co);
-    PyObject *r = empty ? Py_BuildValue("(OOOi)", module ? module : empty, qual,
-                                        co->co_filename, co->co_firstlineno)
-                        : NULL;
-    Py_XDECREF(empty);
-    Py_DECREF(qual);
-    return r;
-}
-
-/* The function id of selected code `co` (0 if it is not selected), its
- * FUNC record written into the current log if needed. */
-static uint32_t
-func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
-{
-    PyObject *v = PyDict_GetItemWithError(ts->selected, co); /* borrowed */
-    if (v == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *ident = PyTuple_GET_ITEM(v, 0);
-    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
-    uint32_t id = (uint32_t)packed;
-    if ((uint32_t)(packed >> 32) != t->epoch) {
-        rec_define(t, id, ident, CS_FUNC_FUNCTION, co);
-        PyObject *nv = Py_BuildValue("(OK)", ident,
-                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
-        if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)
-            PyErr_Clear();
-        Py_XDECREF(nv);
-    }
-    return id;
-}
-
-/* A generator's or coroutine's event; `begin` starts its call. */
-static void
-gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned status,
-          PyObject *exc, int begin)
-{
-    trace_state *ts = st->trace;
-    if (ts->gens_epoch != t->epoch) {
-        PyDict_Clear(ts->gens); /* a forked child: the parent's calls are gone */
-        ts->gens_epoch = t->epoch;
-    }
-    PyObject *key = PyLong_FromVoidPtr(PyEval_GetFrame());
-    if (key == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    uint64_t now = cs_clock_mono_ns();
-    rec_extra x;
-    if (begin) {
-        uint32_t id = func_of_code(ts, co, t);
-        if (ts->opts)
-            rec_read_extras(ts->opts, &x, 1);
-        uint64_t seq = cs_log_enter(t, id, CS_FLAG_ASYNC, now);
-        cs_log_mark(t, CS_MARK_RESUME, seq, t->stream, 0, now);
-        if (ts->opts)
-            rec_put_extras(t, ts->opts, &x);
-        /* close() may end a suspended generator without any event: a weak
-         * reference ends its call when the generator goes away */
-        PyObject *gen = PyFrame_GetGenerator(PyEval_GetFrame());
-        PyObject *ref = gen ? PyWeakref_NewRef(gen, ts->on_gone) : NULL;
-        Py_XDECREF(gen);
-        PyObject *v = Py_BuildValue("(KO)", seq | ((unsigned long long)t->stream << CS_SEQ_BITS),
-                                    ref ? ref : Py_None);
-        if (v == NULL || PyDict_SetItem(ts->gens, key, v) < 0 ||
-            (ref && PyDict_SetItem(ts->gen_refs, ref, key) < 0))
-            PyErr_Clear();
-        Py_XDECREF(v);
-        Py_XDECREF(ref);
-        Py_DECREF(key);
-        return;
-    }
-    PyObject *v = PyDict_GetItemWithError(ts->gens, key); /* borrowed */
-    if (v == NULL) {
-        PyErr_Clear();
-        Py_DECREF(key);
-        return; /* it started before tracing did */
-    }
-    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 0));
-    uint64_t seq = packed & CS_SEQ_MASK;
-    uint32_t stream = (uint32_t)(packed >> CS_SEQ_BITS);
-    if (mark == CS_MARK_EXIT) {
-        PyObject *ref = PyTuple_GET_ITEM(v, 1);
-        if (ref != Py_None && PyDict_DelItem(ts->gen_refs, ref) < 0)
-            PyErr_Clear();
-    }
-    if (ts->opts)
-        rec_read_extras(ts->opts, &x, mark == CS_MARK_RESUME);
-    if (exc)
-        rec_error_obj(st, t, seq, stream, exc);
-    cs_log_mark(t, mark, seq, stream, status, now);
-    if (ts->opts)
-        rec_put_extras(t, ts->opts, &x);
-    if (mark == CS_MARK_EXIT && PyDict_DelItem(ts->gens, key) < 0)
-        PyErr_Clear();
-    Py_DECREF(key);
-}
-
 /* A traced generator went away while its call was open (closed without an
  * event, or dropped): its call ends now, as a decorated one's does. */
 static PyObject *
@@ -320,46 +374,6 @@ cb_gone(PyObject *mod, PyObject *ref)
 
 static PyMethodDef gone_def = {"_cs_gen_gone", cb_gone, METH_O, NULL};
 
-static int
-is_gen(PyObject *co)
-{
-    return (((PyCodeObject *)co)->co_flags & CO_GEN_FLAGS) != 0;
-}
-
-/* Decide about code seen for the first time. 1 if selected. */
-static int
-decide(ext_state *st, PyObject *co)
-{
-    trace_state *ts = st->trace;
-    /* functions only: module and class bodies have no local namespace */
-    if (!(((PyCodeObject *)co)->co_flags & 0x2 /* CO_NEWLOCALS */))
-        return 0;
-    PyObject *ident = code_ident((PyCodeObject *)co);
-    if (ident == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    const char *module = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
-    const char *qual = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
-    int yes = module && qual && cs_select_match(ts->sel, module, qual);
-    PyErr_Clear();
-    if (yes) {
-        PyObject *v = Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id());
-        PyObject *r = NULL;
-        if (v && PyDict_SetItem(ts->selected, co, v) == 0)
-            r = PyObject_CallMethod(ts->mon, "set_local_events", "iOi", ts->tool, co,
-                                    ts->local_events);
-        if (r == NULL) {
-            PyErr_Clear();
-            yes = 0;
-        }
-        Py_XDECREF(r);
-        Py_XDECREF(v);
-    }
-    Py_DECREF(ident);
-    return yes;
-}
-
 /* ---- the callbacks (sys.monitoring calls them with vectorcall) ---------- */
 
 static PyObject *
@@ -376,14 +390,14 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear();
         known = 0;
     }
-    if (!known && !decide(st, co)) {
+    if (!known && !decide(st, co, PyEval_GetGlobals())) {
         cs_exc_restore(exc);
         return Py_NewRef(ts->disable); /* never again for this code */
     }
     cs_tstate *t = rec_tstate();
     if (t != NULL) {
         if (is_gen(co)) {
-            gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1);
+            gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1, PyEval_GetFrame());
         } else {
             uint32_t id = func_of_code(ts, co, t);
             rec_extra x;
@@ -414,7 +428,8 @@ end_call(ext_state *st, PyObject *co, PyObject *exc)
         /* close() ends a generator with GeneratorExit: an ordinary end */
         if (exc && PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit))
             exc = NULL;
-        gen_event(st, co, t, CS_MARK_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc, 0);
+        gen_event(st, co, t, CS_MARK_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc, 0,
+                  PyEval_GetFrame());
         return;
     }
     tstack *s = my_stack();
@@ -474,7 +489,7 @@ mark_gen(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, unsigned mark)
         PyObject *exc = cs_exc_fetch();
         cs_tstate *t = rec_tstate();
         if (t)
-            gen_event(st, args[0], t, mark, 0, NULL, 0);
+            gen_event(st, args[0], t, mark, 0, NULL, 0, PyEval_GetFrame());
         cs_exc_restore(exc);
     }
     Py_RETURN_NONE;
@@ -665,25 +680,198 @@ trace_stop(PyObject *mod, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-#else /* no sys.monitoring */
+#else /* Python 3.10 and 3.11: a PEP 523 frame-evaluation hook */
+
+/* The hook has no context argument: the one interpreter's state is kept
+ * here while the hook is installed. */
+static ext_state *hook_st;
+static _PyFrameEvalFunction prev_eval; /* a hook installed before ours */
+static Py_ssize_t extra_index = -1;     /* our co_extra slot */
+static uint32_t selection_gen;          /* bumped by every new selection */
+
+/* What we know of a code object, in its co_extra slot. */
+typedef struct code_mark {
+    uint32_t gen; /* selection_gen it was decided in */
+    int selected;
+} code_mark;
+
+static void
+free_mark(void *p)
+{
+    cs__free(p);
+}
+
+static PyObject *
+call_prev(PyThreadState *tstate, cs_eframe *f, int throwflag)
+{
+    return prev_eval ? prev_eval(tstate, f, throwflag)
+                     : _PyEval_EvalFrameDefault(tstate, f, throwflag);
+}
+
+static int
+is_selected(PyCodeObject *co, cs_eframe *f)
+{
+    code_mark *m = NULL;
+    if (_PyCode_GetExtra((PyObject *)co, extra_index, (void **)&m) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (CS_LIKELY(m != NULL && m->gen == selection_gen))
+        return m->selected;
+    if (m == NULL) {
+        m = cs__calloc(1, sizeof *m);
+        if (m == NULL || _PyCode_SetExtra((PyObject *)co, extra_index, m) < 0) {
+            PyErr_Clear();
+            cs__free(m);
+            return 0;
+        }
+    }
+    PyObject *exc = cs_exc_fetch();
+    m->gen = selection_gen;
+    m->selected = decide(hook_st, (PyObject *)co, cs_eframe_globals(f));
+    cs_exc_restore(exc);
+    return m->selected;
+}
+
+static PyObject *
+cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
+{
+    PyCodeObject *co = cs_eframe_code(f);
+    if (CS_LIKELY(hook_st == NULL || !is_selected(co, f)))
+        return call_prev(tstate, f, throwflag);
+    ext_state *st = hook_st;
+    trace_state *ts = st->trace;
+    PyObject *exc = cs_exc_fetch();
+    cs_tstate *t = rec_tstate();
+    cs_exc_restore(exc);
+    if (t == NULL)
+        return call_prev(tstate, f, throwflag);
+    if (is_gen((PyObject *)co)) {
+        if (!cs_eframe_in_gen(f))
+            return call_prev(tstate, f, throwflag); /* only creates the generator */
+        /* each resume passes here: the first (not yet open) starts the call */
+        exc = cs_exc_fetch();
+        PyObject *key = PyLong_FromVoidPtr(f);
+        int begin = key && ts->gens && PyDict_Contains(ts->gens, key) == 0;
+        Py_XDECREF(key);
+        PyErr_Clear();
+        gen_event(st, (PyObject *)co, t, CS_MARK_RESUME, 0, NULL, begin, f);
+        cs_exc_restore(exc);
+        PyObject *res = call_prev(tstate, f, throwflag);
+        exc = cs_exc_fetch();
+        t = cs_log_tstate();
+        if (t != NULL) {
+            if (cs_eframe_gen_state(f) == CS_GEN_SUSPENDED) {
+                gen_event(st, (PyObject *)co, t, CS_MARK_SUSPEND, 0, NULL, 0, f);
+            } else {
+                /* close() ends a generator with GeneratorExit: an ordinary end */
+                PyObject *err = res == NULL ? exc : NULL;
+                if (err && PyErr_GivenExceptionMatches(err, PyExc_GeneratorExit))
+                    err = NULL;
+                gen_event(st, (PyObject *)co, t, CS_MARK_EXIT,
+                          err ? CS_STATUS_RAISED : CS_STATUS_OK, err, 0, f);
+            }
+        }
+        cs_exc_restore(exc);
+        return res;
+    }
+    uint32_t id = func_of_code(ts, (PyObject *)co, t);
+    rec_extra x;
+    if (ts->opts)
+        rec_read_extras(ts->opts, &x, 1);
+    uint32_t epoch = t->epoch;
+    uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
+    if (ts->opts)
+        rec_put_extras(t, ts->opts, &x);
+    PyObject *res = call_prev(tstate, f, throwflag);
+    uint64_t now = cs_clock_mono_ns();
+    t = cs_log_tstate();
+    if (t != NULL && t->epoch == epoch) {
+        if (ts->opts)
+            rec_read_extras(ts->opts, &x, 0);
+        if (res == NULL)
+            rec_error(st, t, seq, t->stream);
+        cs_log_exit(t, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, now);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+    }
+    return res;
+}
 
 PyObject *
 trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
-    uint32_t opts;
-    cs_select *sel = parse_selection(args, kw, &opts); /* bad patterns first */
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    uint32_t opts = 0;
+    cs_select *sel = parse_selection(args, kw, &opts);
     if (sel == NULL)
         return NULL;
-    cs_select_free(sel);
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "selecting functions by name needs Python 3.12 or newer in this version"
-                    " of callscope (use @callscope.monitor on 3.10 and 3.11)");
-    return NULL;
+    PyObject *r = trace_stop(mod, NULL);
+    if (r == NULL) {
+        cs_select_free(sel);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (extra_index < 0 && (extra_index = _PyEval_RequestCodeExtraIndex(free_mark)) < 0) {
+        cs_select_free(sel);
+        PyErr_SetString(PyExc_RuntimeError, "callscope.trace: no free co_extra slot");
+        return NULL;
+    }
+    trace_state *ts = st->trace;
+    if (ts == NULL) {
+        ts = cs__calloc(1, sizeof *ts);
+        if (ts == NULL) {
+            cs_select_free(sel);
+            return PyErr_NoMemory();
+        }
+        ts->tool = -1;
+        st->trace = ts;
+    }
+    ts->sel = sel;
+    ts->opts = opts;
+    ts->selected = PyDict_New();
+    ts->gens = PyDict_New();
+    if (!ts->selected || !ts->gens) {
+        r = trace_stop(mod, NULL);
+        Py_XDECREF(r);
+        return PyErr_NoMemory();
+    }
+    selection_gen++;
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (cur != cs_eval) {
+        /* chain to a hook installed before ours */
+        prev_eval = cur == _PyEval_EvalFrameDefault ? NULL : cur;
+        _PyInterpreterState_SetEvalFrameFunc(interp, cs_eval);
+    }
+    hook_st = st;
+    ts->tool = 0; /* active */
+    Py_RETURN_NONE;
 }
 
 PyObject *
 trace_stop(PyObject *mod, PyObject *unused)
 {
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (ts == NULL)
+        Py_RETURN_NONE;
+    if (ts->tool >= 0) {
+        /* The hook stays only while something is selected; put back what
+         * was there, and only if ours is still the one installed. */
+        PyInterpreterState *interp = PyInterpreterState_Get();
+        if (_PyInterpreterState_GetEvalFrameFunc(interp) == cs_eval)
+            _PyInterpreterState_SetEvalFrameFunc(interp,
+                                                 prev_eval ? prev_eval : _PyEval_EvalFrameDefault);
+        prev_eval = NULL;
+        hook_st = NULL;
+        selection_gen++;
+    }
+    ts->tool = -1;
+    cs_select_free(ts->sel);
+    ts->sel = NULL;
+    Py_CLEAR(ts->selected);
+    Py_CLEAR(ts->gens);
     Py_RETURN_NONE;
 }
 
