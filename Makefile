@@ -67,10 +67,13 @@ test-python: venv
 	done
 
 bench: venv
-	$(VENV)/bin/python -m pip install -q yappi
+	$(VENV)/bin/python -m pip install -q yappi pygments
 	@test -d build-bench || $(MESON) setup build-bench -Dbench=true >/dev/null
 	$(MESON) compile -C build-bench >/dev/null
 	$(VENV)/bin/python bench/run.py --floors build-bench
+	./build-bench/bench_log 2000000 build-bench/log-run
+	./build-bench/bench_merge 64 100000 build-bench/merge-run
+	$(VENV)/bin/python bench/bench_select.py
 
 clean:
 	rm -rf build-c $(ASAN_DIR) $(TSAN_DIR) build-bench $(VENV) .venv-* callscope-runs
