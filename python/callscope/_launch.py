@@ -19,11 +19,14 @@ def _configure(start):
         config = _config.validate(path, table) if path else {}
         cli = _trace._parse_env(os.environ.get("CALLSCOPE_TRACE"))
         sel = _trace._merge_config(cli, config)
-        spec = _trace._to_env(sel)
-        if spec:
-            os.environ["CALLSCOPE_TRACE"] = spec
-            if sel["patterns"] or sel["modules"]:
-                _trace._apply(sel)
+        if sel["patterns"] or sel["modules"]:
+            os.environ["CALLSCOPE_TRACE"] = _trace._to_env(sel)
+            _trace._apply(sel)
+        else:
+            os.environ.pop("CALLSCOPE_TRACE", None)
+            if sel["excludes"] or sel["cpu"] or sel["memory"]:
+                print("callscope: warning: run: --exclude, --cpu and --memory apply to a"
+                      " selection (-t or --module); nothing is selected", file=sys.stderr)
     except NotImplementedError:
         pass  # reported below
     except (_config.ConfigError, ValueError, TypeError) as e:

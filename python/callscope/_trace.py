@@ -24,10 +24,13 @@ def _as_list(value, key):
     return items
 
 
+_OWN = os.path.dirname(os.path.abspath(__file__)) + os.sep  # never selected
+
+
 def _apply(sel):
     if sel["patterns"] or sel["modules"]:
         _callscope._trace_start(sel["patterns"], sel["modules"], sel["excludes"],
-                                sel["cpu"], sel["memory"])
+                                sel["cpu"], sel["memory"], _OWN)
     else:
         _callscope._trace_stop()
     _current.clear()

@@ -17,6 +17,7 @@ typedef struct ext_state {
     PyObject *span_ids;         /* dict: (module, qualname, file, line) -> int */
     PyObject *error;            /* callscope.CallscopeError */
     struct trace_state *trace;  /* trace.c: selection without decorators */
+    PyObject *monitored;        /* set: code objects of decorated functions */
 } ext_state;
 
 /* The state of the module that defined `tp` (borrowed). */

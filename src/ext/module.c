@@ -333,9 +333,11 @@ module_exec(PyObject *mod)
     st->span_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &span_spec, NULL);
     st->gencall_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &gencall_spec, NULL);
     st->span_ids = PyDict_New();
+    st->monitored = PySet_New(NULL);
     st->error = PyErr_NewExceptionWithDoc("callscope.CallscopeError",
                                           "A run or database could not be read.", NULL, NULL);
-    if (!st->monitor_type || !st->span_type || !st->gencall_type || !st->span_ids || !st->error)
+    if (!st->monitor_type || !st->span_type || !st->gencall_type || !st->span_ids || !st->error ||
+        !st->monitored)
         return -1;
     if (PyModule_AddObjectRef(mod, "Monitor", (PyObject *)st->monitor_type) < 0 ||
         PyModule_AddObjectRef(mod, "span", (PyObject *)st->span_type) < 0 ||
@@ -359,6 +361,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->format_exception);
     Py_VISIT(st->span_ids);
     Py_VISIT(st->error);
+    Py_VISIT(st->monitored);
     return 0;
 }
 
@@ -373,6 +376,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->format_exception);
     Py_CLEAR(st->span_ids);
     Py_CLEAR(st->error);
+    Py_CLEAR(st->monitored);
     return 0;
 }
 

@@ -207,6 +207,12 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     m->func_id = rec_new_func_id();
     rec_in_use = 1;
+    /* selection by name leaves this code to the decorator */
+    PyObject *code = PyObject_GetAttrString(func, "__code__");
+    ext_state *st = ext_state_of(type);
+    if (code == NULL || PySet_Add(st->monitored, code) < 0)
+        PyErr_Clear();
+    Py_XDECREF(code);
     m->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
     m->async_kind = async_kind_of(func);
     return (PyObject *)m;

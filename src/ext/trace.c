@@ -38,6 +38,7 @@ typedef struct trace_state {
     uint32_t gens_epoch;
     PyObject *callbacks; /* list of the callback function objects */
     int local_events;    /* PY_RETURN | PY_YIELD | PY_RESUME */
+    char *own_prefix;    /* callscope's package directory: never selected */
 } trace_state;
 
 #define CO_GEN_FLAGS (0x20 | 0x80 | 0x100 | 0x200) /* generator, coroutine, async gen */
@@ -76,13 +77,14 @@ add_all(cs_select *sel, int kind, PyObject *seq, const char *key, char *why)
 /* The selection that _trace_start's arguments describe, validated. NULL
  * with an error set when a pattern is bad. */
 static cs_select *
-parse_selection(PyObject *args, PyObject *kw, uint32_t *opts)
+parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own)
 {
-    static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", NULL};
+    static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own", NULL};
     PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
     int cpu = 0, memory = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOpp:_trace_start", kwlist, &patterns,
-                                     &modules, &excludes, &cpu, &memory))
+    *own = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppz:_trace_start", kwlist, &patterns,
+                                     &modules, &excludes, &cpu, &memory, own))
         return NULL;
     cs_select *sel = NULL;
     char why[128];
@@ -170,9 +172,11 @@ gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned sta
         if (ts->opts)
             rec_read_extras(ts->opts, &x, 1);
         uint64_t seq = cs_log_enter(t, id, CS_FLAG_ASYNC, now);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x); /* they belong to the entry */
         cs_log_mark(t, CS_MARK_RESUME, seq, t->stream, 0, now);
         if (ts->opts)
-            rec_put_extras(t, ts->opts, &x);
+            rec_put_extras(t, ts->opts, &x); /* and to the first resume */
         PyObject *ref = NULL;
 #if CS_HAVE_MONITORING
         /* close() may end a suspended generator without any event: a weak
@@ -232,6 +236,17 @@ decide(ext_state *st, PyObject *co, PyObject *globals)
     /* functions only: module and class bodies have no local namespace */
     if (!(((PyCodeObject *)co)->co_flags & 0x2 /* CO_NEWLOCALS */))
         return 0;
+    /* a decorated function is recorded by its decorator, once */
+    if (st->monitored && PySet_Contains(st->monitored, co) > 0)
+        return 0;
+    /* callscope's own code (the launcher's main) is never the user's */
+    if (ts->own_prefix) {
+        const char *file = PyUnicode_AsUTF8(((PyCodeObject *)co)->co_filename);
+        if (file == NULL)
+            PyErr_Clear();
+        else if (strncmp(file, ts->own_prefix, strlen(ts->own_prefix)) == 0)
+            return 0;
+    }
     PyObject *ident = code_ident((PyCodeObject *)co, globals);
     if (ident == NULL) {
         PyErr_Clear();
@@ -563,7 +578,8 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     ext_state *st = (ext_state *)PyModule_GetState(mod);
     uint32_t opts = 0;
-    cs_select *sel = parse_selection(args, kw, &opts);
+    const char *own = NULL;
+    cs_select *sel = parse_selection(args, kw, &opts, &own);
     if (sel == NULL)
         return NULL;
     PyObject *r = trace_stop(mod, NULL);
@@ -584,6 +600,9 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
     }
     ts->sel = sel;
     ts->opts = opts;
+    cs__free(ts->own_prefix);
+    ts->own_prefix = own ? cs__strdup(own) : NULL;
+    rec_in_use = 1; /* a fork or spawn now settles the run first */
     PyObject *sys = PyImport_ImportModule("sys");
     ts->mon = sys ? PyObject_GetAttrString(sys, "monitoring") : NULL;
     Py_XDECREF(sys);
@@ -669,6 +688,8 @@ trace_stop(PyObject *mod, PyObject *unused)
     ts->tool = -1;
     cs_select_free(ts->sel);
     ts->sel = NULL;
+    cs__free(ts->own_prefix);
+    ts->own_prefix = NULL;
     Py_CLEAR(ts->mon);
     Py_CLEAR(ts->disable);
     Py_CLEAR(ts->selected);
@@ -803,7 +824,8 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     ext_state *st = (ext_state *)PyModule_GetState(mod);
     uint32_t opts = 0;
-    cs_select *sel = parse_selection(args, kw, &opts);
+    const char *own = NULL;
+    cs_select *sel = parse_selection(args, kw, &opts, &own);
     if (sel == NULL)
         return NULL;
     PyObject *r = trace_stop(mod, NULL);
@@ -829,6 +851,9 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
     }
     ts->sel = sel;
     ts->opts = opts;
+    cs__free(ts->own_prefix);
+    ts->own_prefix = own ? cs__strdup(own) : NULL;
+    rec_in_use = 1; /* a fork or spawn now settles the run first */
     ts->selected = PyDict_New();
     ts->gens = PyDict_New();
     if (!ts->selected || !ts->gens) {
@@ -870,6 +895,8 @@ trace_stop(PyObject *mod, PyObject *unused)
     ts->tool = -1;
     cs_select_free(ts->sel);
     ts->sel = NULL;
+    cs__free(ts->own_prefix);
+    ts->own_prefix = NULL;
     Py_CLEAR(ts->selected);
     Py_CLEAR(ts->gens);
     Py_RETURN_NONE;
@@ -890,6 +917,7 @@ trace_free(ext_state *st)
     if (st->trace == NULL)
         return;
     cs_select_free(st->trace->sel);
+    cs__free(st->trace->own_prefix);
     Py_CLEAR(st->trace->mon);
     Py_CLEAR(st->trace->disable);
     Py_CLEAR(st->trace->selected);

@@ -268,3 +268,28 @@ def test_bad_configuration_names_the_key(cli, tmp_path):
     (tmp_path / "callscope.toml").write_text('trace = [\n')
     p = cli("run", "app.py", check=1)
     assert "not valid TOML" in p.stderr
+
+
+@needs_monitoring
+def test_generator_cpu_decorated_once_and_launcher_not_selected(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text(
+        "import callscope\n"
+        "def gen(n):\n    for i in range(n):\n        yield sum(range(10000))\n"
+        "@callscope.monitor\ndef both():\n    return 1\n"
+        "def main():\n    list(gen(3)); both()\n"
+        "main()\n")
+    cli("run", "-t", "gen", "-t", "both", "-t", "main", "--cpu", "app.py", check=0)
+    run = callscope.load(root=root)
+    names = {f.name: f.calls for f in run.functions()}
+    # `main` is the program's, not the launcher's; `both` is recorded once
+    assert names == {"__main__.gen": 1, "__main__.both": 1, "__main__.main": 1}
+    (g,) = run.calls("*gen")
+    assert g.status == "ok" and g.cpu is not None and g.cpu > 0
+    (m,) = run.calls("*main")
+    assert m.status == "ok" and m.parent is None
+
+
+def test_options_without_a_selection_warn(cli, tmp_path):
+    (tmp_path / "app.py").write_text("print('ran')\n")
+    p = cli("run", "--cpu", "app.py", check=0)
+    assert "ran" in p.stdout and "nothing is selected" in p.stderr
