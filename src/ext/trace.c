@@ -758,7 +758,8 @@ static PyObject *
 cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
 {
     PyCodeObject *co = cs_eframe_code(f);
-    if (CS_LIKELY(hook_st == NULL || !is_selected(co, f)))
+    if (CS_LIKELY(hook_st == NULL || hook_st->trace == NULL || hook_st->trace->sel == NULL ||
+                  !is_selected(co, f)))
         return call_prev(tstate, f, throwflag);
     ext_state *st = hook_st;
     trace_state *ts = st->trace;
@@ -916,6 +917,17 @@ trace_free(ext_state *st)
 {
     if (st->trace == NULL)
         return;
+#if !CS_HAVE_MONITORING
+    /* the module goes away: so must the hook that points into it */
+    if (hook_st == st) {
+        PyInterpreterState *interp = PyInterpreterState_Get();
+        if (_PyInterpreterState_GetEvalFrameFunc(interp) == cs_eval)
+            _PyInterpreterState_SetEvalFrameFunc(interp,
+                                                 prev_eval ? prev_eval : _PyEval_EvalFrameDefault);
+        prev_eval = NULL;
+        hook_st = NULL;
+    }
+#endif
     cs_select_free(st->trace->sel);
     cs__free(st->trace->own_prefix);
     Py_CLEAR(st->trace->mon);
