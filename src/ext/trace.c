@@ -107,6 +107,51 @@ parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own)
     return sel;
 }
 
+PyObject *trace_stop(PyObject *mod, PyObject *unused);
+
+/* The start both backends share: a validated selection replaces the one
+ * in force. The trace state, or NULL with an error set. */
+static trace_state *
+new_selection(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    uint32_t opts = 0;
+    const char *own = NULL;
+    cs_select *sel = parse_selection(args, kw, &opts, &own);
+    if (sel == NULL)
+        return NULL;
+    PyObject *r = trace_stop(mod, NULL);
+    if (r == NULL) {
+        cs_select_free(sel);
+        return NULL;
+    }
+    Py_DECREF(r);
+    trace_state *ts = st->trace;
+    if (ts == NULL) {
+        ts = cs__calloc(1, sizeof *ts);
+        if (ts == NULL) {
+            cs_select_free(sel);
+            PyErr_NoMemory();
+            return NULL;
+        }
+        ts->tool = -1;
+        st->trace = ts;
+    }
+    ts->sel = sel;
+    ts->opts = opts;
+    ts->own_prefix = own ? cs__strdup(own) : NULL;
+    ts->selected = PyDict_New();
+    ts->gens = PyDict_New();
+    if (!ts->selected || !ts->gens || (own && !ts->own_prefix)) {
+        r = trace_stop(mod, NULL);
+        Py_XDECREF(r);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    rec_in_use = 1; /* a fork or spawn now settles the run first */
+    return ts;
+}
+
 /* (module, qualname, file, line) of `co`, whose module's globals are
  * `globals`. */
 static PyObject *
@@ -576,46 +621,20 @@ claim_tool(PyObject *mon)
 PyObject *
 trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
-    ext_state *st = (ext_state *)PyModule_GetState(mod);
-    uint32_t opts = 0;
-    const char *own = NULL;
-    cs_select *sel = parse_selection(args, kw, &opts, &own);
-    if (sel == NULL)
+    trace_state *ts = new_selection(mod, args, kw);
+    if (ts == NULL)
         return NULL;
-    PyObject *r = trace_stop(mod, NULL);
-    if (r == NULL) {
-        cs_select_free(sel);
-        return NULL;
-    }
-    Py_DECREF(r);
-    trace_state *ts = st->trace;
-    if (ts == NULL) {
-        ts = cs__calloc(1, sizeof *ts);
-        if (ts == NULL) {
-            cs_select_free(sel);
-            return PyErr_NoMemory();
-        }
-        ts->tool = -1;
-        st->trace = ts;
-    }
-    ts->sel = sel;
-    ts->opts = opts;
-    cs__free(ts->own_prefix);
-    ts->own_prefix = own ? cs__strdup(own) : NULL;
-    rec_in_use = 1; /* a fork or spawn now settles the run first */
+    PyObject *r;
     PyObject *sys = PyImport_ImportModule("sys");
     ts->mon = sys ? PyObject_GetAttrString(sys, "monitoring") : NULL;
     Py_XDECREF(sys);
     if (ts->mon == NULL)
         goto fail;
     ts->disable = PyObject_GetAttrString(ts->mon, "DISABLE");
-    ts->selected = PyDict_New();
-    ts->gens = PyDict_New();
     ts->gen_refs = PyDict_New();
     ts->on_gone = PyCFunction_NewEx(&gone_def, mod, NULL);
     ts->callbacks = PyList_New(0);
-    if (!ts->disable || !ts->selected || !ts->gens || !ts->gen_refs || !ts->on_gone ||
-        !ts->callbacks)
+    if (!ts->disable || !ts->gen_refs || !ts->on_gone || !ts->callbacks)
         goto fail;
     if ((ts->tool = claim_tool(ts->mon)) < 0)
         goto fail;
@@ -824,44 +843,13 @@ PyObject *
 trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
     ext_state *st = (ext_state *)PyModule_GetState(mod);
-    uint32_t opts = 0;
-    const char *own = NULL;
-    cs_select *sel = parse_selection(args, kw, &opts, &own);
-    if (sel == NULL)
-        return NULL;
-    PyObject *r = trace_stop(mod, NULL);
-    if (r == NULL) {
-        cs_select_free(sel);
-        return NULL;
-    }
-    Py_DECREF(r);
     if (extra_index < 0 && (extra_index = _PyEval_RequestCodeExtraIndex(free_mark)) < 0) {
-        cs_select_free(sel);
         PyErr_SetString(PyExc_RuntimeError, "callscope.trace: no free co_extra slot");
         return NULL;
     }
-    trace_state *ts = st->trace;
-    if (ts == NULL) {
-        ts = cs__calloc(1, sizeof *ts);
-        if (ts == NULL) {
-            cs_select_free(sel);
-            return PyErr_NoMemory();
-        }
-        ts->tool = -1;
-        st->trace = ts;
-    }
-    ts->sel = sel;
-    ts->opts = opts;
-    cs__free(ts->own_prefix);
-    ts->own_prefix = own ? cs__strdup(own) : NULL;
-    rec_in_use = 1; /* a fork or spawn now settles the run first */
-    ts->selected = PyDict_New();
-    ts->gens = PyDict_New();
-    if (!ts->selected || !ts->gens) {
-        r = trace_stop(mod, NULL);
-        Py_XDECREF(r);
-        return PyErr_NoMemory();
-    }
+    trace_state *ts = new_selection(mod, args, kw);
+    if (ts == NULL)
+        return NULL;
     selection_gen++;
     PyInterpreterState *interp = PyInterpreterState_Get();
     _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
