@@ -146,14 +146,20 @@ class Run:
 
     def processes(self):
         """Every process of the run, in start order, with how it ended."""
+        # A child's end is stored by whoever waited for it: its parent, or
+        # the process that started it through a fork server. The parent's
+        # record wins when both exist.
+        exact = "FROM exits x WHERE x.host = p.host AND x.pid = p.pid AND x.ppid = p.ppid"
+        other = "FROM exits x WHERE x.host = p.host AND x.pid = p.pid"
+        exit_of = (f"(CASE WHEN EXISTS(SELECT 1 {exact}) THEN (SELECT x.{{0}} {exact})"
+                   f" ELSE (SELECT x.{{0}} {other} LIMIT 1) END)")
         rows = self.sql(
             "SELECT p.pid, p.ppid, p.host, p.rank, p.size, p.name, p.command, p.start_wall_ns,"
-            " p.start_wall_ns + (p.end_mono_ns - p.start_mono_ns), p.state, x.exit_code,"
-            " x.signal, (SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
+            " p.start_wall_ns + (p.end_mono_ns - p.start_mono_ns), p.state, "
+            + exit_of.format("exit_code") + ", " + exit_of.format("signal") + ","
+            " (SELECT count(*) FROM calls c JOIN threads t ON t.id = c.thread"
             " WHERE t.process = p.id)"
-            " FROM processes p LEFT JOIN exits x"
-            " ON x.host = p.host AND x.ppid = p.ppid AND x.pid = p.pid"
-            " ORDER BY p.start_wall_ns, p.id"
+            " FROM processes p ORDER BY p.start_wall_ns, p.id"
         )
         return [Process(*r) for r in rows]
 

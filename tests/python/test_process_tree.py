@@ -185,3 +185,21 @@ def test_latest_moves_when_the_run_records(run_py, root):
     """)
     run = callscope.load(root=root)
     assert len(run.calls("*f")) == 1
+
+
+def test_forkserver_workers_exit_codes(run_py, root, work):
+    run_py("""
+        import multiprocessing as mp, sys
+        sys.path.insert(0, ".")
+        import work
+        if __name__ == "__main__":
+            ps = [mp.get_context("forkserver").Process(target=work.task, args=(i,))
+                  for i in range(3)]
+            for p in ps: p.start()
+            for p in ps: p.join()
+    """)
+    run = callscope.load(root=root)
+    workers = [p for p in run.processes() if p.calls]
+    assert len(workers) == 3
+    # their OS parent is the fork server; the exit codes come from join()
+    assert all(p.exit_code == 0 for p in workers)
