@@ -20,12 +20,12 @@ import functools as _functools
 from . import _callscope, _procs, _trace
 from ._callscope import CallscopeError, run_dir, set_rank, span
 from ._run import Call, Function, Process, Run, load
-from ._trace import trace, tracing, untrace
+from ._trace import profile_all, trace, tracing, untrace
 
 __version__ = "0.1.0"
 __all__ = [
     "monitor", "span", "load", "Run", "Call", "Function", "Process", "CallscopeError", "run_dir", "set_rank",
-    "trace", "tracing", "untrace",
+    "trace", "tracing", "untrace", "profile_all",
 ]
 
 _CO_COROUTINE = 0x80

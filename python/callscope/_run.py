@@ -116,7 +116,9 @@ class Run:
         """Every recorded function and span, with its number of calls."""
         rows = self.sql(
             f"SELECT f.id, {_NAME}, f.kind, f.module, f.qualname, f.file, f.line,"
-            " (SELECT count(*) FROM calls c WHERE c.function = f.id), f.args, f.locals"
+            " (SELECT count(*) FROM calls c WHERE c.function = f.id)"
+            " + IFNULL((SELECT sum(pr.calls) FROM profile pr WHERE pr.function = f.id), 0),"
+            " f.args, f.locals"
             " FROM functions f ORDER BY 2"
         )
         return [Function(*r) for r in rows]

@@ -113,9 +113,31 @@ def _merge_config(cli, config):
     return sel
 
 
+def profile_all(enable=True):
+    """Count and time every Python function of the program in aggregate,
+    the way cProfile does, with no record per call: per function, calls,
+    total (outermost calls only, for recursion) and self time, min, max and
+    percentiles, stored in run.db at exit and shown by ``callscope top``.
+    Generator and coroutine resumes count as calls, as in cProfile.
+    ``profile_all(False)`` stops and stores what was gathered.
+
+    Needs Python 3.12 or newer (PEP 669) in this version."""
+    if enable:
+        _callscope._profile_start(_OWN)
+    else:
+        _callscope._profile_stop()
+
+
 def _from_environment():
     """Start the selection that ``callscope run -t/--module/--exclude``
-    passes to every Python process of the run."""
+    (or ``--all``) passes to every Python process of the run."""
+    if os.environ.get("CALLSCOPE_PROFILE_ALL") == "1":
+        try:
+            _callscope._profile_start(_OWN)
+        except NotImplementedError as e:
+            import warnings
+
+            warnings.warn(f"callscope: {e}", RuntimeWarning, stacklevel=2)
     spec = os.environ.get("CALLSCOPE_TRACE")
     if not spec:
         return

@@ -39,12 +39,94 @@ cs_name_matches(const char *filter, const char *name)
     return strstr(name, filter) != NULL;
 }
 
+#define HIST 256 /* the profile table's histograms: 4 buckets per power of two */
+
 typedef struct acc {
     cs_fstat st;
     uint64_t *walls;
     size_t nw, cw;
     int keep;
+    uint64_t *hist; /* set when the function was profiled in aggregate */
 } acc;
+
+static unsigned
+bucket(uint64_t ns)
+{
+    if (ns < 4)
+        return (unsigned)ns;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
+    unsigned b = (lg - 1) * 4 + (unsigned)((ns >> (lg - 2)) & 3u);
+    return b < HIST ? b : HIST - 1;
+}
+
+/* The middle of bucket `b`. */
+static uint64_t
+bucket_mid(unsigned b)
+{
+    if (b < 4)
+        return b;
+    unsigned lg = b / 4 + 1, sub = b % 4;
+    uint64_t lo = (uint64_t)(4 + sub) << (lg - 2), width = 1ull << (lg - 2);
+    return lo + width / 2;
+}
+
+static uint64_t
+hist_rank(const uint64_t *h, uint64_t n, double p)
+{
+    uint64_t k = (uint64_t)(p * (double)n + 0.999999), seen = 0;
+    if (k < 1)
+        k = 1;
+    for (unsigned b = 0; b < HIST; b++) {
+        seen += h[b];
+        if (seen >= k)
+            return bucket_mid(b);
+    }
+    return 0;
+}
+
+/* Merge the aggregates of the profile table (callscope run --all). */
+static int
+merge_profile(sqlite3 *db, const cs_stats_query *q, acc *a, int64_t maxid)
+{
+    sqlite3_stmt *st = NULL;
+    const char *sql = q->pid ? "SELECT pr.function, pr.calls, pr.total_ns, pr.self_ns, pr.min_ns,"
+                               " pr.max_ns, pr.hist FROM profile pr JOIN processes p"
+                               " ON p.id = pr.process WHERE p.pid = ?"
+                             : "SELECT function, calls, total_ns, self_ns, min_ns, max_ns, hist"
+                               " FROM profile";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return CS_OK; /* a database without the table: nothing profiled */
+    if (q->pid)
+        sqlite3_bind_int64(st, 1, q->pid);
+    int rc = CS_OK;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t f = sqlite3_column_int64(st, 0);
+        if (f < 0 || f > maxid || !a[f].keep)
+            continue;
+        acc *x = &a[f];
+        if (x->hist == NULL && (x->hist = cs__calloc(HIST, sizeof *x->hist)) == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        x->st.calls += (uint64_t)sqlite3_column_int64(st, 1);
+        x->st.total_ns += (uint64_t)sqlite3_column_int64(st, 2);
+        x->st.self_ns += (uint64_t)sqlite3_column_int64(st, 3);
+        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4), mx = (uint64_t)sqlite3_column_int64(st, 5);
+        if (mn < x->st.min_ns)
+            x->st.min_ns = mn;
+        if (mx > x->st.max_ns)
+            x->st.max_ns = mx;
+        const uint32_t *h = sqlite3_column_blob(st, 6);
+        int bytes = sqlite3_column_bytes(st, 6);
+        for (int b = 0; h && b < HIST && (size_t)(b + 1) * 4 <= (size_t)bytes; b++) {
+            uint32_t v;
+            memcpy(&v, (const char *)h + b * 4, 4);
+            x->hist[b] += v;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
 
 static int
 cmp_u64(const void *a, const void *b)
@@ -112,6 +194,7 @@ free_accs(acc *a, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         cs__free(a[i].walls);
+        cs__free(a[i].hist);
         cs__free(a[i].st.name);
         cs__free(a[i].st.kind);
         cs__free(a[i].st.file);
@@ -223,6 +306,8 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         rc = src == SQLITE_CORRUPT || src == SQLITE_NOTADB ? CS_ENOTDB : CS_EDB;
         goto out;
     }
+    if ((rc = merge_profile(db, q, a, maxid)) != CS_OK)
+        goto out;
     size_t kept = 0;
     for (size_t i = 0; i < na; i++)
         if (a[i].keep && a[i].st.calls > 0)
@@ -237,7 +322,35 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         acc *x = &a[i];
         if (!x->keep || x->st.calls == 0)
             continue;
-        if (x->nw) {
+        if (x->hist) {
+            /* profiled in aggregate: percentiles from the histogram, to a
+             * quarter of a power of two */
+            uint64_t count = 0;
+            for (size_t k = 0; k < x->nw; k++) {
+                x->hist[bucket(x->walls[k])]++;
+                if (x->walls[k] < x->st.min_ns)
+                    x->st.min_ns = x->walls[k];
+                if (x->walls[k] > x->st.max_ns)
+                    x->st.max_ns = x->walls[k];
+            }
+            for (unsigned b = 0; b < HIST; b++)
+                count += x->hist[b];
+            x->st.p50_ns = hist_rank(x->hist, count, 0.50);
+            x->st.p95_ns = hist_rank(x->hist, count, 0.95);
+            /* a bucket's middle may lie outside what was seen */
+            if (x->st.min_ns != UINT64_MAX) {
+                uint64_t *ps[2] = {&x->st.p50_ns, &x->st.p95_ns};
+                for (int k = 0; k < 2; k++) {
+                    if (*ps[k] < x->st.min_ns)
+                        *ps[k] = x->st.min_ns;
+                    if (*ps[k] > x->st.max_ns)
+                        *ps[k] = x->st.max_ns;
+                }
+            }
+            x->st.mean_ns = count ? (double)x->st.total_ns / (double)count : 0;
+            if (x->st.min_ns == UINT64_MAX)
+                x->st.min_ns = 0;
+        } else if (x->nw) {
             qsort(x->walls, x->nw, sizeof *x->walls, cmp_u64);
             x->st.min_ns = x->walls[0];
             x->st.max_ns = x->walls[x->nw - 1];

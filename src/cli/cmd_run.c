@@ -30,6 +30,8 @@ const char cs_usage_run[] =
     "                   repeat it for more (Python 3.12+)\n"
     "  --module MOD     record every function of MOD and its submodules\n"
     "  --exclude PAT    leave the functions PAT names out\n"
+    "  --all            profile every Python function in aggregate, like cProfile\n"
+    "                   (counts, total and self time, percentiles; Python 3.12+)\n"
     "  --cpu            with -t/--module: also record each call's CPU time\n"
     "  --memory         with -t/--module: also record memory\n"
     "  -q, --quiet      print nothing after the run\n"
@@ -74,14 +76,14 @@ int
 cs_cmd_run(int argc, char **argv)
 {
     const char *root = cs_run_root_default(), *name = NULL, *module = NULL, *python = NULL;
-    int quiet = 0;
+    int quiet = 0, all = 0;
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},    {"name", required_argument, NULL, 'n'},
         {"python", required_argument, NULL, 'P'}, {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},         {"trace", required_argument, NULL, 't'},
         {"module", required_argument, NULL, 'M'}, {"exclude", required_argument, NULL, 'X'},
         {"cpu", no_argument, NULL, 'C'},          {"memory", no_argument, NULL, 'R'},
-        {NULL, 0, NULL, 0},
+        {"all", no_argument, NULL, 'A'},          {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
     cs_buf sel;
@@ -109,6 +111,9 @@ cs_cmd_run(int argc, char **argv)
                           c == 't' ? 't' : c == 'M' ? 'm' : 'x', optarg);
             break;
         }
+        case 'A':
+            all = 1;
+            break;
         case 'C':
         case 'R':
             cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "", c == 'C' ? "cpu" : "memory");
@@ -203,6 +208,10 @@ cs_cmd_run(int argc, char **argv)
         setenv("CALLSCOPE_TRACE", sel.data, 1);
     else
         unsetenv("CALLSCOPE_TRACE");
+    if (all)
+        setenv("CALLSCOPE_PROFILE_ALL", "1", 1);
+    else
+        unsetenv("CALLSCOPE_PROFILE_ALL");
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {

@@ -144,6 +144,12 @@ void rec_reset(void);
 PyObject *trace_start(PyObject *mod, PyObject *args, PyObject *kw);
 PyObject *trace_stop(PyObject *mod, PyObject *unused);
 PyObject *trace_active(PyObject *mod, PyObject *unused);
+/* profile.c: _profile_start(), _profile_stop(), _profile_active(). Stop
+ * writes the aggregates into the log (done before the log closes). */
+PyObject *profile_start(PyObject *mod, PyObject *args);
+PyObject *profile_stop(PyObject *mod, PyObject *unused);
+PyObject *profile_active(PyObject *mod, PyObject *unused);
+
 /* Free the tracer (module clear). */
 void trace_free(ext_state *st);
 

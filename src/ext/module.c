@@ -21,6 +21,9 @@ raise_cs(ext_state *st, int rc, const char *what)
 static PyObject *
 py_finish(PyObject *mod, PyObject *unused)
 {
+    PyObject *r = profile_stop(mod, NULL); /* its aggregates go in first */
+    Py_XDECREF(r);
+    PyErr_Clear();
     rec_finish(0);
     Py_RETURN_NONE;
 }
@@ -320,6 +323,9 @@ static PyMethodDef module_methods[] = {
     {"_trace_start", (PyCFunction)(void (*)(void))trace_start, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_trace_stop", trace_stop, METH_NOARGS, NULL},
     {"_trace_active", trace_active, METH_NOARGS, NULL},
+    {"_profile_start", profile_start, METH_VARARGS, NULL},
+    {"_profile_stop", profile_stop, METH_NOARGS, NULL},
+    {"_profile_active", profile_active, METH_NOARGS, NULL},
     {"_stats_by", (PyCFunction)(void (*)(void))py_stats_by, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_list_runs", py_list_runs, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},

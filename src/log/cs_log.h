@@ -91,6 +91,9 @@ enum cs_var_kind {
     CS_VAR_ERROR = 4,  /* aux = seq | stream << 40; body = type, message,
                           traceback[, "^" for "as the thread's previous error"] */
     CS_VAR_CHILD = 5,  /* aux = child pid; body = i64 exit code, or -signal */
+    CS_VAR_PROFILE = 6, /* aux = func id; body = u64 calls, total, self, min,
+                           max (ns), then u32 hist[256]: 4 buckets per power
+                           of two of the duration in ns */
 };
 
 /* Function kinds, in a FUNC record and in the functions table. */

@@ -200,7 +200,8 @@ collect_var(void *ctx, const cs_event *ev)
 {
     ing *g = ctx;
     if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
-        ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD)
+        ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD &&
+        ev->var_kind != CS_VAR_PROFILE)
         return CS_OK;
     if (g->vn == g->vcap) {
         size_t cap = g->vcap ? g->vcap * 2 : 64;
@@ -406,6 +407,31 @@ function_names(ing *g, int64_t id, const char *args, const char *locals)
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 
+/* The aggregates of a profiled function (callscope run --all). */
+static int
+insert_profile(ing *g, const pending_var *v)
+{
+    if (v->len < 40 || v->aux >= g->func_cap || g->func_map[v->aux] == 0)
+        return CS_OK;
+    uint64_t h[5];
+    memcpy(h, v->body, sizeof h);
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT INTO profile(function, process, calls, total_ns, self_ns,"
+                                 " min_ns, max_ns, hist) VALUES(?,?,?,?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, g->func_map[v->aux]);
+        sqlite3_bind_int64(st, 2, g->process_id);
+        for (int i = 0; i < 5; i++)
+            sqlite3_bind_int64(st, 3 + i, (int64_t)h[i]);
+        sqlite3_bind_blob(st, 8, v->body + 40, (int)(v->len - 40), SQLITE_TRANSIENT);
+        src = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+}
+
 static int
 insert_defs(ing *g)
 {
@@ -458,6 +484,10 @@ insert_defs(ing *g)
         }
     }
     sqlite3_finalize(st);
+    /* aggregates after every definition, wherever their records were */
+    for (size_t i = 0; i < g->vn && rc == CS_OK; i++)
+        if (g->vars[i].kind == CS_VAR_PROFILE)
+            rc = insert_profile(g, &g->vars[i]);
     return rc;
 }
 

@@ -321,7 +321,8 @@ cs_run_summarize(const char *rundir, cs_run_summary *out)
             sqlite3 *db = cs_store_db(s);
             out->processes = (uint64_t)scalar(db, "SELECT count(*) FROM processes");
             out->threads = (uint64_t)scalar(db, "SELECT count(*) FROM threads");
-            out->calls = (uint64_t)scalar(db, "SELECT count(*) FROM calls");
+            out->calls = (uint64_t)scalar(db, "SELECT count(*) FROM calls") +
+                         (uint64_t)scalar(db, "SELECT IFNULL(sum(calls), 0) FROM profile");
             out->errors =
                 (uint64_t)scalar(db, "SELECT count(*) FROM calls WHERE status = 'raised'");
             out->functions = (uint64_t)scalar(db, "SELECT count(*) FROM functions");

@@ -1,0 +1,119 @@
+"""Profile everything (callscope run --all): aggregate counts equal
+cProfile's for every function, and times are consistent."""
+import os
+import pstats
+import subprocess
+import sys
+
+import pytest
+
+import callscope
+
+needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12),
+                                      reason="--all uses sys.monitoring (3.12+)")
+
+PROG = """
+import threading
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def gen(n):
+    for i in range(n):
+        yield i
+
+def fails(k):
+    if k % 3 == 0:
+        raise ValueError(k)
+    return k
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+    def area(self):
+        return self.v * self.v
+
+def work():
+    fib(12)
+    sum(gen(25))
+    for k in range(30):
+        try:
+            fails(k)
+        except ValueError:
+            pass
+    return sum(Box(i).area() for i in range(40))
+
+def main():
+    t = threading.Thread(target=work)
+    t.start()
+    work()
+    t.join()
+
+main()
+"""
+
+
+@needs_monitoring
+def test_counts_equal_cprofile(cli, tmp_path, root):
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROG)
+    cli("run", "--all", prog, check=0)
+    run = callscope.load(root=root)
+    ours = {(os.path.basename(f.file), f.line, f.qualname.rsplit(".", 1)[-1]): f.calls
+            for f in run.functions() if f.file.endswith("prog.py")}
+    out = tmp_path / "prof.out"
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(prog)], check=True,
+                   cwd=tmp_path, env=dict(os.environ, CALLSCOPE_TRACE="",
+                                          CALLSCOPE_PROFILE_ALL=""))
+    theirs = {}
+    for (file, line, name), v in pstats.Stats(str(out)).stats.items():
+        if file.endswith("prog.py"):
+            theirs[(os.path.basename(file), line, name)] = v[1]  # all calls, recursive too
+    assert ours and theirs
+    # since 3.12 cProfile sees every thread too (sys.monitoring)
+    assert {k: ours.get(k) for k in theirs} == theirs
+
+
+@needs_monitoring
+def test_times_are_consistent(cli, tmp_path, root):
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROG)
+    cli("run", "--all", prog, check=0)
+    run = callscope.load(root=root)
+    stats = {s["function"]: s for s in run.stats(filter="__main__.*")}
+    assert stats["__main__.fib"]["calls"] == 2 * 465
+    for s in stats.values():
+        assert s["self_ns"] <= s["total_ns"] + 1_000  # self <= total (clock grain)
+        assert s["min_ns"] <= s["p50_ns"] <= s["p95_ns"] <= s["max_ns"]
+    # the main thread's self times add up to no more than its wall time
+    main = stats["__main__.main"]
+    module = stats["__main__.<module>"]
+    total_self = sum(s["self_ns"] for s in stats.values())
+    assert total_self <= module["total_ns"] + main["total_ns"] * 2
+    assert run.info()["calls"] > 2 * 465
+    # `callscope top` shows them
+    out = cli("top", "-f", "__main__.fib", check=0).stdout
+    assert "__main__.fib" in out and str(2 * 465) in out
+
+
+@needs_monitoring
+def test_profile_all_in_process(root, finish):
+    def f(n):
+        return n + 1
+
+    callscope.profile_all()
+    for i in range(100):
+        f(i)
+    callscope.profile_all(False)
+    for i in range(10):
+        f(i)  # not counted: profiling stopped
+    run = finish()
+    (s,) = run.stats(filter="*test_profile_all_in_process.<locals>.f")
+    assert s["calls"] == 100
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.10 and 3.11 only")
+def test_all_needs_3_12(cli, tmp_path):
+    (tmp_path / "app.py").write_text("pass\n")
+    p = cli("run", "--all", "app.py", check=1)
+    assert "--all needs Python 3.12" in p.stderr
