@@ -74,6 +74,10 @@ bench: venv
 	./build-bench/bench_log 2000000 build-bench/log-run
 	./build-bench/bench_merge 64 100000 build-bench/merge-run
 	$(VENV)/bin/python bench/bench_select.py
+	@if [ -x .venv-3.13/bin/python ]; then \
+	    .venv-3.13/bin/python -m pip install -q yappi viztracer pygments . && \
+	    .venv-3.13/bin/python bench/bench_all.py && .venv-3.13/bin/python bench/bench_select.py; \
+	else echo "bench_all: needs .venv-3.13 (make test creates it)"; fi
 
 clean:
 	rm -rf build-c $(ASAN_DIR) $(TSAN_DIR) build-bench $(VENV) .venv-* callscope-runs
