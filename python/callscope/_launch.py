@@ -39,9 +39,10 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "--":
         start = os.path.dirname(os.path.abspath(argv[1]))
     _configure(start)
-    if (os.environ.get("CALLSCOPE_PROFILE_ALL") == "1"
-            and not callscope._callscope._profile_active()):
-        sys.exit("callscope: error: run: --all needs Python 3.12 or newer in this version")
+    if os.environ.get("CALLSCOPE_PROFILE_ALL") == "1":
+        if not callscope._callscope._profile_active():
+            sys.exit("callscope: error: run: --all needs Python 3.12 or newer in this version")
+        callscope._callscope._open_log()  # the run's times start with the program
     if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
         sys.exit("callscope: error: run: the selection (-t/--module) could not start")
     if len(argv) >= 2 and argv[0] == "-m":

@@ -124,6 +124,7 @@ def profile_all(enable=True):
     Needs Python 3.12 or newer (PEP 669) in this version."""
     if enable:
         _callscope._profile_start(_OWN)
+        _callscope._open_log()  # the run's times start here
     else:
         _callscope._profile_stop()
 

@@ -70,6 +70,15 @@ py_set_rank(PyObject *mod, PyObject *arg)
 }
 
 static PyObject *
+py_open_log(PyObject *mod, PyObject *unused)
+{
+    /* the run's clock starts now, not at the first record */
+    rec_tstate();
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 py_run_dir(PyObject *mod, PyObject *unused)
 {
     const char *d = cs_log_rundir();
@@ -310,6 +319,7 @@ static PyMethodDef module_methods[] = {
     {"_reset", py_reset, METH_NOARGS, "Finish, and forget all recording state (tests)."},
     {"_prepare_fork", py_prepare_fork, METH_NOARGS, "Settle the run before os.fork()."},
     {"_child_exit", py_child_exit, METH_VARARGS, "Record how a child process ended."},
+    {"_open_log", py_open_log, METH_NOARGS, "Open this process's log now."},
     {"set_rank", py_set_rank, METH_O,
      "set_rank(rank)\n--\n\nTag this process with an MPI rank or worker number, for a program\n"
      "without a launcher that sets one. Call it before the first recorded call."},

@@ -46,6 +46,27 @@ static int prof_tool = -1;
 static PyObject *prof_mon, *prof_callbacks;
 static uint64_t prof_start_ns;
 static char *prof_own; /* callscope's package directory */
+static PyObject *prof_monitored; /* borrowed: decorated functions' code */
+
+/* A forked child starts with nothing counted: its parent writes its own
+ * aggregates. Only counters are touched here (no allocation, no Python). */
+static void
+after_fork_child(void)
+{
+    for (pthread_data *d = all_threads; d; d = d->next) {
+        for (size_t i = 0; i < d->cap; i++) {
+            agg *a = d->slots[i];
+            if (a == NULL)
+                continue;
+            a->calls = a->total = a->self = a->max = 0;
+            a->min = UINT64_MAX;
+            a->active = 0;
+            memset(a->hist, 0, sizeof a->hist);
+        }
+        d->sn = 0;
+    }
+    pthread_mutex_init(&threads_mu, NULL);
+}
 
 static unsigned
 bucket(uint64_t ns)
@@ -129,6 +150,9 @@ lookup(pthread_data *d, PyObject *code)
     Py_DECREF(qual);
     const char *file = PyUnicode_AsUTF8(((PyCodeObject *)code)->co_filename);
     a->skip = file && prof_own && strncmp(file, prof_own, strlen(prof_own)) == 0;
+    /* a decorated function's calls are recorded one by one already */
+    if (prof_monitored && PySet_Contains(prof_monitored, code) > 0)
+        a->skip = 1;
     PyErr_Clear();
     size_t i = hash_ptr(code) & (d->cap - 1);
     while (d->slots[i])
@@ -207,6 +231,10 @@ profile_start(PyObject *mod, PyObject *args)
         return NULL;
     if (prof_tool >= 0)
         Py_RETURN_NONE;
+    static int atfork_done;
+    if (!atfork_done && pthread_atfork(NULL, NULL, after_fork_child) == 0)
+        atfork_done = 1;
+    prof_monitored = ((ext_state *)PyModule_GetState(mod))->monitored;
     cs__free(prof_own);
     prof_own = own ? cs__strdup(own) : NULL;
     PyObject *sys = PyImport_ImportModule("sys");

@@ -117,3 +117,33 @@ def test_all_needs_3_12(cli, tmp_path):
     (tmp_path / "app.py").write_text("pass\n")
     p = cli("run", "--all", "app.py", check=1)
     assert "--all needs Python 3.12" in p.stderr
+
+
+@needs_monitoring
+def test_fork_child_counts_its_own_calls(run_py, root):
+    run_py("""
+        import os, time, callscope
+        def f():
+            return 1
+        @callscope.monitor
+        def decorated():
+            return 2
+        callscope.profile_all()
+        for _ in range(100):
+            f()
+        decorated()
+        pid = os.fork()
+        if pid == 0:
+            for _ in range(10):
+                f()
+            callscope._callscope._finish()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.2)
+    """)
+    run = callscope.load(root=root)
+    (s,) = run.stats(filter="__main__.f")
+    assert s["calls"] == 110  # not the parent's 100 counted again by the child
+    (d,) = run.stats(filter="*decorated")
+    assert d["calls"] == 1  # recorded by its decorator, not counted twice
+    assert run.info()["duration_ns"] >= 200_000_000  # times start with profiling
