@@ -41,7 +41,7 @@ def main(argv):
     _configure(start)
     if os.environ.get("CALLSCOPE_PROFILE_ALL") == "1":
         if not callscope._callscope._profile_active():
-            sys.exit("callscope: error: run: --all needs Python 3.12 or newer in this version")
+            sys.exit("callscope: error: run: --all could not start")
         callscope._callscope._open_log()  # the run's times start with the program
     if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
         sys.exit("callscope: error: run: the selection (-t/--module) could not start")

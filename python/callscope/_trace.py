@@ -121,7 +121,8 @@ def profile_all(enable=True):
     Generator and coroutine resumes count as calls, as in cProfile.
     ``profile_all(False)`` stops and stores what was gathered.
 
-    Needs Python 3.12 or newer (PEP 669) in this version."""
+    Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 a PEP 523
+    frame-evaluation hook."""
     if enable:
         _callscope._profile_start(_OWN)
         _callscope._open_log()  # the run's times start here

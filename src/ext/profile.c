@@ -2,7 +2,9 @@
  * and timed in aggregate, with no per-call record (callscope run --all,
  * callscope.profile_all()).
  *
- * Python 3.12+: PEP 669 callbacks for all code. Each thread keeps a stack
+ * Python 3.12+: PEP 669 callbacks for all code; 3.10 and 3.11: a PEP 523
+ * frame-evaluation hook (each evaluation is a call or a resume). Each
+ * thread keeps a stack
  * and a table of aggregates keyed by code object; resumes of generators
  * and coroutines count as calls, as in cProfile, and a recursive
  * function's total time counts its outermost calls only. At exit the
@@ -12,8 +14,6 @@
 
 #include <pthread.h>
 #include <string.h>
-
-#if CS_HAVE_MONITORING
 
 #define HIST 256 /* 4 buckets per power of two of nanoseconds */
 
@@ -42,8 +42,10 @@ typedef struct pthread_data {
 static _Thread_local pthread_data *tls_prof CS_TLS_MODEL;
 static pthread_data *all_threads; /* kept after threads end: merged at exit */
 static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
+#if CS_HAVE_MONITORING
 static int prof_tool = -1;
 static PyObject *prof_mon, *prof_callbacks;
+#endif
 static uint64_t prof_start_ns;
 static char *prof_own; /* callscope's package directory */
 static PyObject *prof_monitored; /* borrowed: decorated functions' code */
@@ -105,7 +107,7 @@ hash_ptr(const void *p)
 }
 
 static agg *
-lookup(pthread_data *d, PyObject *code)
+lookup(pthread_data *d, PyObject *code, PyObject *globals)
 {
     if (d->cap && d->n * 2 < d->cap) {
         for (size_t i = hash_ptr(code) & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
@@ -130,14 +132,13 @@ lookup(pthread_data *d, PyObject *code)
         cs__free(d->slots);
         d->slots = s;
         d->cap = cap;
-        return lookup(d, code);
+        return lookup(d, code, globals);
     }
     agg *a = cs__calloc(1, sizeof *a);
     if (a == NULL)
         return NULL;
     a->code = Py_NewRef(code);
     a->min = UINT64_MAX;
-    PyObject *globals = PyEval_GetGlobals();
     PyObject *module = globals ? PyDict_GetItemString(globals, "__name__") : NULL;
     PyObject *qual = cs_code_qualname((PyCodeObject *)code);
     a->ident = Py_BuildValue("(OOOi)", module && PyUnicode_Check(module) ? module : qual, qual,
@@ -162,35 +163,36 @@ lookup(pthread_data *d, PyObject *code)
     return a;
 }
 
-static PyObject *
-p_push(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* A call (or a resume) of `code` begins on this thread. */
+static void
+prof_push(PyObject *code, PyObject *globals)
 {
     uint64_t now = cs_clock_mono_ns();
-    pthread_data *d = nargs >= 1 ? thread_data() : NULL;
-    agg *a = d ? lookup(d, args[0]) : NULL;
+    pthread_data *d = thread_data();
+    agg *a = d ? lookup(d, code, globals) : NULL;
     if (a == NULL || a->skip)
-        Py_RETURN_NONE;
+        return;
     if (d->sn == d->scap) {
         size_t cap = d->scap ? d->scap * 2 : 128;
         pframe *v = cs__realloc(d->stack, cap * sizeof *v);
         if (v == NULL)
-            Py_RETURN_NONE;
+            return;
         d->stack = v;
         d->scap = cap;
     }
     a->calls++;
     a->active++;
     d->stack[d->sn++] = (pframe){a, now, 0};
-    Py_RETURN_NONE;
 }
 
-static PyObject *
-p_pop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* A call (or a run between resume and yield) of `code` ends. */
+static void
+prof_pop(PyObject *code)
 {
     uint64_t now = cs_clock_mono_ns();
     pthread_data *d = tls_prof;
-    if (d == NULL || d->sn == 0 || nargs < 1 || d->stack[d->sn - 1].a->code != args[0])
-        Py_RETURN_NONE; /* began before profiling did */
+    if (d == NULL || d->sn == 0 || d->stack[d->sn - 1].a->code != code)
+        return; /* began before profiling did */
     pframe f = d->stack[--d->sn];
     agg *a = f.a;
     uint64_t dur = now - f.start;
@@ -204,96 +206,6 @@ p_pop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     a->hist[bucket(dur)]++;
     if (d->sn)
         d->stack[d->sn - 1].child += dur;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef push_def = {"_cs_prof_push", (PyCFunction)(void (*)(void))p_push,
-                               METH_FASTCALL, NULL};
-static PyMethodDef pop_def = {"_cs_prof_pop", (PyCFunction)(void (*)(void))p_pop,
-                              METH_FASTCALL, NULL};
-
-static int
-event_bit(const char *name)
-{
-    PyObject *events = PyObject_GetAttrString(prof_mon, "events");
-    PyObject *v = events ? PyObject_GetAttrString(events, name) : NULL;
-    long bit = v ? PyLong_AsLong(v) : -1;
-    Py_XDECREF(v);
-    Py_XDECREF(events);
-    return (int)bit;
-}
-
-PyObject *
-profile_start(PyObject *mod, PyObject *args)
-{
-    const char *own = NULL;
-    if (!PyArg_ParseTuple(args, "|z:_profile_start", &own))
-        return NULL;
-    if (prof_tool >= 0)
-        Py_RETURN_NONE;
-    static int atfork_done;
-    if (!atfork_done && pthread_atfork(NULL, NULL, after_fork_child) == 0)
-        atfork_done = 1;
-    prof_monitored = ((ext_state *)PyModule_GetState(mod))->monitored;
-    cs__free(prof_own);
-    prof_own = own ? cs__strdup(own) : NULL;
-    PyObject *sys = PyImport_ImportModule("sys");
-    prof_mon = sys ? PyObject_GetAttrString(sys, "monitoring") : NULL;
-    Py_XDECREF(sys);
-    if (prof_mon == NULL)
-        return NULL;
-    static const int candidates[] = {3, 4};
-    for (size_t i = 0; i < 2 && prof_tool < 0; i++) {
-        PyObject *r = PyObject_CallMethod(prof_mon, "get_tool", "i", candidates[i]);
-        if (r == NULL)
-            return NULL;
-        int is_free = r == Py_None;
-        Py_DECREF(r);
-        if (!is_free)
-            continue;
-        r = PyObject_CallMethod(prof_mon, "use_tool_id", "is", candidates[i], "callscope-all");
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-        prof_tool = candidates[i];
-    }
-    if (prof_tool < 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "profile_all: sys.monitoring tool ids 3 and 4 are both in use");
-        return NULL;
-    }
-    static const char *const pushes[] = {"PY_START", "PY_RESUME", "PY_THROW"};
-    static const char *const pops[] = {"PY_RETURN", "PY_YIELD", "PY_UNWIND"};
-    PyObject *push = PyCFunction_NewEx(&push_def, mod, NULL);
-    PyObject *pop = PyCFunction_NewEx(&pop_def, mod, NULL);
-    prof_callbacks = push && pop ? PyTuple_Pack(2, push, pop) : NULL;
-    int events = 0, ok = prof_callbacks != NULL;
-    for (size_t i = 0; ok && i < 3; i++) {
-        int bp = event_bit(pushes[i]), bq = event_bit(pops[i]);
-        PyObject *r1 = bp < 0 ? NULL
-                              : PyObject_CallMethod(prof_mon, "register_callback", "iiO",
-                                                    prof_tool, bp, push);
-        PyObject *r2 = bq < 0 || r1 == NULL
-                           ? NULL
-                           : PyObject_CallMethod(prof_mon, "register_callback", "iiO",
-                                                 prof_tool, bq, pop);
-        ok = r1 && r2;
-        Py_XDECREF(r1);
-        Py_XDECREF(r2);
-        events |= bp | bq;
-    }
-    Py_XDECREF(push);
-    Py_XDECREF(pop);
-    PyObject *r = ok ? PyObject_CallMethod(prof_mon, "set_events", "ii", prof_tool, events) : NULL;
-    if (r == NULL) {
-        PyObject *s = profile_stop(mod, NULL);
-        Py_XDECREF(s);
-        return NULL;
-    }
-    Py_DECREF(r);
-    prof_start_ns = cs_clock_mono_ns();
-    rec_in_use = 1;
-    Py_RETURN_NONE;
 }
 
 /* Write the merged aggregates into the current log. */
@@ -363,21 +275,10 @@ out:
     Py_XDECREF(order);
 }
 
-PyObject *
-profile_stop(PyObject *mod, PyObject *unused)
+/* Forget the aggregates (they are written). */
+static void
+clear_aggregates(void)
 {
-    if (prof_tool >= 0 && prof_mon) {
-        PyObject *r = PyObject_CallMethod(prof_mon, "set_events", "ii", prof_tool, 0);
-        Py_XDECREF(r);
-        r = PyObject_CallMethod(prof_mon, "free_tool_id", "i", prof_tool);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        flush_profile();
-    }
-    prof_tool = -1;
-    Py_CLEAR(prof_mon);
-    Py_CLEAR(prof_callbacks);
-    /* the aggregates are written: start afresh */
     pthread_mutex_lock(&threads_mu);
     for (pthread_data *d = all_threads; d; d = d->next) {
         for (size_t i = 0; i < d->cap; i++) {
@@ -392,23 +293,196 @@ profile_stop(PyObject *mod, PyObject *unused)
         d->sn = 0;
     }
     pthread_mutex_unlock(&threads_mu);
+}
+
+/* What both backends do when profiling starts. */
+static void
+begin(PyObject *mod, const char *own)
+{
+    static int atfork_done;
+    if (!atfork_done && pthread_atfork(NULL, NULL, after_fork_child) == 0)
+        atfork_done = 1;
+    prof_monitored = ((ext_state *)PyModule_GetState(mod))->monitored;
+    cs__free(prof_own);
+    prof_own = own ? cs__strdup(own) : NULL;
+    prof_start_ns = cs_clock_mono_ns();
+    rec_in_use = 1;
+}
+
+#if CS_HAVE_MONITORING
+
+static PyObject *
+p_push(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs >= 1)
+        prof_push(args[0], PyEval_GetGlobals());
     Py_RETURN_NONE;
 }
 
-#else
+static PyObject *
+p_pop(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs >= 1)
+        prof_pop(args[0]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef push_def = {"_cs_prof_push", (PyCFunction)(void (*)(void))p_push,
+                               METH_FASTCALL, NULL};
+static PyMethodDef pop_def = {"_cs_prof_pop", (PyCFunction)(void (*)(void))p_pop,
+                              METH_FASTCALL, NULL};
+
+static int
+event_bit(const char *name)
+{
+    PyObject *events = PyObject_GetAttrString(prof_mon, "events");
+    PyObject *v = events ? PyObject_GetAttrString(events, name) : NULL;
+    long bit = v ? PyLong_AsLong(v) : -1;
+    Py_XDECREF(v);
+    Py_XDECREF(events);
+    return (int)bit;
+}
 
 PyObject *
 profile_start(PyObject *mod, PyObject *args)
 {
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "profiling everything needs Python 3.12 or newer in this version of"
-                    " callscope");
-    return NULL;
+    const char *own = NULL;
+    if (!PyArg_ParseTuple(args, "|z:_profile_start", &own))
+        return NULL;
+    if (prof_tool >= 0)
+        Py_RETURN_NONE;
+    begin(mod, own);
+    PyObject *sys = PyImport_ImportModule("sys");
+    prof_mon = sys ? PyObject_GetAttrString(sys, "monitoring") : NULL;
+    Py_XDECREF(sys);
+    if (prof_mon == NULL)
+        return NULL;
+    static const int candidates[] = {3, 4};
+    for (size_t i = 0; i < 2 && prof_tool < 0; i++) {
+        PyObject *r = PyObject_CallMethod(prof_mon, "get_tool", "i", candidates[i]);
+        if (r == NULL)
+            return NULL;
+        int is_free = r == Py_None;
+        Py_DECREF(r);
+        if (!is_free)
+            continue;
+        r = PyObject_CallMethod(prof_mon, "use_tool_id", "is", candidates[i], "callscope-all");
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+        prof_tool = candidates[i];
+    }
+    if (prof_tool < 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "profile_all: sys.monitoring tool ids 3 and 4 are both in use");
+        return NULL;
+    }
+    static const char *const pushes[] = {"PY_START", "PY_RESUME", "PY_THROW"};
+    static const char *const pops[] = {"PY_RETURN", "PY_YIELD", "PY_UNWIND"};
+    PyObject *push = PyCFunction_NewEx(&push_def, mod, NULL);
+    PyObject *pop = PyCFunction_NewEx(&pop_def, mod, NULL);
+    prof_callbacks = push && pop ? PyTuple_Pack(2, push, pop) : NULL;
+    int events = 0, ok = prof_callbacks != NULL;
+    for (size_t i = 0; ok && i < 3; i++) {
+        int bp = event_bit(pushes[i]), bq = event_bit(pops[i]);
+        PyObject *r1 = bp < 0 ? NULL
+                              : PyObject_CallMethod(prof_mon, "register_callback", "iiO",
+                                                    prof_tool, bp, push);
+        PyObject *r2 = bq < 0 || r1 == NULL
+                           ? NULL
+                           : PyObject_CallMethod(prof_mon, "register_callback", "iiO",
+                                                 prof_tool, bq, pop);
+        ok = r1 && r2;
+        Py_XDECREF(r1);
+        Py_XDECREF(r2);
+        events |= bp | bq;
+    }
+    Py_XDECREF(push);
+    Py_XDECREF(pop);
+    PyObject *r = ok ? PyObject_CallMethod(prof_mon, "set_events", "ii", prof_tool, events) : NULL;
+    if (r == NULL) {
+        PyObject *s = profile_stop(mod, NULL);
+        Py_XDECREF(s);
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
 }
 
 PyObject *
 profile_stop(PyObject *mod, PyObject *unused)
 {
+    if (prof_tool >= 0 && prof_mon) {
+        PyObject *r = PyObject_CallMethod(prof_mon, "set_events", "ii", prof_tool, 0);
+        Py_XDECREF(r);
+        r = PyObject_CallMethod(prof_mon, "free_tool_id", "i", prof_tool);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        flush_profile();
+    }
+    prof_tool = -1;
+    Py_CLEAR(prof_mon);
+    Py_CLEAR(prof_callbacks);
+    clear_aggregates();
+    Py_RETURN_NONE;
+}
+
+#else /* 3.10 and 3.11: a frame-evaluation hook, chained like trace.c's */
+
+static int prof_on;
+static _PyFrameEvalFunction prof_prev;
+
+static PyObject *
+prof_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
+{
+    PyCodeObject *co = cs_eframe_code(f);
+    int counted = prof_on && !((co->co_flags & (0x20 | 0x80 | 0x100 | 0x200)) &&
+                               !cs_eframe_in_gen(f)); /* not a generator's creation */
+    if (counted) {
+        PyObject *exc = cs_exc_fetch();
+        prof_push((PyObject *)co, cs_eframe_globals(f));
+        cs_exc_restore(exc);
+    }
+    PyObject *res = prof_prev ? prof_prev(tstate, f, throwflag)
+                              : _PyEval_EvalFrameDefault(tstate, f, throwflag);
+    if (counted)
+        prof_pop((PyObject *)co);
+    return res;
+}
+
+PyObject *
+profile_start(PyObject *mod, PyObject *args)
+{
+    const char *own = NULL;
+    if (!PyArg_ParseTuple(args, "|z:_profile_start", &own))
+        return NULL;
+    if (prof_on)
+        Py_RETURN_NONE;
+    begin(mod, own);
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (cur != prof_eval) {
+        prof_prev = cur == _PyEval_EvalFrameDefault ? NULL : cur;
+        _PyInterpreterState_SetEvalFrameFunc(interp, prof_eval);
+    }
+    prof_on = 1;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+profile_stop(PyObject *mod, PyObject *unused)
+{
+    if (prof_on) {
+        prof_on = 0; /* a hook left in a chain passes everything through */
+        PyInterpreterState *interp = PyInterpreterState_Get();
+        if (_PyInterpreterState_GetEvalFrameFunc(interp) == prof_eval) {
+            _PyInterpreterState_SetEvalFrameFunc(interp,
+                                                 prof_prev ? prof_prev : _PyEval_EvalFrameDefault);
+            prof_prev = NULL;
+        }
+        flush_profile();
+    }
+    clear_aggregates();
     Py_RETURN_NONE;
 }
 
@@ -420,6 +494,6 @@ profile_active(PyObject *mod, PyObject *unused)
 #if CS_HAVE_MONITORING
     return PyBool_FromLong(prof_tool >= 0);
 #else
-    Py_RETURN_FALSE;
+    return PyBool_FromLong(prof_on);
 #endif
 }

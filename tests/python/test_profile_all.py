@@ -9,8 +9,8 @@ import pytest
 
 import callscope
 
-needs_monitoring = pytest.mark.skipif(sys.version_info < (3, 12),
-                                      reason="--all uses sys.monitoring (3.12+)")
+# 3.12+: sys.monitoring; 3.10 and 3.11: the frame-evaluation hook
+needs_monitoring = pytest.mark.skipif(False, reason="")
 
 PROG = """
 import threading
@@ -70,6 +70,11 @@ def test_counts_equal_cprofile(cli, tmp_path, root):
         if file.endswith("prog.py"):
             theirs[(os.path.basename(file), line, name)] = v[1]  # all calls, recursive too
     assert ours and theirs
+    if sys.version_info < (3, 12):
+        # before 3.12 cProfile sees the main thread only: work() ran there
+        # and in one more thread, so everything below it counts twice here
+        in_work = {"work", "fib", "gen", "<genexpr>", "fails", "__init__", "area"}
+        theirs = {k: n * (2 if k[2] in in_work else 1) for k, n in theirs.items()}
     # since 3.12 cProfile sees every thread too (sys.monitoring)
     assert {k: ours.get(k) for k in theirs} == theirs
 
@@ -108,15 +113,9 @@ def test_profile_all_in_process(root, finish):
     for i in range(10):
         f(i)  # not counted: profiling stopped
     run = finish()
-    (s,) = run.stats(filter="*test_profile_all_in_process.<locals>.f")
+    # (3.10 code objects carry no qualname: the name is module.f there)
+    (s,) = [s for s in run.stats() if s["function"].endswith(".f")]
     assert s["calls"] == 100
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.10 and 3.11 only")
-def test_all_needs_3_12(cli, tmp_path):
-    (tmp_path / "app.py").write_text("pass\n")
-    p = cli("run", "--all", "app.py", check=1)
-    assert "--all needs Python 3.12" in p.stderr
 
 
 @needs_monitoring
