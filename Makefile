@@ -67,13 +67,14 @@ test-python: venv
 	done
 
 bench: venv
-	$(VENV)/bin/python -m pip install -q yappi pygments
+	$(VENV)/bin/python -m pip install -q yappi viztracer pygments
 	@test -d build-bench || $(MESON) setup build-bench -Dbench=true >/dev/null
 	$(MESON) compile -C build-bench >/dev/null
 	$(VENV)/bin/python bench/run.py --floors build-bench
 	./build-bench/bench_log 2000000 build-bench/log-run
 	./build-bench/bench_merge 64 100000 build-bench/merge-run
 	$(VENV)/bin/python bench/bench_select.py
+	$(VENV)/bin/python bench/bench_all.py
 	@if [ -x .venv-3.13/bin/python ]; then \
 	    .venv-3.13/bin/python -m pip install -q yappi viztracer pygments . && \
 	    .venv-3.13/bin/python bench/bench_all.py && .venv-3.13/bin/python bench/bench_select.py; \

@@ -28,8 +28,6 @@ def best(fn, k=5):
 
 
 def main():
-    if sys.version_info < (3, 12):
-        sys.exit("bench_all: --all needs Python 3.12 or newer")
     os.environ.setdefault("CALLSCOPE_DIR", tempfile.mkdtemp())
     import callscope
 
