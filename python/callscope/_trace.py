@@ -124,8 +124,8 @@ def profile_all(enable=True):
     Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 a PEP 523
     frame-evaluation hook."""
     if enable:
+        _callscope._open_log()  # the run's times start here (before: not profiled)
         _callscope._profile_start(_OWN)
-        _callscope._open_log()  # the run's times start here
     else:
         _callscope._profile_stop()
 
