@@ -3,6 +3,7 @@
  * One pass over the calls table. Sums are kept per function; wall times
  * are collected per function so percentiles are exact (nearest-rank). */
 #include "cs_analysis.h"
+#include "cs_log.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>
@@ -39,7 +40,7 @@ cs_name_matches(const char *filter, const char *name)
     return strstr(name, filter) != NULL;
 }
 
-#define HIST 256 /* the profile table's histograms: 4 buckets per power of two */
+#define HIST CS_HIST_BUCKETS /* the profile table's histograms (cs_log.h) */
 
 typedef struct acc {
     cs_fstat st;
@@ -48,16 +49,6 @@ typedef struct acc {
     int keep;
     uint64_t *hist; /* set when the function was profiled in aggregate */
 } acc;
-
-static unsigned
-bucket(uint64_t ns)
-{
-    if (ns < 4)
-        return (unsigned)ns;
-    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
-    unsigned b = (lg - 1) * 4 + (unsigned)((ns >> (lg - 2)) & 3u);
-    return b < HIST ? b : HIST - 1;
-}
 
 /* The middle of bucket `b`. */
 static uint64_t
@@ -327,7 +318,7 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
              * quarter of a power of two */
             uint64_t count = 0;
             for (size_t k = 0; k < x->nw; k++) {
-                x->hist[bucket(x->walls[k])]++;
+                x->hist[cs_hist_bucket(x->walls[k])]++;
                 if (x->walls[k] < x->st.min_ns)
                     x->st.min_ns = x->walls[k];
                 if (x->walls[k] > x->st.max_ns)

@@ -15,7 +15,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#define HIST 256 /* 4 buckets per power of two of nanoseconds */
+#define HIST CS_HIST_BUCKETS /* 4 buckets per power of two of ns (cs_log.h) */
 
 typedef struct agg {
     PyObject *code;  /* strong reference */
@@ -68,17 +68,6 @@ after_fork_child(void)
         d->sn = 0;
     }
     pthread_mutex_init(&threads_mu, NULL);
-}
-
-static unsigned
-bucket(uint64_t ns)
-{
-    if (ns < 4)
-        return (unsigned)ns;
-    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
-    unsigned sub = (unsigned)((ns >> (lg - 2)) & 3u);
-    unsigned b = (lg - 1) * 4 + sub;
-    return b < HIST ? b : HIST - 1;
 }
 
 static pthread_data *
@@ -203,7 +192,7 @@ prof_pop(PyObject *code)
         a->min = dur;
     if (dur > a->max)
         a->max = dur;
-    a->hist[bucket(dur)]++;
+    a->hist[cs_hist_bucket(dur)]++;
     if (d->sn)
         d->stack[d->sn - 1].child += dur;
 }

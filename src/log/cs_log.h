@@ -96,6 +96,20 @@ enum cs_var_kind {
                            of two of the duration in ns */
 };
 
+/* The histogram of a PROFILE record: CS_HIST_BUCKETS counts of durations,
+ * 4 buckets per power of two of nanoseconds. */
+#define CS_HIST_BUCKETS 256
+
+static inline unsigned
+cs_hist_bucket(uint64_t ns)
+{
+    if (ns < 4)
+        return (unsigned)ns;
+    unsigned lg = 63u - (unsigned)__builtin_clzll(ns);
+    unsigned b = (lg - 1) * 4 + (unsigned)((ns >> (lg - 2)) & 3u);
+    return b < CS_HIST_BUCKETS ? b : CS_HIST_BUCKETS - 1;
+}
+
 /* Function kinds, in a FUNC record and in the functions table. */
 enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1 };
 
