@@ -118,3 +118,18 @@ def test_killed_rank_and_damaged_log(root, tmp_path):
     with pytest.warns(RuntimeWarning, match=bad.name):
         run = callscope.load(rundir)
     assert len(run.processes()) == 4 and bad.exists()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 code objects have no qualname")
+def test_mpirun_callscope_run_with_selection(root, tmp_path):
+    # no decorator: the ranks select `step` by name, in one shared run
+    (tmp_path / "prog.py").write_text(
+        "import os\n"
+        "def step(i):\n    return i\n"
+        "rank = int(os.environ['OMPI_COMM_WORLD_RANK'])\n"
+        "for i in range(10 * (rank + 1)):\n    step(i)\n")
+    cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    mpirun(3, [cli, "run", "-q", "-t", "__main__.step", "prog.py"], root, tmp_path)
+    run = callscope.load(root=root)
+    (stat,) = run.stats(by="rank")
+    assert {r: v["calls"] for r, v in stat["per_group"].items()} == {0: 10, 1: 20, 2: 30}
