@@ -133,8 +133,32 @@ cs_eframe_in_gen(cs_eframe *f)
     return 1; /* 3.10 creates generators without evaluating their frame */
 }
 #endif
-#define CS_GEN_CREATED (-2)
 #define CS_GEN_SUSPENDED (-1)
+
+/* Install `ours` as the interpreter's frame-evaluation function, keeping
+ * in *prev a function installed before it (NULL for the default). */
+static inline void
+cs_eval_hook_install(_PyFrameEvalFunction ours, _PyFrameEvalFunction *prev)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (cur != ours) {
+        *prev = cur == _PyEval_EvalFrameDefault ? NULL : cur;
+        _PyInterpreterState_SetEvalFrameFunc(interp, ours);
+    }
+}
+
+/* Put back what was there before `ours`, only if ours is still the one
+ * installed (a hook installed later keeps calling ours through its chain). */
+static inline void
+cs_eval_hook_remove(_PyFrameEvalFunction ours, _PyFrameEvalFunction *prev)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (_PyInterpreterState_GetEvalFrameFunc(interp) != ours)
+        return;
+    _PyInterpreterState_SetEvalFrameFunc(interp, *prev ? *prev : _PyEval_EvalFrameDefault);
+    *prev = NULL;
+}
 #endif
 
 #if PY_VERSION_HEX < 0x030A0000

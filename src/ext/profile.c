@@ -46,7 +46,6 @@ static pthread_mutex_t threads_mu = PTHREAD_MUTEX_INITIALIZER;
 static int prof_tool = -1;
 static PyObject *prof_mon, *prof_callbacks;
 #endif
-static uint64_t prof_start_ns;
 static char *prof_own; /* callscope's package directory */
 static PyObject *prof_monitored; /* borrowed: decorated functions' code */
 
@@ -294,7 +293,6 @@ begin(PyObject *mod, const char *own)
     prof_monitored = ((ext_state *)PyModule_GetState(mod))->monitored;
     cs__free(prof_own);
     prof_own = own ? cs__strdup(own) : NULL;
-    prof_start_ns = cs_clock_mono_ns();
     rec_in_use = 1;
 }
 
@@ -448,12 +446,7 @@ profile_start(PyObject *mod, PyObject *args)
     if (prof_on)
         Py_RETURN_NONE;
     begin(mod, own);
-    PyInterpreterState *interp = PyInterpreterState_Get();
-    _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
-    if (cur != prof_eval) {
-        prof_prev = cur == _PyEval_EvalFrameDefault ? NULL : cur;
-        _PyInterpreterState_SetEvalFrameFunc(interp, prof_eval);
-    }
+    cs_eval_hook_install(prof_eval, &prof_prev);
     prof_on = 1;
     Py_RETURN_NONE;
 }
@@ -463,12 +456,7 @@ profile_stop(PyObject *mod, PyObject *unused)
 {
     if (prof_on) {
         prof_on = 0; /* a hook left in a chain passes everything through */
-        PyInterpreterState *interp = PyInterpreterState_Get();
-        if (_PyInterpreterState_GetEvalFrameFunc(interp) == prof_eval) {
-            _PyInterpreterState_SetEvalFrameFunc(interp,
-                                                 prof_prev ? prof_prev : _PyEval_EvalFrameDefault);
-            prof_prev = NULL;
-        }
+        cs_eval_hook_remove(prof_eval, &prof_prev);
         flush_profile();
     }
     clear_aggregates();

@@ -152,6 +152,26 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
     return ts;
 }
 
+/* Drop the selection's state (both backends, and module clear). */
+static void
+forget_selection(trace_state *ts)
+{
+    ts->tool = -1;
+    cs_select_free(ts->sel);
+    ts->sel = NULL;
+    cs__free(ts->own_prefix);
+    ts->own_prefix = NULL;
+    Py_CLEAR(ts->selected);
+    Py_CLEAR(ts->gens);
+#if CS_HAVE_MONITORING
+    Py_CLEAR(ts->mon);
+    Py_CLEAR(ts->disable);
+    Py_CLEAR(ts->gen_refs);
+    Py_CLEAR(ts->on_gone);
+    Py_CLEAR(ts->callbacks);
+#endif
+}
+
 /* (module, qualname, file, line) of `co`, whose module's globals are
  * `globals`. */
 static PyObject *
@@ -704,18 +724,7 @@ trace_stop(PyObject *mod, PyObject *unused)
         Py_XDECREF(r);
         PyErr_Clear();
     }
-    ts->tool = -1;
-    cs_select_free(ts->sel);
-    ts->sel = NULL;
-    cs__free(ts->own_prefix);
-    ts->own_prefix = NULL;
-    Py_CLEAR(ts->mon);
-    Py_CLEAR(ts->disable);
-    Py_CLEAR(ts->selected);
-    Py_CLEAR(ts->gens);
-    Py_CLEAR(ts->gen_refs);
-    Py_CLEAR(ts->on_gone);
-    Py_CLEAR(ts->callbacks);
+    forget_selection(ts);
     cs_exc_restore(exc);
     Py_RETURN_NONE;
 }
@@ -851,13 +860,7 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
     if (ts == NULL)
         return NULL;
     selection_gen++;
-    PyInterpreterState *interp = PyInterpreterState_Get();
-    _PyFrameEvalFunction cur = _PyInterpreterState_GetEvalFrameFunc(interp);
-    if (cur != cs_eval) {
-        /* chain to a hook installed before ours */
-        prev_eval = cur == _PyEval_EvalFrameDefault ? NULL : cur;
-        _PyInterpreterState_SetEvalFrameFunc(interp, cs_eval);
-    }
+    cs_eval_hook_install(cs_eval, &prev_eval); /* chained to one before ours */
     hook_st = st;
     ts->tool = 0; /* active */
     Py_RETURN_NONE;
@@ -871,23 +874,12 @@ trace_stop(PyObject *mod, PyObject *unused)
     if (ts == NULL)
         Py_RETURN_NONE;
     if (ts->tool >= 0) {
-        /* The hook stays only while something is selected; put back what
-         * was there, and only if ours is still the one installed. */
-        PyInterpreterState *interp = PyInterpreterState_Get();
-        if (_PyInterpreterState_GetEvalFrameFunc(interp) == cs_eval)
-            _PyInterpreterState_SetEvalFrameFunc(interp,
-                                                 prev_eval ? prev_eval : _PyEval_EvalFrameDefault);
-        prev_eval = NULL;
+        /* the hook stays only while something is selected */
+        cs_eval_hook_remove(cs_eval, &prev_eval);
         hook_st = NULL;
         selection_gen++;
     }
-    ts->tool = -1;
-    cs_select_free(ts->sel);
-    ts->sel = NULL;
-    cs__free(ts->own_prefix);
-    ts->own_prefix = NULL;
-    Py_CLEAR(ts->selected);
-    Py_CLEAR(ts->gens);
+    forget_selection(ts);
     Py_RETURN_NONE;
 }
 
@@ -908,23 +900,11 @@ trace_free(ext_state *st)
 #if !CS_HAVE_MONITORING
     /* the module goes away: so must the hook that points into it */
     if (hook_st == st) {
-        PyInterpreterState *interp = PyInterpreterState_Get();
-        if (_PyInterpreterState_GetEvalFrameFunc(interp) == cs_eval)
-            _PyInterpreterState_SetEvalFrameFunc(interp,
-                                                 prev_eval ? prev_eval : _PyEval_EvalFrameDefault);
-        prev_eval = NULL;
+        cs_eval_hook_remove(cs_eval, &prev_eval);
         hook_st = NULL;
     }
 #endif
-    cs_select_free(st->trace->sel);
-    cs__free(st->trace->own_prefix);
-    Py_CLEAR(st->trace->mon);
-    Py_CLEAR(st->trace->disable);
-    Py_CLEAR(st->trace->selected);
-    Py_CLEAR(st->trace->gens);
-    Py_CLEAR(st->trace->gen_refs);
-    Py_CLEAR(st->trace->on_gone);
-    Py_CLEAR(st->trace->callbacks);
+    forget_selection(st->trace);
     cs__free(st->trace);
     st->trace = NULL;
 }

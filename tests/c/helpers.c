@@ -5,6 +5,8 @@
 #include "cs_log.h"
 #include "cs_store.h"
 
+#include <dirent.h>
+
 static const char proc_argv[] = "prog\0--flag";
 
 cs_tstate *
@@ -43,4 +45,23 @@ th_close_and_ingest(const char *dir, cs_ingest_result *r)
     cs_log_forget();
     cs__free(path);
     return rc;
+}
+
+char *
+th_find_log(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return NULL;
+    char *found = NULL;
+    struct dirent *e;
+    size_t np = strlen(prefix), ns = strlen(CS_LOG_SUFFIX);
+    while (found == NULL && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n > ns && strncmp(e->d_name, prefix, np) == 0 &&
+            strcmp(e->d_name + n - ns, CS_LOG_SUFFIX) == 0)
+            found = cs__path_join(dir, e->d_name);
+    }
+    closedir(d);
+    return found;
 }

@@ -52,6 +52,9 @@ struct cs_tstate *th_open_log(const char *dir);
 void th_def_func(struct cs_tstate *t, uint32_t id, const char *module, const char *qualname,
                  uint32_t line);
 int th_close_and_ingest(const char *dir, struct cs_ingest_result *r);
+/* The first log in `dir` whose name starts with `prefix` ("" for any), or
+ * NULL. Caller frees with cs__free(). */
+char *th_find_log(const char *dir, const char *prefix);
 
 /* Query one integer from an SQLite database file. */
 long long test_db_int(const char *dbpath, const char *sql);

@@ -148,17 +148,7 @@ crash_child(const char *dir, int n)
 static char *
 find_log(const char *dir)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "ls %s/*.cslog 2>/dev/null | head -1", dir);
-    FILE *p = popen(cmd, "r");
-    char line[400] = "";
-    if (p) {
-        if (fgets(line, sizeof line, p) == NULL)
-            line[0] = '\0';
-        pclose(p);
-    }
-    line[strcspn(line, "\n")] = '\0';
-    return line[0] ? cs__strdup(line) : NULL;
+    return th_find_log(dir, "");
 }
 
 void

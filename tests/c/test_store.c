@@ -225,17 +225,9 @@ log_as_host(const char *dir, const char *host, int n)
     }
     int status;
     waitpid(pid, &status, 0);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "ls %s/%s-*.cslog", dir, host);
-    FILE *p = popen(cmd, "r");
-    char line[400] = "";
-    if (p) {
-        if (fgets(line, sizeof line, p) == NULL)
-            line[0] = '\0';
-        pclose(p);
-    }
-    line[strcspn(line, "\n")] = '\0';
-    return line[0] ? cs__strdup(line) : NULL;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "%s-", host);
+    return th_find_log(dir, prefix);
 }
 
 void

@@ -230,3 +230,21 @@ def test_run_that_records_nothing_is_an_empty_run(cli, tmp_path, root):
 def test_run_of_python_that_cannot_start(cli, app):
     p = cli("run", "--python", "/nonexistent/python3", app, check=127)
     assert "cannot start" in p.stderr
+
+
+def test_top_pid_filter(cli, tmp_path, root):
+    (tmp_path / "forky.py").write_text(
+        "import os, callscope\n@callscope.monitor\ndef f():\n    return 1\n"
+        "f()\npid = os.fork()\nif pid == 0:\n    f(); f()\n    os._exit(0)\n"
+        "os.waitpid(pid, 0)\nprint(pid)\n")
+    child = int(cli("run", "forky.py", check=0).stdout.split()[-1])
+    out = cli("top", "--pid", child, check=0).stdout.splitlines()
+    assert out[2].split()[:2] == ["__main__.f", "2"]
+
+
+def test_clean_drops_stale_job_links(cli, app, root):
+    cli("run", app, check=0, env={"SLURM_JOB_ID": "777", "SLURM_PROCID": "0"})
+    assert os.path.islink(root / ".job-slurm777")
+    cli("clean", "--yes", check=0)
+    assert not os.path.lexists(root / ".job-slurm777")
+    assert os.listdir(root) == []

@@ -203,3 +203,17 @@ def test_forkserver_workers_exit_codes(run_py, root, work):
     assert len(workers) == 3
     # their OS parent is the fork server; the exit codes come from join()
     assert all(p.exit_code == 0 for p in workers)
+
+
+def test_rank_set_by_environment(run_py, root):
+    run_py("""
+        import callscope
+
+        @callscope.monitor
+        def f():
+            return 1
+
+        f()
+    """, env={"CALLSCOPE_RANK": "5"})
+    (p,) = callscope.load(root=root).processes()
+    assert p.rank == 5

@@ -5,12 +5,9 @@ import pstats
 import subprocess
 import sys
 
-import pytest
 
 import callscope
 
-# 3.12+: sys.monitoring; 3.10 and 3.11: the frame-evaluation hook
-needs_monitoring = pytest.mark.skipif(False, reason="")
 
 PROG = """
 import threading
@@ -53,7 +50,6 @@ main()
 """
 
 
-@needs_monitoring
 def test_counts_equal_cprofile(cli, tmp_path, root):
     prog = tmp_path / "prog.py"
     prog.write_text(PROG)
@@ -79,7 +75,6 @@ def test_counts_equal_cprofile(cli, tmp_path, root):
     assert {k: ours.get(k) for k in theirs} == theirs
 
 
-@needs_monitoring
 def test_times_are_consistent(cli, tmp_path, root):
     prog = tmp_path / "prog.py"
     prog.write_text(PROG)
@@ -101,7 +96,6 @@ def test_times_are_consistent(cli, tmp_path, root):
     assert "__main__.fib" in out and str(2 * 465) in out
 
 
-@needs_monitoring
 def test_profile_all_in_process(root, finish):
     def f(n):
         return n + 1
@@ -118,7 +112,6 @@ def test_profile_all_in_process(root, finish):
     assert s["calls"] == 100
 
 
-@needs_monitoring
 def test_fork_child_counts_its_own_calls(run_py, root):
     run_py("""
         import os, time, callscope
