@@ -143,7 +143,11 @@ def test_set_rank_by_hand(run_py, root):
     assert p.rank == 7
 
 
-def test_rank_and_size_from_launcher_environment(run_py, root):
+@pytest.mark.parametrize("env, rank, size", [
+    ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "8"}, 3, 8),  # a launcher's
+    ({"CALLSCOPE_RANK": "5"}, 5, None),                                   # set by hand
+])
+def test_rank_and_size_from_environment(run_py, root, env, rank, size):
     run_py("""
         import callscope
 
@@ -152,9 +156,9 @@ def test_rank_and_size_from_launcher_environment(run_py, root):
             return 1
 
         f()
-    """, env={"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "8"})
+    """, env=env)
     (p,) = callscope.load(root=root).processes()
-    assert (p.rank, p.size) == (3, 8)
+    assert (p.rank, p.size) == (rank, size)
 
 
 def test_settled_run_left_empty_disappears(run_py, root):
@@ -204,16 +208,3 @@ def test_forkserver_workers_exit_codes(run_py, root, work):
     # their OS parent is the fork server; the exit codes come from join()
     assert all(p.exit_code == 0 for p in workers)
 
-
-def test_rank_set_by_environment(run_py, root):
-    run_py("""
-        import callscope
-
-        @callscope.monitor
-        def f():
-            return 1
-
-        f()
-    """, env={"CALLSCOPE_RANK": "5"})
-    (p,) = callscope.load(root=root).processes()
-    assert p.rank == 5
