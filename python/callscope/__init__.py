@@ -21,17 +21,23 @@ from . import _callscope, _procs, _trace
 from ._callscope import CallscopeError, run_dir, set_rank, span
 from ._run import Call, Function, Process, Run, load
 from ._trace import profile_all, trace, tracing, untrace
+from ._values import (Args, Failed, Identity, Redacted, Replay, ReprOnly, Truncated, handlers,
+                      register, unregister)
 
 __version__ = "0.1.0"
 __all__ = [
     "monitor", "span", "load", "Run", "Call", "Function", "Process", "CallscopeError", "run_dir", "set_rank",
     "trace", "tracing", "untrace", "profile_all",
+    "register", "unregister", "handlers", "Args", "Replay",
+    "Truncated", "ReprOnly", "Failed", "Redacted", "Identity",
 ]
 
 _CO_COROUTINE = 0x80
 
 
-def monitor(func=None, /, *, cpu=False, memory=False, name=None):
+def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, result=False,
+            redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
+            capture_self=False):
     """Record every call of ``func``: time, thread, process, and any exception.
 
     Use bare (``@monitor``) or with options (``@monitor(cpu=True)``):
@@ -39,19 +45,35 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None):
     - ``cpu``: also record the thread's CPU time of each call.
     - ``memory``: also record the change of resident memory and its peak.
     - ``name``: the name shown in the run (default: ``module.qualname``).
+    - ``args``: record the arguments of each call, as passed; read them
+      back with ``Run.get`` and ``Run.get_args``, or ``Run.replay`` the call.
+    - ``result``: record the value each call returns (``Run.get_result``).
+    - ``redact``: parameter-name patterns (globs, case-insensitive) whose
+      values are never written; dict items with matching keys are hidden too.
+    - ``sanitize``: a function ``str -> str`` applied to every captured
+      string and repr, and to the message and traceback of errors.
+    - ``max_arg_length``: cut strings and reprs to this many characters.
+    - ``max_bytes``: the most bytes one argument may take (default 4 MiB);
+      larger values are cut and marked as truncated.
+    - ``capture_self``: record ``self``/``cls`` by value; by default it is
+      recorded by identity (type and id).
 
     Works on functions, methods, staticmethods, classmethods, generators
     (a call lasts until the generator is exhausted or closed) and coroutines
     (from the first await until completion). The result keeps ``__wrapped__``,
     the name, the docstring and the signature, and pickles by reference.
     """
+    opts = dict(cpu=cpu, memory=memory, name=name, args=args, result=result, redact=redact,
+                sanitize=sanitize, max_arg_length=max_arg_length, max_bytes=max_bytes,
+                capture_self=capture_self)
     if func is None:
-        return _functools.partial(monitor, cpu=cpu, memory=memory, name=name)
+        _callscope.Monitor(len, **opts)  # bad options fail here, at decoration
+        return _functools.partial(monitor, **opts)
     if isinstance(func, staticmethod):
-        return staticmethod(monitor(func.__func__, cpu=cpu, memory=memory, name=name))
+        return staticmethod(monitor(func.__func__, **opts))
     if isinstance(func, classmethod):
-        return classmethod(monitor(func.__func__, cpu=cpu, memory=memory, name=name))
-    wrapper = _callscope.Monitor(func, cpu=cpu, memory=memory, name=name)
+        return classmethod(monitor(func.__func__, **opts))
+    wrapper = _callscope.Monitor(func, **opts)
     code = getattr(func, "__code__", None)
     if code is not None and code.co_flags & _CO_COROUTINE:
         import inspect

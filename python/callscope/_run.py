@@ -9,6 +9,7 @@ import warnings
 from typing import NamedTuple, Optional
 
 from . import _callscope
+from ._values import _ValuesMixin
 
 
 class Function(NamedTuple):
@@ -89,11 +90,12 @@ def _match_sql(name):
     return f"{_NAME} = ?", name
 
 
-class Run:
+class Run(_ValuesMixin):
     """A recorded run: its directory and its run.db."""
 
-    def __init__(self, path, sync=None):
+    def __init__(self, path, sync=None, trusted=False):
         self.path = os.fspath(path)
+        self.trusted = trusted  #: pickled values load even from another user or host
         self.db_path = os.path.join(self.path, "run.db")
         self.sync = sync or {}
         self._indexed = False
@@ -230,11 +232,15 @@ class Run:
         return "\n".join(lines)
 
 
-def load(run="latest", *, root=None):
+def load(run="latest", *, root=None, trusted=False):
     """Open a recorded run: "latest", a run name under the root, or a path
     to a run directory (or its run.db). Processes of the run that died are
     recovered first: their finished calls are stored, open ones marked
-    unfinished."""
+    unfinished.
+
+    Captured values that were pickled are loaded only from runs that this
+    user recorded on this host, since loading a pickle runs code; pass
+    ``trusted=True`` to load them from any run."""
     root = os.fspath(root) if root is not None else _callscope.default_root()
     path = _callscope._resolve(root, os.fspath(run) if run is not None else None)
     sync = _callscope._sync(path)
@@ -244,4 +250,4 @@ def load(run="latest", *, root=None):
             RuntimeWarning,
             stacklevel=2,
         )
-    return Run(path, sync)
+    return Run(path, sync, trusted=trusted)

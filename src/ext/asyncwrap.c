@@ -17,6 +17,7 @@ typedef struct GenCallObject {
     int started;  /* ENTER written */
     int finished; /* EXIT written, or never to be written */
     int is_coro;
+    cs_buf args; /* captured arguments, written when the call starts */
 } GenCallObject;
 
 static void
@@ -40,12 +41,15 @@ gc_begin(GenCallObject *g)
     g->stream = t->stream;
     g->epoch = t->epoch;
     g->started = 1;
+    if (g->args.len)
+        cap_write(t, CS_VAR_ARGS, g->seq, g->stream, &g->args);
+    cs_buf_free(&g->args);
 }
 
 /* Record RESUME, SUSPEND or EXIT. For EXIT with an error set, the error
  * is recorded too and stays set. */
 static void
-gc_mark(GenCallObject *g, unsigned kind, unsigned status)
+gc_mark_result(GenCallObject *g, unsigned kind, unsigned status, PyObject *result)
 {
     if (!g->started || g->finished)
         return;
@@ -59,15 +63,30 @@ gc_mark(GenCallObject *g, unsigned kind, unsigned status)
     rec_extra x;
     if (opts)
         rec_read_extras(opts, &x, kind == CS_MARK_RESUME);
-    if (status == CS_STATUS_RAISED)
-        rec_error(ext_state_of(Py_TYPE(g->mon)), t, g->seq, g->stream);
+    ext_state *st = ext_state_of(Py_TYPE(g->mon));
+    const cap_conf *c = g->mon->cap;
+    if (status == CS_STATUS_RAISED) {
+        rec_error_sanitized(st, t, g->seq, g->stream, c ? c->sanitize : NULL);
+    } else if (result && c && c->result && !cap_busy) {
+        cs_buf b;
+        cs_buf_init(&b);
+        cap_encode_value(st, c, t, result, &b);
+        cap_write(t, CS_VAR_RESULT, g->seq, g->stream, &b);
+        cs_buf_free(&b);
+    }
     cs_log_mark(t, kind, g->seq, g->stream, status, ts);
     if (opts)
         rec_put_extras(t, opts, &x);
 }
 
+static void
+gc_mark(GenCallObject *g, unsigned kind, unsigned status)
+{
+    gc_mark_result(g, kind, status, NULL);
+}
+
 PyObject *
-gencall_new(MonitorObject *m, PyObject *inner)
+gencall_new(MonitorObject *m, PyObject *inner, cs_buf *args)
 {
     ext_state *st = ext_state_of(Py_TYPE(m));
     GenCallObject *g = PyObject_GC_New(GenCallObject, st->gencall_type);
@@ -81,6 +100,8 @@ gencall_new(MonitorObject *m, PyObject *inner)
     g->stream = g->epoch = 0;
     g->started = g->finished = 0;
     g->is_coro = m->async_kind == 2;
+    g->args = *args; /* taken over */
+    cs_buf_init(args);
     PyObject_GC_Track(g);
     if (!g->is_coro)
         gc_begin(g); /* a generator's call starts when it is created */
@@ -102,7 +123,7 @@ gc_send(GenCallObject *g, PyObject *v, int bare)
         return out;
     }
     if (r == PYGEN_RETURN) {
-        gc_mark(g, CS_MARK_EXIT, CS_STATUS_OK);
+        gc_mark_result(g, CS_MARK_EXIT, CS_STATUS_OK, out);
         if (bare && out == Py_None) {
             Py_DECREF(out);
             return NULL;
@@ -216,6 +237,7 @@ gc_dealloc(GenCallObject *g)
         cs_exc_restore(exc);
     }
     gc_clear(g);
+    cs_buf_free(&g->args);
     PyObject_GC_Del(g);
     Py_DECREF(tp);
 }

@@ -52,6 +52,17 @@ cs_code_qualname(PyCodeObject *co)
 #endif
 }
 
+/* An int as `n` bytes of two's complement, little-endian. */
+static inline int
+cs_long_to_bytes(PyObject *v, unsigned char *buf, size_t n)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyLong_AsByteArray((PyLongObject *)v, buf, n, 1, 1, 1);
+#else
+    return _PyLong_AsByteArray((PyLongObject *)v, buf, n, 1, 1);
+#endif
+}
+
 /* Selection without decorators: PEP 669 sys.monitoring on 3.12+, a PEP
  * 523 frame-evaluation hook before. */
 #define CS_HAVE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
@@ -75,7 +86,15 @@ typedef struct cs_eframe_head {
     int stacktop;
     _Bool is_entry;
     char owner; /* 1: the frame lives in a generator */
+    PyObject *localsplus[1];
 } cs_eframe_head;
+
+/* The frame's local variables, arguments first. */
+static inline PyObject **
+cs_eframe_locals(cs_eframe *f)
+{
+    return ((cs_eframe_head *)f)->localsplus;
+}
 
 /* 1 if `f` is a generator's own frame (a generator function's first
  * evaluation only creates the generator, in a frame of its caller's). */
@@ -125,6 +144,12 @@ static inline int
 cs_eframe_gen_state(cs_eframe *f)
 {
     return f->f_state;
+}
+
+static inline PyObject **
+cs_eframe_locals(cs_eframe *f)
+{
+    return f->f_localsplus;
 }
 
 static inline int

@@ -18,6 +18,9 @@ typedef struct ext_state {
     PyObject *error;            /* callscope.CallscopeError */
     struct trace_state *trace;  /* trace.c: selection without decorators */
     PyObject *monitored;        /* set: code objects of decorated functions */
+    PyObject *handlers;         /* dict: type -> (name, save, load) */
+    PyObject *handler_cache;    /* dict: type -> handler tuple or None */
+    PyObject *pickle_dumps;     /* pickle.dumps, once needed */
 } ext_state;
 
 /* The state of the module that defined `tp` (borrowed). */
@@ -26,6 +29,56 @@ ext_state_of(PyTypeObject *tp)
 {
     return (ext_state *)PyType_GetModuleState(tp);
 }
+
+/* ---- capture.c: arguments and results ------------------------------------ */
+
+/* What to capture, and the bounds. Owned by a monitor or by the tracer. */
+typedef struct cap_conf {
+    int args, result, capture_self;
+    Py_ssize_t max_arg_length; /* 0: no limit */
+    Py_ssize_t max_bytes;      /* per argument */
+    PyObject *redact;          /* tuple of name patterns, or NULL */
+    PyObject *sanitize;        /* callable str -> str, or NULL */
+} cap_conf;
+
+/* Options checked and kept; NULL with an exception set on bad input. */
+cap_conf *cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
+                       PyObject *max_arg_length, PyObject *max_bytes, int capture_self);
+void cap_conf_free(cap_conf *c);
+PyObject *cap_conf_dict(const cap_conf *c);
+/* 1 if parameter `name` matches a redaction pattern. */
+int cap_redacted(const cap_conf *c, PyObject *name);
+/* "module.qualname" of a type. New reference. */
+PyObject *cap_type_name(PyTypeObject *tp);
+
+/* Set while this thread encodes a value: calls made by reprs, pickling
+ * and handlers are recorded, but their own values are not captured. */
+extern _Thread_local int cap_busy CS_TLS_MODEL;
+
+/* Encode the arguments of a call as passed: positional values with their
+ * parameter names (items may be NULL), and keyword values with names.
+ * Large data goes to blobs in `t`'s log at once; the record itself is
+ * written by cap_write once the call has its sequence number. */
+void cap_encode_call(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *const *pos,
+                     PyObject *const *posnames, Py_ssize_t npos, PyObject *const *kwv,
+                     PyObject *const *kwn, Py_ssize_t nkw, cs_buf *b);
+/* The same for vectorcall arguments; names come from `code`. */
+void cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
+                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, cs_buf *b);
+/* Encode one value (a result). */
+void cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *v,
+                      cs_buf *b);
+/* Write an encoded value as record `sub` (CS_VAR_ARGS, CS_VAR_RESULT) of
+ * call `seq` of `stream`. */
+void cap_write(cs_tstate *t, unsigned sub, uint64_t seq, uint32_t stream, cs_buf *b);
+/* Write the SIG record of function `func_id`: its parameters, kinds and
+ * defaults, from `code` and `func` (may be NULL: no defaults). */
+void cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_id,
+                       PyObject *func, PyObject *code);
+
+/* ---- decode.c ----------------------------------------------------------- */
+/* _callscope._decode(data, ctx): a value back as a Python object. */
+PyObject *ext_decode(PyObject *mod, PyObject *args);
 
 /* Monitor options (flag bits). */
 #define MON_CPU 0x1u
@@ -42,6 +95,9 @@ typedef struct MonitorObject {
     uint32_t opts;      /* MON_* */
     int async_kind;     /* 0 plain, 1 generator function, 2 coroutine function */
     PyObject *ident;    /* (module, qualname, file, line) as written in FUNC */
+    cap_conf *cap;      /* argument and result capture, or NULL */
+    PyObject *code;     /* the wrapped function's code object, or NULL */
+    uint32_t sig_epoch; /* writer epoch in which the SIG record was written */
 } MonitorObject;
 
 extern PyType_Spec monitor_spec;
@@ -80,12 +136,17 @@ rec_ensure_defined(cs_tstate *t, MonitorObject *m)
 /* Record the exception being raised as call `seq`'s error; the exception
  * stays raised, the same object. `stream` is the stream of the call. */
 void rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream);
+/* The same, with the message and traceback through `sanitize` (a
+ * callable str -> str, or NULL). */
+void rec_error_sanitized(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream,
+                         PyObject *sanitize);
 /* Set while this thread holds its last recorded exception (record.c). */
 extern _Thread_local int rec_held_exc CS_TLS_MODEL;
 /* Drop it: the thread returned normally, the propagation is over. */
 void rec_forget_exc(void);
 /* Record `exc` (borrowed) as call `seq`'s error. */
-void rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc);
+void rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc,
+                   PyObject *sanitize);
 
 /* CPU time and memory, read as `opts` asks. They are read before an
  * entry's timestamp and after an exit's, so their cost stays outside the
@@ -154,8 +215,9 @@ PyObject *profile_active(PyObject *mod, PyObject *unused);
 void trace_free(ext_state *st);
 
 /* ---- asyncwrap.c ---------------------------------------------------------- */
-/* Wrap generator or coroutine `inner` (stolen) produced by monitor `m`. */
-PyObject *gencall_new(MonitorObject *m, PyObject *inner);
+/* Wrap generator or coroutine `inner` (stolen) produced by monitor `m`,
+ * taking over the captured arguments in `args` (left empty). */
+PyObject *gencall_new(MonitorObject *m, PyObject *inner, cs_buf *args);
 
 /* Split a display name "a.b.c" into (module "a.b", qualname "c"). */
 PyObject *ext_split_name(PyObject *name, PyObject *file, long line);

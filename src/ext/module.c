@@ -314,7 +314,59 @@ py_list_runs(PyObject *mod, PyObject *args)
     return list;
 }
 
+/* Handlers for types that need their own save and load. */
+static PyObject *
+py_register(PyObject *mod, PyObject *args)
+{
+    PyObject *tp, *name, *save, *load;
+    if (!PyArg_ParseTuple(args, "O!UOO:_register", &PyType_Type, &tp, &name, &save, &load))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    PyObject *h = PyTuple_Pack(3, name, save, load);
+    if (h == NULL || PyDict_SetItem(st->handlers, tp, h) < 0) {
+        Py_XDECREF(h);
+        return NULL;
+    }
+    Py_DECREF(h);
+    PyDict_Clear(st->handler_cache);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_unregister(PyObject *mod, PyObject *tp)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    if (PyDict_DelItem(st->handlers, tp) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyDict_Clear(st->handler_cache);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+py_hostname(PyObject *mod, PyObject *unused)
+{
+    char host[256];
+    cs_hostname(host, sizeof host);
+    return PyUnicode_DecodeFSDefault(host);
+}
+
+static PyObject *
+py_handlers(PyObject *mod, PyObject *unused)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    return PyDict_Copy(st->handlers);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_register", py_register, METH_VARARGS, NULL},
+    {"_unregister", py_unregister, METH_O, NULL},
+    {"_handlers", py_handlers, METH_NOARGS, NULL},
+    {"_hostname", py_hostname, METH_NOARGS, "This host's name, as runs record it."},
+    {"_decode", ext_decode, METH_VARARGS, NULL},
     {"_finish", py_finish, METH_NOARGS, "Close this process's log and store it in run.db."},
     {"_reset", py_reset, METH_NOARGS, "Finish, and forget all recording state (tests)."},
     {"_prepare_fork", py_prepare_fork, METH_NOARGS, "Settle the run before os.fork()."},
@@ -350,10 +402,12 @@ module_exec(PyObject *mod)
     st->gencall_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &gencall_spec, NULL);
     st->span_ids = PyDict_New();
     st->monitored = PySet_New(NULL);
+    st->handlers = PyDict_New();
+    st->handler_cache = PyDict_New();
     st->error = PyErr_NewExceptionWithDoc("callscope.CallscopeError",
                                           "A run or database could not be read.", NULL, NULL);
     if (!st->monitor_type || !st->span_type || !st->gencall_type || !st->span_ids || !st->error ||
-        !st->monitored)
+        !st->monitored || !st->handlers || !st->handler_cache)
         return -1;
     if (PyModule_AddObjectRef(mod, "Monitor", (PyObject *)st->monitor_type) < 0 ||
         PyModule_AddObjectRef(mod, "span", (PyObject *)st->span_type) < 0 ||
@@ -378,6 +432,9 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->span_ids);
     Py_VISIT(st->error);
     Py_VISIT(st->monitored);
+    Py_VISIT(st->handlers);
+    Py_VISIT(st->handler_cache);
+    Py_VISIT(st->pickle_dumps);
     return 0;
 }
 
@@ -393,6 +450,9 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->span_ids);
     Py_CLEAR(st->error);
     Py_CLEAR(st->monitored);
+    Py_CLEAR(st->handlers);
+    Py_CLEAR(st->handler_cache);
+    Py_CLEAR(st->pickle_dumps);
     return 0;
 }
 

@@ -11,21 +11,111 @@
 #define CO_COROUTINE_FLAG 0x80
 #define CO_ITERABLE_COROUTINE_FLAG 0x100
 
+/* Encode the arguments of a call of `m`, with its SIG record once per
+ * log, into `b`. Done before the call's entry is timed. */
+static void
+capture_args(MonitorObject *m, cs_tstate *t, PyObject *const *args, size_t nargsf,
+             PyObject *kwnames, cs_buf *b)
+{
+    ext_state *st = ext_state_of(Py_TYPE(m));
+    if (m->sig_epoch != t->epoch) {
+        m->sig_epoch = t->epoch;
+        cap_put_signature(st, m->cap, t, m->func_id, m->func, m->code);
+    }
+    cap_encode_args(st, m->cap, t, m->code, args, PyVectorcall_NARGS(nargsf), kwnames, b);
+}
+
+/* A generator or coroutine function: the call is its wrapper's. */
+static PyObject *
+monitor_async_call(MonitorObject *m, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    cs_buf b;
+    cs_buf_init(&b);
+    if (m->cap && m->cap->args && !cap_busy) {
+        cs_tstate *t = cs_log_tstate();
+        if (t == NULL || m->def_epoch != t->epoch) {
+            if ((t = rec_tstate()) != NULL)
+                rec_ensure_defined(t, m);
+        }
+        if (t)
+            capture_args(m, t, args, nargsf, kwnames, &b);
+    }
+    PyObject *inner = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    PyObject *r = inner ? gencall_new(m, inner, &b) : NULL;
+    cs_buf_free(&b);
+    return r;
+}
+
+/* The path of a monitor that captures values: arguments are encoded
+ * before the entry's timestamp and the result after the exit's, so their
+ * cost stays outside the measured call. */
+static PyObject *
+monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size_t nargsf,
+                     PyObject *kwnames)
+{
+    const cap_conf *c = m->cap;
+    const uint32_t epoch = t->epoch, opts = m->opts;
+    int values = !cap_busy;
+    cs_buf b;
+    cs_buf_init(&b);
+    if (c->args && values)
+        capture_args(m, t, args, nargsf, kwnames, &b);
+    if (cs_log_tstate() != t) { /* the log closed while encoding */
+        cs_buf_free(&b);
+        return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    }
+    rec_extra x;
+    if (opts)
+        rec_read_extras(opts, &x, 1);
+    uint64_t seq = cs_log_enter(t, m->func_id, 0, cs_clock_mono_ns());
+    if (opts)
+        rec_put_extras(t, opts, &x);
+    if (b.len)
+        cap_write(t, CS_VAR_ARGS, seq, t->stream, &b);
+    PyObject *res = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    uint64_t ts = cs_clock_mono_ns();
+    t = cs_log_tstate();
+    if (t != NULL && t->epoch == epoch) {
+        if (opts)
+            rec_read_extras(opts, &x, 0);
+        if (res == NULL) {
+            rec_error_sanitized(ext_state_of(Py_TYPE(m)), t, seq, t->stream, c->sanitize);
+        } else {
+            if (rec_held_exc)
+                rec_forget_exc();
+            if (c->result && values) {
+                b.len = 0;
+                b.failed = 0;
+                cap_encode_value(ext_state_of(Py_TYPE(m)), c, t, res, &b);
+                if (cs_log_tstate() == t)
+                    cap_write(t, CS_VAR_RESULT, seq, t->stream, &b);
+            }
+        }
+        if (cs_log_tstate() == t) {
+            cs_log_exit(t, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, ts);
+            if (opts)
+                rec_put_extras(t, opts, &x);
+        }
+    }
+    cs_buf_free(&b);
+    return res;
+}
+
 /* The hot path. Records go straight into the thread's mapped chunk. */
 static PyObject *
 monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     MonitorObject *m = (MonitorObject *)callable;
-    if (CS_UNLIKELY(m->async_kind != 0)) {
-        PyObject *inner = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
-        return inner ? gencall_new(m, inner) : NULL;
-    }
+    if (CS_UNLIKELY(m->async_kind != 0))
+        return monitor_async_call(m, args, nargsf, kwnames);
     cs_tstate *t = cs_log_tstate();
     if (CS_UNLIKELY(t == NULL || m->def_epoch != t->epoch)) {
         if ((t = rec_tstate()) == NULL)
             return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
         rec_ensure_defined(t, m);
     }
+    if (CS_UNLIKELY(m->cap != NULL))
+        return monitor_capture_call(m, t, args, nargsf, kwnames);
     const uint32_t epoch = t->epoch, opts = m->opts;
     rec_extra x;
     if (CS_UNLIKELY(opts))
@@ -176,20 +266,36 @@ copy_attributes(MonitorObject *m, PyObject *func)
 static PyObject *
 monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"func", "cpu", "memory", "name", NULL};
-    PyObject *func, *name = Py_None;
-    int cpu = 0, memory = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppO:monitor", kwlist, &func, &cpu, &memory,
-                                     &name))
+    static char *kwlist[] = {"func",   "cpu",      "memory",         "name",
+                             "args",   "result",   "redact",         "sanitize",
+                             "max_arg_length", "max_bytes", "capture_self", NULL};
+    PyObject *func, *name = Py_None, *redact = Py_None, *sanitize = Py_None;
+    PyObject *max_arg_length = Py_None, *max_bytes = Py_None;
+    int cpu = 0, memory = 0, cargs = 0, cresult = 0, capture_self = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppOppOOOOp:monitor", kwlist, &func, &cpu,
+                                     &memory, &name, &cargs, &cresult, &redact, &sanitize,
+                                     &max_arg_length, &max_bytes, &capture_self))
         return NULL;
+    cap_conf *cap = cap_conf_new(cargs, cresult, redact, sanitize, max_arg_length, max_bytes,
+                                 capture_self);
+    if (cap == NULL)
+        return NULL;
+    if (!cargs && !cresult && cap->sanitize == NULL) {
+        cap_conf_free(cap); /* nothing to capture: the plain path */
+        cap = NULL;
+    }
     if (!PyCallable_Check(func)) {
         PyErr_Format(PyExc_TypeError, "monitor() needs a callable, not %.100s",
                      Py_TYPE(func)->tp_name);
+        cap_conf_free(cap);
         return NULL;
     }
     MonitorObject *m = (MonitorObject *)type->tp_alloc(type, 0);
-    if (m == NULL)
+    if (m == NULL) {
+        cap_conf_free(cap);
         return NULL;
+    }
+    m->cap = cap;
     m->vectorcall = monitor_vectorcall;
     m->func = Py_NewRef(func);
     m->dict = PyDict_New();
@@ -212,7 +318,10 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ext_state *st = ext_state_of(type);
     if (code == NULL || PySet_Add(st->monitored, code) < 0)
         PyErr_Clear();
-    Py_XDECREF(code);
+    if (code && PyCode_Check(code))
+        m->code = code; /* kept */
+    else
+        Py_XDECREF(code);
     m->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
     m->async_kind = async_kind_of(func);
     return (PyObject *)m;
@@ -225,6 +334,9 @@ monitor_traverse(MonitorObject *m, visitproc visit, void *arg)
     Py_VISIT(m->func);
     Py_VISIT(m->dict);
     Py_VISIT(m->ident);
+    Py_VISIT(m->code);
+    if (m->cap)
+        Py_VISIT(m->cap->sanitize);
     return 0;
 }
 
@@ -234,6 +346,7 @@ monitor_clear(MonitorObject *m)
     Py_CLEAR(m->func);
     Py_CLEAR(m->dict);
     Py_CLEAR(m->ident);
+    Py_CLEAR(m->code);
     return 0;
 }
 
@@ -245,6 +358,8 @@ monitor_dealloc(MonitorObject *m)
     if (m->weakrefs)
         PyObject_ClearWeakRefs((PyObject *)m);
     monitor_clear(m);
+    cap_conf_free(m->cap);
+    m->cap = NULL;
     tp->tp_free(m);
     Py_DECREF(tp);
 }
@@ -286,8 +401,13 @@ monitor_get_ident(MonitorObject *m, void *closure)
 static PyObject *
 monitor_get_opts(MonitorObject *m, void *closure)
 {
-    return Py_BuildValue("{s:O,s:O}", "cpu", (m->opts & MON_CPU) ? Py_True : Py_False, "memory",
-                         (m->opts & MON_MEM) ? Py_True : Py_False);
+    PyObject *d = cap_conf_dict(m->cap);
+    if (d == NULL || PyDict_SetItemString(d, "cpu", (m->opts & MON_CPU) ? Py_True : Py_False) < 0 ||
+        PyDict_SetItemString(d, "memory", (m->opts & MON_MEM) ? Py_True : Py_False) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 static PyMethodDef monitor_methods[] = {
@@ -321,7 +441,9 @@ static PyType_Slot monitor_slots[] = {
     {Py_tp_methods, monitor_methods},
     {Py_tp_getset, monitor_getset},
     {Py_tp_members, monitor_members},
-    {Py_tp_doc, "Monitor(func, *, cpu=False, memory=False, name=None)\n--\n\n"
+    {Py_tp_doc, "Monitor(func, *, cpu=False, memory=False, name=None, args=False,"
+                " result=False, redact=None, sanitize=None, max_arg_length=None,"
+                " max_bytes=None, capture_self=False)\n--\n\n"
                 "Record every call of func. Use callscope.monitor, the decorator."},
     {0, NULL},
 };

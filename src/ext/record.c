@@ -497,8 +497,25 @@ hold(PyObject *exc, PyObject *tb)
     Py_XDECREF(v);
 }
 
+/* `s` through the user's sanitiser; a failure keeps nothing of it. */
+static PyObject *
+sanitize_text(PyObject *sanitize, PyObject *s)
+{
+    if (sanitize == NULL || s == NULL)
+        return s;
+    PyObject *r = PyObject_CallOneArg(sanitize, s);
+    Py_DECREF(s);
+    if (r == NULL || !PyUnicode_Check(r)) {
+        PyErr_Clear();
+        Py_XDECREF(r);
+        return PyUnicode_FromString("<the sanitize function failed>");
+    }
+    return r;
+}
+
 void
-rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc)
+rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *exc,
+              PyObject *sanitize)
 {
     PyObject *saved = cs_exc_fetch();
     cs_buf b;
@@ -513,6 +530,7 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     PyObject *msg = PyObject_Str(exc);
     if (msg == NULL)
         PyErr_Clear();
+    msg = sanitize_text(sanitize, msg);
     put_str(&b, msg);
     Py_XDECREF(msg);
     PyObject *tb_text = NULL;
@@ -539,6 +557,7 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
         }
     }
     PyErr_Clear();
+    tb_text = sanitize_text(sanitize, tb_text);
     put_str(&b, tb_text);
     Py_XDECREF(tb_text);
 write:
@@ -551,13 +570,20 @@ write:
 }
 
 void
-rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream)
+rec_error_sanitized(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream,
+                    PyObject *sanitize)
 {
     PyObject *exc = cs_exc_fetch();
     if (exc == NULL)
         return;
-    rec_error_obj(st, t, seq, stream, exc);
+    rec_error_obj(st, t, seq, stream, exc, sanitize);
     cs_exc_restore(exc); /* the same object goes on to the caller */
+}
+
+void
+rec_error(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream)
+{
+    rec_error_sanitized(st, t, seq, stream, NULL);
 }
 
 int

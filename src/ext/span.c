@@ -158,7 +158,7 @@ span_mark(SpanObject *s, unsigned kind, unsigned status, PyObject *exc)
     if (s->opts)
         rec_read_extras(s->opts, &x, kind == CS_MARK_RESUME);
     if (exc)
-        rec_error_obj(ext_state_of(Py_TYPE(s)), t, s->seq, s->stream, exc);
+        rec_error_obj(ext_state_of(Py_TYPE(s)), t, s->seq, s->stream, exc, NULL);
     cs_log_mark(t, kind, s->seq, s->stream, status, ts);
     if (s->opts)
         rec_put_extras(t, s->opts, &x);

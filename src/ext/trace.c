@@ -39,7 +39,11 @@ typedef struct trace_state {
     PyObject *callbacks; /* list of the callback function objects */
     int local_events;    /* PY_RETURN | PY_YIELD | PY_RESUME */
     char *own_prefix;    /* callscope's package directory: never selected */
+    cap_conf *cap;       /* argument and result capture, or NULL */
+    ext_state *st;
 } trace_state;
+
+#define TRACE_SANITIZE (ts->cap ? ts->cap->sanitize : NULL)
 
 #define CO_GEN_FLAGS (0x20 | 0x80 | 0x100 | 0x200) /* generator, coroutine, async gen */
 
@@ -77,15 +81,27 @@ add_all(cs_select *sel, int kind, PyObject *seq, const char *key, char *why)
 /* The selection that _trace_start's arguments describe, validated. NULL
  * with an error set when a pattern is bad. */
 static cs_select *
-parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own)
+parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, cap_conf **cap)
 {
-    static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own", NULL};
+    static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own",
+                             "args", "result", "redact", "sanitize", "max_arg_length",
+                             "max_bytes", "capture_self", NULL};
     PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
-    int cpu = 0, memory = 0;
+    PyObject *redact = Py_None, *sanitize = Py_None, *mal = Py_None, *mb = Py_None;
+    int cpu = 0, memory = 0, cargs = 0, cresult = 0, cself = 0;
     *own = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppz:_trace_start", kwlist, &patterns,
-                                     &modules, &excludes, &cpu, &memory, own))
+    *cap = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOp:_trace_start", kwlist,
+                                     &patterns, &modules, &excludes, &cpu, &memory, own, &cargs,
+                                     &cresult, &redact, &sanitize, &mal, &mb, &cself))
         return NULL;
+    cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself);
+    if (c == NULL)
+        return NULL;
+    if (!cargs && !cresult && c->sanitize == NULL) {
+        cap_conf_free(c);
+        c = NULL;
+    }
     cs_select *sel = NULL;
     char why[128];
     if (cs_select_new(&sel) != CS_OK) {
@@ -96,14 +112,17 @@ parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own)
         add_all(sel, CS_SEL_MODULE, modules, "module", why) < 0 ||
         add_all(sel, CS_SEL_EXCLUDE, excludes, "exclude", why) < 0) {
         cs_select_free(sel);
+        cap_conf_free(c);
         return NULL;
     }
     if (cs_select_count(sel) == 0) {
         cs_select_free(sel);
+        cap_conf_free(c);
         PyErr_SetString(PyExc_ValueError, "trace: give at least one pattern or module");
         return NULL;
     }
     *opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
+    *cap = c;
     return sel;
 }
 
@@ -117,12 +136,14 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
     ext_state *st = (ext_state *)PyModule_GetState(mod);
     uint32_t opts = 0;
     const char *own = NULL;
-    cs_select *sel = parse_selection(args, kw, &opts, &own);
+    cap_conf *cap = NULL;
+    cs_select *sel = parse_selection(args, kw, &opts, &own, &cap);
     if (sel == NULL)
         return NULL;
     PyObject *r = trace_stop(mod, NULL);
     if (r == NULL) {
         cs_select_free(sel);
+        cap_conf_free(cap);
         return NULL;
     }
     Py_DECREF(r);
@@ -131,6 +152,7 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
         ts = cs__calloc(1, sizeof *ts);
         if (ts == NULL) {
             cs_select_free(sel);
+            cap_conf_free(cap);
             PyErr_NoMemory();
             return NULL;
         }
@@ -139,6 +161,8 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
     }
     ts->sel = sel;
     ts->opts = opts;
+    ts->cap = cap;
+    ts->st = st;
     ts->own_prefix = own ? cs__strdup(own) : NULL;
     ts->selected = PyDict_New();
     ts->gens = PyDict_New();
@@ -161,6 +185,8 @@ forget_selection(trace_state *ts)
     ts->sel = NULL;
     cs__free(ts->own_prefix);
     ts->own_prefix = NULL;
+    cap_conf_free(ts->cap);
+    ts->cap = NULL;
     Py_CLEAR(ts->selected);
     Py_CLEAR(ts->gens);
 #if CS_HAVE_MONITORING
@@ -205,6 +231,8 @@ func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
     uint32_t id = (uint32_t)packed;
     if ((uint32_t)(packed >> 32) != t->epoch) {
         rec_define(t, id, ident, CS_FUNC_FUNCTION, co);
+        if (ts->cap && ts->cap->args)
+            cap_put_signature(ts->st, ts->cap, t, id, NULL, co);
         PyObject *nv = Py_BuildValue("(OK)", ident,
                                      (unsigned long long)id | ((unsigned long long)t->epoch << 32));
         if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)
@@ -214,11 +242,119 @@ func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
     return id;
 }
 
+/* ---- values of selected calls -------------------------------------------- */
+
+/* Parameter `i` of the frame starting now: a new reference, or NULL. On
+ * 3.12+ `frame` is unused: the current frame is the one starting. */
+static PyObject *
+param_value(PyCodeObject *co, PyObject *names, Py_ssize_t i, void *frame)
+{
+#if CS_HAVE_MONITORING
+    (void)co;
+    (void)frame;
+    PyFrameObject *f = PyEval_GetFrame();
+    PyObject *v = f ? PyFrame_GetVar(f, PyTuple_GET_ITEM(names, i)) : NULL;
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+#else
+    (void)names;
+    (void)co;
+    /* before the first instruction the arguments sit in the first slots */
+    PyObject *v = cs_eframe_locals((cs_eframe *)frame)[i];
+    return v ? Py_NewRef(v) : NULL; /* NULL: a 3.10 argument held in a cell */
+#endif
+}
+
+/* Encode the arguments of the selected call starting now, as a call
+ * f(*args, **kwargs) that binds the same way: positional parameters and
+ * *args positionally, keyword-only parameters and **kwargs by name. */
+static void
+trace_args(trace_state *ts, cs_tstate *t, PyCodeObject *co, void *frame, cs_buf *b)
+{
+    PyObject *names = PyObject_GetAttrString((PyObject *)co, "co_varnames");
+    if (names == NULL || !PyTuple_Check(names)) {
+        PyErr_Clear();
+        Py_XDECREF(names);
+        return;
+    }
+    Py_ssize_t argc = co->co_argcount, kwc = co->co_kwonlyargcount;
+    int star = (co->co_flags & CO_VARARGS) != 0, dstar = (co->co_flags & CO_VARKEYWORDS) != 0;
+    if (argc + kwc + star + dstar > PyTuple_GET_SIZE(names)) {
+        Py_DECREF(names);
+        return;
+    }
+    PyObject *varargs = star ? param_value(co, names, argc + kwc, frame) : NULL;
+    PyObject *varkw = dstar ? param_value(co, names, argc + kwc + star, frame) : NULL;
+    Py_ssize_t nvar = varargs && PyTuple_Check(varargs) ? PyTuple_GET_SIZE(varargs) : 0;
+    Py_ssize_t ndict = varkw && PyDict_Check(varkw) ? PyDict_GET_SIZE(varkw) : 0;
+    Py_ssize_t npos = argc + nvar, nkw = kwc + ndict;
+    PyObject **v = PyMem_Calloc((size_t)(2 * npos + 2 * nkw + 1), sizeof *v);
+    if (v == NULL) {
+        Py_XDECREF(varargs);
+        Py_XDECREF(varkw);
+        Py_DECREF(names);
+        return;
+    }
+    PyObject **pn = v + npos, **kv = v + 2 * npos, **kn = kv + nkw;
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        v[i] = param_value(co, names, i, frame);
+        pn[i] = PyTuple_GET_ITEM(names, i);
+    }
+    for (Py_ssize_t i = 0; i < nvar; i++) {
+        v[argc + i] = Py_NewRef(PyTuple_GET_ITEM(varargs, i));
+        pn[argc + i] = PyTuple_GET_ITEM(names, argc + kwc);
+    }
+    for (Py_ssize_t i = 0; i < kwc; i++) {
+        kv[i] = param_value(co, names, argc + i, frame);
+        kn[i] = Py_NewRef(PyTuple_GET_ITEM(names, argc + i));
+    }
+    Py_ssize_t pos = 0, j = kwc;
+    PyObject *key, *val;
+    while (ndict && PyDict_Next(varkw, &pos, &key, &val) && j < nkw) {
+        kv[j] = Py_NewRef(val);
+        kn[j++] = Py_NewRef(key);
+    }
+    cap_encode_call(ts->st, ts->cap, t, v, pn, npos, kv, kn, j, b);
+    for (Py_ssize_t i = 0; i < npos; i++)
+        Py_XDECREF(v[i]);
+    for (Py_ssize_t i = 0; i < j; i++) {
+        Py_XDECREF(kv[i]);
+        Py_XDECREF(kn[i]);
+    }
+    PyMem_Free(v);
+    Py_XDECREF(varargs);
+    Py_XDECREF(varkw);
+    Py_DECREF(names);
+}
+
+/* Write the result of call `seq` of `stream`, when results are captured. */
+static void
+trace_result(trace_state *ts, cs_tstate *t, uint64_t seq, uint32_t stream, PyObject *res)
+{
+    if (ts->cap == NULL || !ts->cap->result || res == NULL || cap_busy)
+        return;
+    cs_buf b;
+    cs_buf_init(&b);
+    cap_encode_value(ts->st, ts->cap, t, res, &b);
+    if (cs_log_tstate() == t)
+        cap_write(t, CS_VAR_RESULT, seq, stream, &b);
+    cs_buf_free(&b);
+}
+
+/* Encode the arguments of a call starting now, if they are captured. */
+static void
+trace_begin_args(trace_state *ts, cs_tstate *t, PyObject *co, void *frame, cs_buf *b)
+{
+    if (ts->cap && ts->cap->args && !cap_busy)
+        trace_args(ts, t, (PyCodeObject *)co, frame, b);
+}
+
 /* A generator's or coroutine's event; `begin` starts its call. `frame`
  * (stable for the generator's life) names the call. */
 static void
 gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned status,
-          PyObject *exc, int begin, void *frame)
+          PyObject *exc, int begin, void *frame, PyObject *result)
 {
     trace_state *ts = st->trace;
     if (ts->gens_epoch != t->epoch) {
@@ -234,11 +370,17 @@ gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned sta
     rec_extra x;
     if (begin) {
         uint32_t id = func_of_code(ts, co, t);
+        cs_buf ab;
+        cs_buf_init(&ab);
+        trace_begin_args(ts, t, co, frame, &ab);
         if (ts->opts)
             rec_read_extras(ts->opts, &x, 1);
         uint64_t seq = cs_log_enter(t, id, CS_FLAG_ASYNC, now);
         if (ts->opts)
             rec_put_extras(t, ts->opts, &x); /* they belong to the entry */
+        if (ab.len && cs_log_tstate() == t)
+            cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
+        cs_buf_free(&ab);
         cs_log_mark(t, CS_MARK_RESUME, seq, t->stream, 0, now);
         if (ts->opts)
             rec_put_extras(t, ts->opts, &x); /* and to the first resume */
@@ -278,7 +420,9 @@ gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned sta
     if (ts->opts)
         rec_read_extras(ts->opts, &x, mark == CS_MARK_RESUME);
     if (exc)
-        rec_error_obj(st, t, seq, stream, exc);
+        rec_error_obj(st, t, seq, stream, exc, TRACE_SANITIZE);
+    else if (mark == CS_MARK_EXIT)
+        trace_result(ts, t, seq, stream, result);
     cs_log_mark(t, mark, seq, stream, status, now);
     if (ts->opts)
         rec_put_extras(t, ts->opts, &x);
@@ -477,15 +621,21 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     cs_tstate *t = rec_tstate();
     if (t != NULL) {
         if (is_gen(co)) {
-            gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1, PyEval_GetFrame());
+            gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1, PyEval_GetFrame(), NULL);
         } else {
             uint32_t id = func_of_code(ts, co, t);
+            cs_buf ab;
+            cs_buf_init(&ab);
+            trace_begin_args(ts, t, co, NULL, &ab);
             rec_extra x;
             if (ts->opts)
                 rec_read_extras(ts->opts, &x, 1);
             uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
             if (ts->opts)
                 rec_put_extras(t, ts->opts, &x);
+            if (ab.len && cs_log_tstate() == t)
+                cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
+            cs_buf_free(&ab);
             tstack *s = my_stack();
             if (s)
                 push(s, co, seq, t->epoch);
@@ -497,7 +647,7 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* The end of a selected call: returned (exc NULL) or unwound. */
 static void
-end_call(ext_state *st, PyObject *co, PyObject *exc)
+end_call(ext_state *st, PyObject *co, PyObject *exc, PyObject *result)
 {
     uint64_t now = cs_clock_mono_ns();
     trace_state *ts = st->trace;
@@ -509,7 +659,7 @@ end_call(ext_state *st, PyObject *co, PyObject *exc)
         if (exc && PyErr_GivenExceptionMatches(exc, PyExc_GeneratorExit))
             exc = NULL;
         gen_event(st, co, t, CS_MARK_EXIT, exc ? CS_STATUS_RAISED : CS_STATUS_OK, exc, 0,
-                  PyEval_GetFrame());
+                  PyEval_GetFrame(), result);
         return;
     }
     tstack *s = my_stack();
@@ -520,7 +670,11 @@ end_call(ext_state *st, PyObject *co, PyObject *exc)
     if (ts->opts)
         rec_read_extras(ts->opts, &x, 0);
     if (exc)
-        rec_error_obj(st, t, f.seq, t->stream, exc);
+        rec_error_obj(st, t, f.seq, t->stream, exc, TRACE_SANITIZE);
+    else
+        trace_result(ts, t, f.seq, t->stream, result);
+    if (cs_log_tstate() != t)
+        return;
     cs_log_exit(t, f.seq, exc ? CS_STATUS_RAISED : CS_STATUS_OK, now);
     if (ts->opts)
         rec_put_extras(t, ts->opts, &x);
@@ -543,7 +697,7 @@ cb_return(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     ext_state *st = (ext_state *)PyModule_GetState(mod);
     if (nargs >= 1 && selected(st->trace, args[0])) {
         PyObject *exc = cs_exc_fetch();
-        end_call(st, args[0], NULL);
+        end_call(st, args[0], NULL, nargs >= 3 ? args[2] : NULL);
         cs_exc_restore(exc);
     }
     Py_RETURN_NONE;
@@ -555,7 +709,7 @@ cb_unwind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     ext_state *st = (ext_state *)PyModule_GetState(mod);
     if (nargs >= 3 && selected(st->trace, args[0])) {
         PyObject *exc = cs_exc_fetch();
-        end_call(st, args[0], args[2]);
+        end_call(st, args[0], args[2], NULL);
         cs_exc_restore(exc);
     }
     Py_RETURN_NONE;
@@ -569,7 +723,7 @@ mark_gen(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, unsigned mark)
         PyObject *exc = cs_exc_fetch();
         cs_tstate *t = rec_tstate();
         if (t)
-            gen_event(st, args[0], t, mark, 0, NULL, 0, PyEval_GetFrame());
+            gen_event(st, args[0], t, mark, 0, NULL, 0, PyEval_GetFrame(), NULL);
         cs_exc_restore(exc);
     }
     Py_RETURN_NONE;
@@ -805,27 +959,34 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
         int begin = key && ts->gens && PyDict_Contains(ts->gens, key) == 0;
         Py_XDECREF(key);
         PyErr_Clear();
-        gen_event(st, (PyObject *)co, t, CS_MARK_RESUME, 0, NULL, begin, f);
+        gen_event(st, (PyObject *)co, t, CS_MARK_RESUME, 0, NULL, begin, f, NULL);
         cs_exc_restore(exc);
         PyObject *res = call_prev(tstate, f, throwflag);
         exc = cs_exc_fetch();
         t = cs_log_tstate();
         if (t != NULL) {
             if (cs_eframe_gen_state(f) == CS_GEN_SUSPENDED) {
-                gen_event(st, (PyObject *)co, t, CS_MARK_SUSPEND, 0, NULL, 0, f);
+                gen_event(st, (PyObject *)co, t, CS_MARK_SUSPEND, 0, NULL, 0, f, NULL);
             } else {
                 /* close() ends a generator with GeneratorExit: an ordinary end */
                 PyObject *err = res == NULL ? exc : NULL;
                 if (err && PyErr_GivenExceptionMatches(err, PyExc_GeneratorExit))
                     err = NULL;
                 gen_event(st, (PyObject *)co, t, CS_MARK_EXIT,
-                          err ? CS_STATUS_RAISED : CS_STATUS_OK, err, 0, f);
+                          err ? CS_STATUS_RAISED : CS_STATUS_OK, err, 0, f, res);
             }
         }
         cs_exc_restore(exc);
         return res;
     }
     uint32_t id = func_of_code(ts, (PyObject *)co, t);
+    cs_buf ab;
+    cs_buf_init(&ab);
+    if (ts->cap && ts->cap->args && !cap_busy) {
+        exc = cs_exc_fetch();
+        trace_args(ts, t, co, f, &ab);
+        cs_exc_restore(exc);
+    }
     rec_extra x;
     if (ts->opts)
         rec_read_extras(ts->opts, &x, 1);
@@ -833,6 +994,9 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
     uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
     if (ts->opts)
         rec_put_extras(t, ts->opts, &x);
+    if (ab.len && cs_log_tstate() == t)
+        cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
+    cs_buf_free(&ab);
     PyObject *res = call_prev(tstate, f, throwflag);
     uint64_t now = cs_clock_mono_ns();
     t = cs_log_tstate();
@@ -840,10 +1004,14 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
         if (ts->opts)
             rec_read_extras(ts->opts, &x, 0);
         if (res == NULL)
-            rec_error(st, t, seq, t->stream);
-        cs_log_exit(t, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, now);
-        if (ts->opts)
-            rec_put_extras(t, ts->opts, &x);
+            rec_error_sanitized(st, t, seq, t->stream, TRACE_SANITIZE);
+        else
+            trace_result(ts, t, seq, t->stream, res);
+        if (cs_log_tstate() == t) {
+            cs_log_exit(t, seq, res ? CS_STATUS_OK : CS_STATUS_RAISED, now);
+            if (ts->opts)
+                rec_put_extras(t, ts->opts, &x);
+        }
     }
     return res;
 }

@@ -28,7 +28,7 @@
 
 /* ---- format constants -------------------------------------------------- */
 #define CS_LOG_MAGIC "CSLOG\x00\x01\n"
-#define CS_LOG_VERSION 1u
+#define CS_LOG_VERSION 2u
 #define CS_LOG_HEADER_SIZE 4096u
 #define CS_LOG_CHUNK_MAGIC 0x4b435343u /* "CSCK" little-endian */
 #define CS_LOG_CHUNK_HEADER 32u
@@ -94,6 +94,13 @@ enum cs_var_kind {
     CS_VAR_PROFILE = 6, /* aux = func id; body = u64 calls, total, self, min,
                            max (ns), then u32 hist[256]: 4 buckets per power
                            of two of the duration in ns */
+    CS_VAR_ARGS = 7,   /* aux = seq | stream << 40; body = one value (see
+                          cs_value.h): (positional tuple, keyword dict) */
+    CS_VAR_RESULT = 8, /* aux = seq | stream << 40; body = one value */
+    CS_VAR_SIG = 9,    /* aux = func id; body = one value: a tuple of
+                          (name, kind[, default]) per parameter */
+    CS_VAR_BLOB = 10,  /* aux = blob hash; body = u64 size, u64 offset, then
+                          bytes [offset, offset + n) of the blob */
 };
 
 /* The histogram of a PROFILE record: CS_HIST_BUCKETS counts of durations,
@@ -147,7 +154,8 @@ typedef struct cs_chunk_header {
     uint32_t check; /* low 32 bits of cs_log_hash64 of the first 24 bytes */
 } cs_chunk_header;
 
-/* FNV-1a over `n` bytes: the checksum of headers and variable bodies. */
+/* FNV-1a over `n` bytes: the checksum of headers. Variable bodies use the
+ * faster cs_hash64. */
 CS_EXPORT uint64_t cs_log_hash64(const void *p, size_t n);
 
 /* The check byte of a record, in place (bits 4-11), from its first word
@@ -406,6 +414,13 @@ cs_log_mem(cs_tstate *t, uint64_t rss, uint64_t peak)
  * bytes of `body` (truncated to what one chunk holds). */
 CS_EXPORT void cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body,
                               size_t len);
+
+/* The largest body one variable record can hold. */
+CS_EXPORT size_t cs_log_var_room(void);
+
+/* Write blob `hash` (the `n` bytes at `data`) as BLOB records, split into
+ * parts that fit a chunk. 0 if any part was dropped. */
+CS_EXPORT int cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n);
 
 /* Write the PROC record (process facts) into `t`'s stream. The opener
  * calls this once, right after cs_log_open. */

@@ -164,7 +164,7 @@ decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t strea
             size_t padded = (len + 7) & ~(size_t)7;
             if (pos + padded > chunk_size)
                 goto bad;
-            if ((cs_log_hash64(buf + pos, len) & 0xfffff) != ((p >> 32) & 0xfffff))
+            if ((cs_hash64(buf + pos, len) & 0xfffff) != ((p >> 32) & 0xfffff))
                 goto bad;
             e->kind = CS_EV_VAR;
             e->var_kind = sub;
@@ -181,7 +181,7 @@ decode_chunk(stream_dec *d, const char *buf, uint32_t chunk_size, uint32_t strea
             } else if (!d->started) {
                 goto bad; /* a stream begins with its THREAD record */
             }
-            if (sub == CS_VAR_ERROR) {
+            if (sub == CS_VAR_ERROR || sub == CS_VAR_ARGS || sub == CS_VAR_RESULT) {
                 e->seq = w1 & CS_SEQ_MASK;
                 e->target = (uint32_t)(w1 >> CS_SEQ_BITS);
                 if (e->target == 0)

@@ -159,28 +159,61 @@ out:
     return rc;
 }
 
-void
-cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body, size_t len)
+/* A variable record whose body is `head` (hn bytes) then `body`. */
+static void
+put_var2(cs_tstate *t, unsigned sub, uint64_t aux, const void *head, size_t hn,
+         const void *body, size_t len)
 {
-    size_t room = W.chunk_size - CS_LOG_CHUNK_HEADER - 16;
-    if (len > room)
-        len = room;
-    if (len > CS_VAR_MAX_BODY)
-        len = CS_VAR_MAX_BODY;
-    size_t padded = (len + 7) & ~(size_t)7;
+    size_t room = cs_log_var_room();
+    if (hn + len > room)
+        len = room > hn ? room - hn : 0;
+    size_t total = hn + len;
+    size_t padded = (total + 7) & ~(size_t)7;
     if (!cs__log_room(t, 2 + padded / 8))
         return;
     /* Body first, header last: a torn write leaves no valid header. */
     char *dst = (char *)(t->cur + 2);
-    memcpy(dst, body, len);
-    memset(dst + len, 0, padded - len);
-    uint64_t sum = cs_log_hash64(body, len) & 0xfffffu;
-    uint64_t payload = (uint64_t)(sub & 0xffu) | ((uint64_t)len << 8) | (sum << 32);
+    if (hn)
+        memcpy(dst, head, hn);
+    if (len)
+        memcpy(dst + hn, body, len);
+    memset(dst + total, 0, padded - total);
+    uint64_t sum = cs_hash64(dst, total) & 0xfffffu;
+    uint64_t payload = (uint64_t)(sub & 0xffu) | ((uint64_t)total << 8) | (sum << 32);
     uint64_t w = CS_REC_VAR | (payload << 12);
     t->cur[1] = aux;
     atomic_signal_fence(memory_order_release);
     t->cur[0] = w | cs_rec_check(w, aux);
     t->cur = (uint64_t *)(dst + padded);
+}
+
+void
+cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const void *body, size_t len)
+{
+    put_var2(t, sub, aux, NULL, 0, body, len);
+}
+
+size_t
+cs_log_var_room(void)
+{
+    size_t room = W.chunk_size - CS_LOG_CHUNK_HEADER - 16;
+    return room < CS_VAR_MAX_BODY ? room : CS_VAR_MAX_BODY;
+}
+
+int
+cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n)
+{
+    size_t part = cs_log_var_room() - 16;
+    const char *p = data;
+    uint64_t dropped = t->dropped;
+    size_t off = 0;
+    do {
+        size_t k = n - off < part ? n - off : part;
+        uint64_t hdr[2] = {n, off};
+        put_var2(t, CS_VAR_BLOB, hash, hdr, 16, p + off, k);
+        off += k;
+    } while (off < n);
+    return t->dropped == dropped;
 }
 
 /* The END record of a stream, if its chunk has room. Called with mu. */

@@ -11,6 +11,7 @@
 #include "store_int.h"
 #include "cs_log.h"
 #include "rowpipe.h"
+#include "cs_value.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,8 +141,27 @@ struct deferred {
     uint64_t order;
 };
 
+/* A captured value (arguments or result) of a call, kept until the call
+ * rows are written. `data` is owned. */
+typedef struct val_row {
+    int64_t call;
+    unsigned kind; /* CS_VAR_ARGS or CS_VAR_RESULT */
+    char *data;
+    size_t len;
+} val_row;
+
+/* A blob this log writes: how much of it has arrived. */
+typedef struct blob_track {
+    uint64_t hash, size, got;
+    int present; /* stored before this log: nothing to write */
+} blob_track;
+
 typedef struct ing {
     cs_store *s;
+    val_row *vals;
+    size_t valn, valcap;
+    blob_track *blobs;
+    size_t bn, bcap;
     cs__rowpipe *pipe;
     err_row *errs;
     size_t en, ecap;
@@ -195,13 +215,104 @@ grow_map(int64_t **map, size_t *cap, size_t need)
     return CS_OK;
 }
 
+/* ---- blobs: large captured data, stored once per run --------------------
+ * A blob arrives in parts (BLOB records). Its row is made full-size at the
+ * first part and each part is written in place; a blob that is already in
+ * run.db (another process stored it) is not written again. A blob that
+ * never arrived whole (the process died while writing it) is removed at
+ * the end, so a value that names it reads as missing, never as zeros. */
+
+static int
+blob_part(ing *g, const cs_event *ev)
+{
+    if (ev->body_len < 16)
+        return CS_OK;
+    uint64_t size, off;
+    memcpy(&size, ev->body, 8);
+    memcpy(&off, ev->body + 8, 8);
+    size_t k = ev->body_len - 16;
+    if (size > (uint64_t)INT32_MAX || off > size || k > size - off)
+        return CS_OK; /* not a part of anything this store can hold */
+    blob_track *b = NULL;
+    for (size_t i = g->bn; i-- > 0;)
+        if (g->blobs[i].hash == ev->aux && g->blobs[i].size == size) {
+            b = &g->blobs[i];
+            break;
+        }
+    sqlite3 *db = g->s->db;
+    int src;
+    if (b == NULL) {
+        if (g->bn == g->bcap) {
+            size_t cap = g->bcap ? g->bcap * 2 : 16;
+            blob_track *v = cs__realloc(g->blobs, cap * sizeof *v);
+            if (v == NULL)
+                return CS_ENOMEM;
+            g->blobs = v;
+            g->bcap = cap;
+        }
+        b = &g->blobs[g->bn++];
+        memset(b, 0, sizeof *b);
+        b->hash = ev->aux;
+        b->size = size;
+        sqlite3_stmt *st = NULL;
+        src = sqlite3_prepare_v2(db,
+                                 "INSERT OR IGNORE INTO blobs(id, size, data)"
+                                 " VALUES(?, ?, zeroblob(?))",
+                                 -1, &st, NULL);
+        if (src != SQLITE_OK)
+            return sqlerr(g, src);
+        sqlite3_bind_int64(st, 1, (int64_t)ev->aux);
+        sqlite3_bind_int64(st, 2, (int64_t)size);
+        sqlite3_bind_int64(st, 3, (int64_t)size);
+        src = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (src != SQLITE_DONE)
+            return sqlerr(g, src);
+        b->present = sqlite3_changes(db) == 0;
+    }
+    if (b->present || k == 0)
+        return CS_OK;
+    sqlite3_blob *h = NULL;
+    src = sqlite3_blob_open(db, "main", "blobs", "data", (sqlite3_int64)ev->aux, 1, &h);
+    if (src == SQLITE_OK)
+        src = sqlite3_blob_write(h, ev->body + 16, (int)k, (int)off);
+    sqlite3_blob_close(h);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    b->got += k;
+    return CS_OK;
+}
+
+/* Remove the blobs of this log that did not arrive whole. */
+static int
+drop_torn_blobs(ing *g)
+{
+    for (size_t i = 0; i < g->bn; i++) {
+        blob_track *b = &g->blobs[i];
+        if (b->present || b->got >= b->size)
+            continue;
+        sqlite3_stmt *st = NULL;
+        int src = sqlite3_prepare_v2(g->s->db, "DELETE FROM blobs WHERE id = ?", -1, &st, NULL);
+        if (src != SQLITE_OK)
+            return sqlerr(g, src);
+        sqlite3_bind_int64(st, 1, (int64_t)b->hash);
+        src = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (src != SQLITE_DONE)
+            return sqlerr(g, src);
+    }
+    return CS_OK;
+}
+
 static int
 collect_var(void *ctx, const cs_event *ev)
 {
     ing *g = ctx;
+    if (ev->var_kind == CS_VAR_BLOB)
+        return blob_part(g, ev);
     if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
         ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD &&
-        ev->var_kind != CS_VAR_PROFILE)
+        ev->var_kind != CS_VAR_PROFILE && ev->var_kind != CS_VAR_SIG)
         return CS_OK;
     if (g->vn == g->vcap) {
         size_t cap = g->vcap ? g->vcap * 2 : 64;
@@ -432,6 +543,27 @@ insert_profile(ing *g, const pending_var *v)
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 
+/* The signature of a function, as its first capture saw it. */
+static int
+insert_signature(ing *g, const pending_var *v)
+{
+    if (v->aux >= g->func_cap || g->func_map[v->aux] == 0 ||
+        cs_value_check(v->body, v->len) != CS_OK)
+        return CS_OK;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "UPDATE functions SET signature = ?"
+                                 " WHERE id = ? AND signature IS NULL",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        return sqlerr(g, src);
+    sqlite3_bind_blob(st, 1, v->body, (int)v->len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, g->func_map[v->aux]);
+    src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
+}
+
 static int
 insert_defs(ing *g)
 {
@@ -484,10 +616,14 @@ insert_defs(ing *g)
         }
     }
     sqlite3_finalize(st);
-    /* aggregates after every definition, wherever their records were */
-    for (size_t i = 0; i < g->vn && rc == CS_OK; i++)
+    /* aggregates and signatures after every definition, wherever their
+     * records were */
+    for (size_t i = 0; i < g->vn && rc == CS_OK; i++) {
         if (g->vars[i].kind == CS_VAR_PROFILE)
             rc = insert_profile(g, &g->vars[i]);
+        else if (g->vars[i].kind == CS_VAR_SIG)
+            rc = insert_signature(g, &g->vars[i]);
+    }
     return rc;
 }
 
@@ -730,6 +866,72 @@ on_error_var(ing *g, const cs_event *ev)
     return CS_OK;
 }
 
+/* A captured value of an open call: kept, written after the calls. */
+static int
+on_value_var(ing *g, const cs_event *ev)
+{
+    uint64_t key = ((uint64_t)ev->target << CS_SEQ_BITS) | ev->seq;
+    ocall *c = omap_find(&g->open, key);
+    if (c == NULL)
+        return CS_OK;
+    if (g->valn == g->valcap) {
+        size_t cap = g->valcap ? g->valcap * 2 : 64;
+        val_row *v = cs__realloc(g->vals, cap * sizeof *v);
+        if (v == NULL)
+            return CS_ENOMEM;
+        g->vals = v;
+        g->valcap = cap;
+    }
+    val_row *v = &g->vals[g->valn];
+    v->data = cs__malloc(ev->body_len ? ev->body_len : 1);
+    if (v->data == NULL)
+        return CS_ENOMEM;
+    memcpy(v->data, ev->body, ev->body_len);
+    v->len = ev->body_len;
+    v->call = c->id;
+    v->kind = ev->var_kind;
+    g->valn++;
+    return CS_OK;
+}
+
+/* Rows of args and results, each with a short readable preview. A value
+ * that does not read back whole is stored as it is (the reader reports
+ * it), with "<damaged>" as its preview. */
+static int
+insert_values(ing *g)
+{
+    if (g->valn == 0)
+        return CS_OK;
+    sqlite3_stmt *st[2] = {NULL, NULL};
+    int src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT OR REPLACE INTO args(call, data, text) VALUES(?,?,?)",
+                                 -1, &st[0], NULL);
+    if (src == SQLITE_OK)
+        src = sqlite3_prepare_v2(g->s->db,
+                                 "INSERT OR REPLACE INTO results(call, data, text)"
+                                 " VALUES(?,?,?)",
+                                 -1, &st[1], NULL);
+    int rc = src == SQLITE_OK ? CS_OK : sqlerr(g, src);
+    cs_buf text;
+    cs_buf_init(&text);
+    for (size_t i = 0; i < g->valn && rc == CS_OK; i++) {
+        const val_row *v = &g->vals[i];
+        sqlite3_stmt *q = st[v->kind == CS_VAR_RESULT];
+        text.len = 0;
+        cs_value_preview(v->data, v->len, &text, 200);
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, v->call);
+        sqlite3_bind_blob(q, 2, v->data, (int)v->len, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, text.data ? text.data : "", (int)text.len, SQLITE_STATIC);
+        if ((src = sqlite3_step(q)) != SQLITE_DONE)
+            rc = sqlerr(g, src);
+    }
+    cs_buf_free(&text);
+    sqlite3_finalize(st[0]);
+    sqlite3_finalize(st[1]);
+    return rc;
+}
+
 static int
 insert_errors(ing *g)
 {
@@ -815,11 +1017,12 @@ visit_event(void *ctx, const cs_event *ev)
             return defer(g, ev);
         return apply(g, ev, 1);
     case CS_EV_VAR:
-        if (ev->var_kind != CS_VAR_ERROR)
+        if (ev->var_kind != CS_VAR_ERROR && ev->var_kind != CS_VAR_ARGS &&
+            ev->var_kind != CS_VAR_RESULT)
             return CS_OK;
         if (ev->target != ev->stream)
             return defer(g, ev);
-        return on_error_var(g, ev);
+        return ev->var_kind == CS_VAR_ERROR ? on_error_var(g, ev) : on_value_var(g, ev);
     default:
         return CS_OK;
     }
@@ -875,6 +1078,10 @@ ing_free(ing *g)
         cs__free(g->errs[i].traceback);
     }
     cs__free(g->errs);
+    for (size_t i = 0; i < g->valn; i++)
+        cs__free(g->vals[i].data);
+    cs__free(g->vals);
+    cs__free(g->blobs);
     cs__free(g->func_map);
     cs__free(g->thread_map);
     cs__free(g->open.slots);
@@ -951,7 +1158,10 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     g.last_err_id = 0;
     for (size_t i = 0; i < g.dn; i++) {
         const cs_event *ev = &g.deferred[i].ev;
-        rc = ev->kind == CS_EV_VAR ? on_error_var(&g, ev) : apply(&g, ev, 0);
+        if (ev->kind != CS_EV_VAR)
+            rc = apply(&g, ev, 0);
+        else
+            rc = ev->var_kind == CS_VAR_ERROR ? on_error_var(&g, ev) : on_value_var(&g, ev);
         if (rc != CS_OK)
             goto fail;
     }
@@ -968,6 +1178,10 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     if (rc != CS_OK)
         goto fail;
     if ((rc = insert_errors(&g)) != CS_OK)
+        goto fail;
+    if ((rc = insert_values(&g)) != CS_OK)
+        goto fail;
+    if ((rc = drop_torn_blobs(&g)) != CS_OK)
         goto fail;
 
     if ((rc = cs__store_exec(s, "COMMIT")) != CS_OK)

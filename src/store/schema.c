@@ -61,6 +61,12 @@ static const char *const migrations[] = {
     " FROM calls c JOIN functions f ON f.id = c.function"
     " JOIN threads t ON t.id = c.thread JOIN processes p ON p.id = t.process"
     " LEFT JOIN errors e ON e.call = c.id;",
+    /* 2: captured arguments and results, blobs stored once, signatures */
+    "CREATE TABLE args(call INTEGER PRIMARY KEY REFERENCES calls(id), data BLOB, text TEXT);"
+    "CREATE TABLE results(call INTEGER PRIMARY KEY REFERENCES calls(id), data BLOB,"
+    " text TEXT);"
+    "CREATE TABLE blobs(id INTEGER PRIMARY KEY, size INTEGER, data BLOB);"
+    "ALTER TABLE functions ADD COLUMN signature BLOB;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]) - 1)
@@ -138,11 +144,13 @@ migrate(cs_store *s, int from)
         if ((rc = exec(s, migrations[i])) != CS_OK)
             goto fail;
     }
-    char sql[64];
+    char sql[96];
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", CS_SCHEMA_VERSION);
     if ((rc = exec(s, sql)) != CS_OK)
         goto fail;
-    if ((rc = exec(s, "INSERT OR REPLACE INTO meta VALUES('schema_version', '1')")) != CS_OK)
+    snprintf(sql, sizeof sql, "INSERT OR REPLACE INTO meta VALUES('schema_version', '%d')",
+             CS_SCHEMA_VERSION);
+    if ((rc = exec(s, sql)) != CS_OK)
         goto fail;
     return exec(s, "COMMIT");
 fail:

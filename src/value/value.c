@@ -1,0 +1,366 @@
+/* value.c -- reading captured values: validation, skipping, previews,
+ * and the hash that names blobs. The encoder is in the extension. */
+#include "cs_value.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+uint64_t
+cs_value_hash(const void *data, size_t n)
+{
+    return cs_hash64(data, n);
+}
+
+static const char *const tag_names[CS_V__MAX] = {
+    "None",  "False", "True",   "int",   "int",     "float",  "complex", "str",
+    "bytes", "tuple", "list",   "set",   "frozenset", "dict", "ndarray", "pickle",
+    "repr",  "handler", "ident", "truncated", "failed", "redacted", "ref",
+};
+
+const char *
+cs_value_tag_name(unsigned tag)
+{
+    return tag < CS_V__MAX ? tag_names[tag] : "?";
+}
+
+static int
+skip_data(cs_vreader *r)
+{
+    const char *s;
+    int blob;
+    uint64_t hash;
+    cs_vr_data(r, &s, &blob, &hash);
+    return !r->bad;
+}
+
+static int
+skip_depth(cs_vreader *r, int depth)
+{
+    if (depth > CS_VAL_MAX_DEPTH) {
+        r->bad = 1;
+        return 0;
+    }
+    unsigned tag = cs_vr_u8(r);
+    const char *s;
+    uint64_t u;
+    switch (tag) {
+    case CS_V_NONE:
+    case CS_V_FALSE:
+    case CS_V_TRUE:
+    case CS_V_REDACTED:
+        break;
+    case CS_V_INT:
+    case CS_V_FLOAT:
+        cs_vr_u64(r);
+        break;
+    case CS_V_COMPLEX:
+        cs_vr_u64(r);
+        cs_vr_u64(r);
+        break;
+    case CS_V_BIGINT: {
+        uint32_t n = cs_vr_u32(r);
+        if ((size_t)(r->end - r->p) < n)
+            r->bad = 1;
+        else
+            r->p += n;
+        break;
+    }
+    case CS_V_STR:
+    case CS_V_BYTES:
+    case CS_V_FAILED:
+        skip_data(r);
+        break;
+    case CS_V_TUPLE:
+    case CS_V_LIST:
+    case CS_V_SET:
+    case CS_V_FROZENSET:
+    case CS_V_DICT: {
+        uint64_t n = cs_vr_u32(r);
+        if (tag == CS_V_DICT)
+            n *= 2;
+        /* every value takes at least one byte: a bound before looping */
+        if (n > (uint64_t)(r->end - r->p))
+            r->bad = 1;
+        for (uint64_t i = 0; i < n && !r->bad; i++)
+            skip_depth(r, depth + 1);
+        break;
+    }
+    case CS_V_ARRAY: {
+        cs_vr_name(r, &s);
+        unsigned ndim = cs_vr_u8(r);
+        if (ndim > CS_VAL_MAX_NDIM)
+            r->bad = 1;
+        for (unsigned i = 0; i < ndim && !r->bad; i++)
+            cs_vr_u64(r);
+        unsigned order = cs_vr_u8(r);
+        if (order != 'C' && order != 'F')
+            r->bad = 1;
+        skip_data(r);
+        break;
+    }
+    case CS_V_PICKLE:
+    case CS_V_REPR:
+    case CS_V_HANDLER:
+        cs_vr_name(r, &s);
+        skip_data(r);
+        break;
+    case CS_V_IDENT:
+        cs_vr_name(r, &s);
+        cs_vr_u64(r);
+        break;
+    case CS_V_TRUNC:
+        u = cs_vr_u64(r);
+        (void)u;
+        skip_depth(r, depth + 1);
+        break;
+    case CS_V_REF:
+        cs_vr_u64(r);
+        cs_vr_u64(r);
+        break;
+    default:
+        r->bad = 1;
+    }
+    return !r->bad;
+}
+
+int
+cs_value_skip(cs_vreader *r)
+{
+    return skip_depth(r, 0);
+}
+
+int
+cs_value_check(const void *p, size_t n)
+{
+    cs_vreader r;
+    cs_vr_init(&r, p, n);
+    if (!cs_value_skip(&r) || r.p != r.end)
+        return CS_EFORMAT;
+    return CS_OK;
+}
+
+/* ---- previews ------------------------------------------------------------ */
+
+typedef struct pv {
+    cs_vreader r;
+    cs_buf *out;
+    size_t start, max;
+} pv;
+
+static int
+pv_full(pv *v)
+{
+    return v->out->len - v->start >= v->max;
+}
+
+static void
+pv_quoted(pv *v, const char *s, size_t n, int bytes)
+{
+    cs_buf *o = v->out;
+    if (bytes)
+        cs_buf_append(o, "b", 1);
+    cs_buf_append(o, "'", 1);
+    for (size_t i = 0; i < n && !pv_full(v); i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\'' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            cs_buf_append(o, e, 2);
+        } else if (c == '\n') {
+            cs_buf_append(o, "\\n", 2);
+        } else if (c < 0x20 || c == 0x7f || (bytes && c >= 0x80)) {
+            cs_buf_printf(o, "\\x%02x", c);
+        } else {
+            cs_buf_append(o, s + i, 1);
+        }
+    }
+    cs_buf_append(o, "'", 1);
+}
+
+static void pv_value(pv *v, int depth);
+
+static void
+pv_items(pv *v, const char *open, const char *close, int dict, int depth)
+{
+    uint64_t n = cs_vr_u32(&v->r);
+    if (n > (uint64_t)(v->r.end - v->r.p)) {
+        v->r.bad = 1;
+        return;
+    }
+    cs_buf_puts(v->out, open);
+    for (uint64_t i = 0; i < n && !v->r.bad; i++) {
+        if (i)
+            cs_buf_append(v->out, ", ", 2);
+        if (pv_full(v)) {
+            cs_buf_puts(v->out, "...");
+            /* skip the rest to keep the reader in step */
+            for (; i < n && !v->r.bad; i++) {
+                skip_depth(&v->r, depth + 1);
+                if (dict)
+                    skip_depth(&v->r, depth + 1);
+            }
+            break;
+        }
+        pv_value(v, depth + 1);
+        if (dict) {
+            cs_buf_append(v->out, ": ", 2);
+            pv_value(v, depth + 1);
+        }
+    }
+    if (n == 1 && !dict && open[0] == '(')
+        cs_buf_append(v->out, ",", 1);
+    cs_buf_puts(v->out, close);
+}
+
+static void
+pv_data_text(pv *v, int bytes, const char *type)
+{
+    const char *s;
+    int blob;
+    uint64_t hash, n = cs_vr_data(&v->r, &s, &blob, &hash);
+    if (blob)
+        cs_buf_printf(v->out, "<%s of %" PRIu64 " bytes>", type, n);
+    else if (s)
+        pv_quoted(v, s, (size_t)n, bytes);
+}
+
+static void
+pv_value(pv *v, int depth)
+{
+    if (depth > CS_VAL_MAX_DEPTH) {
+        v->r.bad = 1;
+        return;
+    }
+    cs_buf *o = v->out;
+    unsigned tag = cs_vr_u8(&v->r);
+    const char *s;
+    size_t k;
+    switch (tag) {
+    case CS_V_NONE:
+    case CS_V_FALSE:
+    case CS_V_TRUE:
+        cs_buf_puts(o, tag_names[tag]);
+        break;
+    case CS_V_REDACTED:
+        cs_buf_puts(o, "<redacted>");
+        break;
+    case CS_V_INT: {
+        int64_t i = (int64_t)cs_vr_u64(&v->r);
+        cs_buf_printf(o, "%" PRId64, i);
+        break;
+    }
+    case CS_V_BIGINT: {
+        uint32_t n = cs_vr_u32(&v->r);
+        if ((size_t)(v->r.end - v->r.p) < n)
+            v->r.bad = 1;
+        else
+            v->r.p += n;
+        cs_buf_printf(o, "<int of %u bytes>", n);
+        break;
+    }
+    case CS_V_FLOAT:
+    case CS_V_COMPLEX: {
+        double d;
+        cs_vr_take(&v->r, &d, 8);
+        if (tag == CS_V_FLOAT) {
+            cs_buf_printf(o, "%.17g", d);
+        } else {
+            double im;
+            cs_vr_take(&v->r, &im, 8);
+            cs_buf_printf(o, "(%.17g%+.17gj)", d, im);
+        }
+        break;
+    }
+    case CS_V_STR:
+    case CS_V_BYTES:
+        pv_data_text(v, tag == CS_V_BYTES, tag_names[tag]);
+        break;
+    case CS_V_TUPLE:
+        pv_items(v, "(", ")", 0, depth);
+        break;
+    case CS_V_LIST:
+        pv_items(v, "[", "]", 0, depth);
+        break;
+    case CS_V_SET:
+        pv_items(v, "{", "}", 0, depth);
+        break;
+    case CS_V_FROZENSET:
+        pv_items(v, "frozenset({", "})", 0, depth);
+        break;
+    case CS_V_DICT:
+        pv_items(v, "{", "}", 1, depth);
+        break;
+    case CS_V_ARRAY: {
+        k = cs_vr_name(&v->r, &s);
+        cs_buf_printf(o, "<ndarray %.*s (", (int)k, s);
+        unsigned ndim = cs_vr_u8(&v->r);
+        if (ndim > CS_VAL_MAX_NDIM)
+            v->r.bad = 1;
+        for (unsigned i = 0; i < ndim && !v->r.bad; i++)
+            cs_buf_printf(o, i ? ", %" PRIu64 : "%" PRIu64, cs_vr_u64(&v->r));
+        cs_buf_puts(o, ndim == 1 ? ",)>" : ")>");
+        cs_vr_u8(&v->r);
+        skip_data(&v->r);
+        break;
+    }
+    case CS_V_PICKLE:
+    case CS_V_HANDLER:
+        k = cs_vr_name(&v->r, &s);
+        cs_buf_printf(o, "<%.*s>", (int)k, s);
+        skip_data(&v->r);
+        break;
+    case CS_V_REPR: {
+        k = cs_vr_name(&v->r, &s);
+        (void)k;
+        const char *d;
+        int blob;
+        uint64_t hash, n = cs_vr_data(&v->r, &d, &blob, &hash);
+        if (d) {
+            size_t m = (size_t)n;
+            size_t room = v->max > (o->len - v->start) ? v->max - (o->len - v->start) : 0;
+            cs_buf_append(o, d, m < room ? m : room);
+            if (m > room)
+                cs_buf_puts(o, "...");
+        } else {
+            cs_buf_printf(o, "<repr of %" PRIu64 " bytes>", n);
+        }
+        break;
+    }
+    case CS_V_IDENT:
+        k = cs_vr_name(&v->r, &s);
+        cs_buf_printf(o, "<%.*s at 0x%" PRIx64 ">", (int)k, s, cs_vr_u64(&v->r));
+        break;
+    case CS_V_TRUNC: {
+        uint64_t n = cs_vr_u64(&v->r);
+        pv_value(v, depth + 1);
+        cs_buf_printf(o, "...<truncated from %" PRIu64 ">", n);
+        break;
+    }
+    case CS_V_FAILED:
+        cs_buf_puts(o, "<not captured: ");
+        pv_data_text(v, 0, "message");
+        cs_buf_puts(o, ">");
+        break;
+    case CS_V_REF: {
+        cs_vr_u64(&v->r);
+        uint64_t n = cs_vr_u64(&v->r);
+        cs_buf_printf(o, "<value of %" PRIu64 " bytes>", n);
+        break;
+    }
+    default:
+        v->r.bad = 1;
+    }
+}
+
+void
+cs_value_preview(const void *p, size_t n, cs_buf *out, size_t max_chars)
+{
+    pv v = {.out = out, .start = out->len, .max = max_chars ? max_chars : 1};
+    cs_vr_init(&v.r, p, n);
+    pv_value(&v, 0);
+    if (v.r.bad) {
+        out->len = v.start;
+        if (out->data)
+            out->data[out->len] = '\0';
+        cs_buf_puts(out, "<damaged>");
+    }
+}
