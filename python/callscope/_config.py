@@ -8,13 +8,20 @@ does not say otherwise.
     exclude = ["mypkg.vendor.*"]
     cpu = true
     memory = false
+    args = true                 # capture arguments and results of selected calls
+    result = true
+    redact = ["password", "*token*"]
+    max_arg_length = 200
+    max_bytes = 4194304
 
 Precedence: command-line flags, then this file, then the defaults. Each
 key is taken from the first that gives it.
 """
 import os
 
-KEYS = {"trace": list, "module": list, "exclude": list, "cpu": bool, "memory": bool}
+KEYS = {"trace": list, "module": list, "exclude": list, "cpu": bool, "memory": bool,
+        "args": bool, "result": bool, "redact": list, "max_arg_length": int, "max_bytes": int}
+_INT_LIMITS = {"max_arg_length": 2**31 - 1, "max_bytes": 2**30}
 
 
 class ConfigError(ValueError):
@@ -70,6 +77,11 @@ def validate(path, table):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: [tool.callscope]: '{key}' must be a string or"
                                   " a list of strings")
+        elif kind is int:
+            limit = _INT_LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+                raise ConfigError(f"{path}: [tool.callscope]: '{key}' must be an integer"
+                                  f" from 1 to {limit}")
         elif not isinstance(value, bool):
             raise ConfigError(f"{path}: [tool.callscope]: '{key}' must be true or false")
         out[key] = value

@@ -24,9 +24,10 @@ def _configure(start):
             _trace._apply(sel)
         else:
             os.environ.pop("CALLSCOPE_TRACE", None)
-            if sel["excludes"] or sel["cpu"] or sel["memory"]:
-                print("callscope: warning: run: --exclude, --cpu and --memory apply to a"
-                      " selection (-t or --module); nothing is selected", file=sys.stderr)
+            if sel["excludes"] or any(sel[k] for k in ("cpu", "memory", "args", "result")):
+                print("callscope: warning: run: --exclude, --cpu, --memory, --args and"
+                      " --result apply to a selection (-t or --module); nothing is selected",
+                      file=sys.stderr)
     except NotImplementedError:
         pass  # reported below
     except (_config.ConfigError, ValueError, TypeError) as e:

@@ -7,8 +7,15 @@ import os
 
 from . import _callscope
 
-# the selection in force: patterns, modules, excludes, and the options
-_current = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
+def _empty():
+    """No selection: patterns, modules, excludes, and the recording options."""
+    return {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False,
+            "args": False, "result": False, "redact": [], "sanitize": None,
+            "max_arg_length": None, "max_bytes": None}
+
+
+# the selection in force
+_current = _empty()
 
 
 def _as_list(value, key):
@@ -30,14 +37,22 @@ _OWN = os.path.dirname(os.path.abspath(__file__)) + os.sep  # never selected
 def _apply(sel):
     if sel["patterns"] or sel["modules"]:
         _callscope._trace_start(sel["patterns"], sel["modules"], sel["excludes"],
-                                sel["cpu"], sel["memory"], _OWN)
+                                sel["cpu"], sel["memory"], _OWN, args=sel["args"],
+                                result=sel["result"], redact=sel["redact"] or None,
+                                sanitize=sel["sanitize"], max_arg_length=sel["max_arg_length"],
+                                max_bytes=sel["max_bytes"])
     else:
         _callscope._trace_stop()
     _current.clear()
     _current.update(sel)
 
 
-def trace(*patterns, module=None, exclude=None, cpu=False, memory=False):
+def _copy(sel):
+    return {k: list(v) if isinstance(v, list) else v for k, v in sel.items()}
+
+
+def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=False,
+          result=False, redact=None, sanitize=None, max_arg_length=None, max_bytes=None):
     """Record every call of the functions that ``patterns`` name, in any
     code: yours, a library's, the standard library's.
 
@@ -52,64 +67,85 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False):
     Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 a PEP 523
     frame-evaluation hook, installed only while something is selected (it
     turns off 3.11's inlined Python-to-Python calls meanwhile). On 3.10
-    code objects carry no qualified name: patterns see module.function."""
-    sel = {k: list(v) if isinstance(v, list) else v for k, v in _current.items()}
+    code objects carry no qualified name: patterns see module.function.
+
+    ``args``, ``result``, ``redact``, ``sanitize``, ``max_arg_length`` and
+    ``max_bytes`` capture values as ``@callscope.monitor`` does; they apply
+    to the whole selection."""
+    sel = _copy(_current)
     for p in patterns:
         sel["patterns"].extend(_as_list(p, "trace"))
     sel["modules"].extend(_as_list(module, "module"))
     sel["excludes"].extend(_as_list(exclude, "exclude"))
     sel["cpu"] = sel["cpu"] or bool(cpu)
     sel["memory"] = sel["memory"] or bool(memory)
+    sel["args"] = sel["args"] or bool(args)
+    sel["result"] = sel["result"] or bool(result)
+    sel["redact"].extend(_as_list(redact, "redact"))
+    for key, value in (("sanitize", sanitize), ("max_arg_length", max_arg_length),
+                       ("max_bytes", max_bytes)):
+        if value is not None:
+            sel[key] = value
     _apply(sel)
 
 
 def untrace():
     """Stop recording functions selected by name."""
-    _apply({"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False})
+    _apply(_empty())
 
 
 @contextlib.contextmanager
-def tracing(*patterns, module=None, exclude=None, cpu=False, memory=False):
+def tracing(*patterns, **options):
     """``trace(...)`` for the duration of a ``with`` block; the selection
     in force before is restored after it."""
-    saved = {k: list(v) if isinstance(v, list) else v for k, v in _current.items()}
-    trace(*patterns, module=module, exclude=exclude, cpu=cpu, memory=memory)
+    saved = _copy(_current)
+    trace(*patterns, **options)
     try:
         yield
     finally:
         _apply(saved)
 
 
-_ENV_KEYS = {"t": "patterns", "m": "modules", "x": "excludes"}
+_ENV_KEYS = {"t": "patterns", "m": "modules", "x": "excludes", "r": "redact"}
+_ENV_INTS = {"l": "max_arg_length", "b": "max_bytes"}
+_FLAGS = ("cpu", "memory", "args", "result")
 
 
 def _parse_env(spec):
     """The selection in $CALLSCOPE_TRACE: lines "t:PAT", "m:MODULE",
-    "x:PAT", "o:cpu", "o:memory"."""
-    sel = {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False}
+    "x:PAT", "r:PAT" (redact), "o:cpu", "o:memory", "o:args", "o:result",
+    "l:N" (max_arg_length), "b:N" (max_bytes)."""
+    sel = _empty()
     for item in (spec or "").split("\n"):
         kind, _, value = item.partition(":")
         if kind in _ENV_KEYS and value:
             sel[_ENV_KEYS[kind]].append(value)
-        elif kind == "o" and value in ("cpu", "memory"):
+        elif kind == "o" and value in _FLAGS:
             sel[value] = True
+        elif kind in _ENV_INTS and value.isdigit():
+            sel[_ENV_INTS[kind]] = int(value)
     return sel
 
 
 def _to_env(sel):
     lines = [f"{k}:{v}" for k, key in _ENV_KEYS.items() for v in sel[key]]
-    lines += [f"o:{o}" for o in ("cpu", "memory") if sel[o]]
+    lines += [f"o:{o}" for o in _FLAGS if sel[o]]
+    lines += [f"{k}:{sel[key]}" for k, key in _ENV_INTS.items() if sel[key] is not None]
     return "\n".join(lines)
 
 
 def _merge_config(cli, config):
     """Command-line settings first, then the configuration file's."""
-    sel = dict(cli)
-    for key, ours in (("trace", "patterns"), ("module", "modules"), ("exclude", "excludes")):
+    sel = _copy(cli)
+    for key, ours in (("trace", "patterns"), ("module", "modules"), ("exclude", "excludes"),
+                      ("redact", "redact")):
         if not sel[ours] and config.get(key):
             sel[ours] = list(config[key])
-    for opt in ("cpu", "memory"):
+    for opt in _FLAGS:
         sel[opt] = sel[opt] or bool(config.get(opt, False))
+    for opt in _ENV_INTS.values():
+        if sel[opt] is None and config.get(opt) is not None:
+            sel[opt] = config[opt]
     return sel
 
 

@@ -120,8 +120,8 @@ def unregister(type_):
 
 
 def handlers():
-    """The registered handlers: ``{type: (name, save, load)}``."""
-    return _callscope._handlers()
+    """The registered handlers: ``{type: (save, load)}``."""
+    return {t: (h[1], h[2]) for t, h in _callscope._handlers().items()}
 
 
 def _handler_by_name(name):

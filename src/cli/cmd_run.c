@@ -34,6 +34,13 @@ const char cs_usage_run[] =
     "                   (counts, total and self time, percentiles; Python 3.12+)\n"
     "  --cpu            with -t/--module: also record each call's CPU time\n"
     "  --memory         with -t/--module: also record memory\n"
+    "  --args           with -t/--module: also record the arguments of each call\n"
+    "  --result         with -t/--module: also record the value each call returns\n"
+    "  --redact PAT     never write arguments (or dict items) whose name matches\n"
+    "                   the glob PAT, e.g. 'password' or '*token*' (repeatable)\n"
+    "  --max-arg-length N  cut captured strings and reprs to N characters\n"
+    "  --max-bytes N    the most bytes one captured value may take (default 4M;\n"
+    "                   suffixes K, M, G)\n"
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
@@ -72,6 +79,30 @@ base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+/* A positive integer, with a K, M or G suffix when `suffixes`. */
+static int
+parse_size(const char *s, int suffixes, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return -1;
+    if (suffixes && *end) {
+        unsigned shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
+                         : *end == 'G' || *end == 'g'                         ? 30
+                                                                              : 64;
+        if (shift == 64 || end[1] || v > (1ull << 34))
+            return -1;
+        v <<= shift;
+        end++;
+    }
+    if (*end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int
 cs_cmd_run(int argc, char **argv)
 {
@@ -83,7 +114,11 @@ cs_cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},         {"trace", required_argument, NULL, 't'},
         {"module", required_argument, NULL, 'M'}, {"exclude", required_argument, NULL, 'X'},
         {"cpu", no_argument, NULL, 'C'},          {"memory", no_argument, NULL, 'R'},
-        {"all", no_argument, NULL, 'A'},          {NULL, 0, NULL, 0},
+        {"all", no_argument, NULL, 'A'},          {"args", no_argument, NULL, 'a'},
+        {"result", no_argument, NULL, 'r'},       {"redact", required_argument, NULL, 'D'},
+        {"max-arg-length", required_argument, NULL, 'L'},
+        {"max-bytes", required_argument, NULL, 'B'},
+        {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
     cs_buf sel;
@@ -116,8 +151,33 @@ cs_cmd_run(int argc, char **argv)
             break;
         case 'C':
         case 'R':
-            cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "", c == 'C' ? "cpu" : "memory");
+        case 'a':
+        case 'r':
+            cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "",
+                          c == 'C' ? "cpu" : c == 'R' ? "memory" : c == 'a' ? "args" : "result");
             break;
+        case 'D':
+            if (!*optarg || strchr(optarg, '\n')) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: --redact: give a name pattern");
+            }
+            cs_buf_printf(&sel, "%sr:%s", sel.len ? "\n" : "", optarg);
+            break;
+        case 'L':
+        case 'B': {
+            uint64_t v;
+            if (parse_size(optarg, c == 'B', &v) != 0 || v == 0 ||
+                v > (c == 'B' ? (1u << 30) : 0x7fffffffu)) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: %s: '%s' is not a valid %s",
+                                 c == 'L' ? "--max-arg-length" : "--max-bytes", optarg,
+                                 c == 'L' ? "length (a positive integer)"
+                                          : "size (1 to 1G, e.g. 4M)");
+            }
+            cs_buf_printf(&sel, "%s%c:%llu", sel.len ? "\n" : "", c == 'L' ? 'l' : 'b',
+                          (unsigned long long)v);
+            break;
+        }
         case 'm':
             module = optarg;
             break;

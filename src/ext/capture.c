@@ -205,6 +205,9 @@ typedef struct enc {
     cs_buf *b;
     size_t arg_start;  /* where the current argument began in b */
     size_t arg_blobs;  /* blob bytes of the current argument */
+    PyObject *path[CAP_MAX_DEPTH + 2]; /* the containers being encoded */
+    int npath;
+    int cycle;         /* a container contains itself: pickle the whole */
 } enc;
 
 static size_t
@@ -586,6 +589,18 @@ enc_items(enc *e, unsigned tag, PyObject *v, int depth)
 {
     PyObject *seq = NULL, *key, *val;
     Py_ssize_t n, pos = 0;
+    for (int i = 0; i < e->npath; i++) {
+        if (e->path[i] == v) {
+            e->cycle = 1; /* the caller starts again with pickle */
+            cs_val_tag(e->b, CS_V_NONE);
+            return;
+        }
+    }
+    if (e->npath >= (int)(sizeof e->path / sizeof *e->path)) {
+        enc_pickle(e, v);
+        return;
+    }
+    e->path[e->npath++] = v;
     if (tag == CS_V_SET || tag == CS_V_FROZENSET) {
         seq = PySequence_List(v);
         if (seq == NULL) {
@@ -634,6 +649,7 @@ enc_items(enc *e, unsigned tag, PyObject *v, int depth)
         done++;
     }
     Py_XDECREF(seq);
+    e->npath--;
     if (e->b->failed)
         return;
     if (done < n) {
@@ -745,6 +761,23 @@ enc_ident(enc *e, PyObject *v)
     cs_val_u64(e->b, (uint64_t)(uintptr_t)v);
 }
 
+/* A value at the top of an argument or result. A structure that contains
+ * itself is pickled whole, which keeps its cycles. */
+static void
+enc_top(enc *e, PyObject *v, int depth)
+{
+    size_t start = e->b->len;
+    e->cycle = 0;
+    e->npath = 0;
+    enc_value(e, v, depth);
+    if (e->cycle) {
+        e->b->len = start;
+        e->arg_blobs = 0;
+        e->cycle = 0;
+        enc_pickle(e, v);
+    }
+}
+
 /* One argument, with its own byte budget. */
 static void
 enc_arg(enc *e, PyObject *name, PyObject *v, int first)
@@ -760,7 +793,7 @@ enc_arg(enc *e, PyObject *name, PyObject *v, int first)
                 PyUnicode_CompareWithASCIIString(name, "cls") == 0)) {
         enc_ident(e, v);
     } else {
-        enc_value(e, v, 1);
+        enc_top(e, v, 1);
     }
 }
 
@@ -797,7 +830,7 @@ cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *v, cs
     enc e = {.st = st, .c = c, .t = t, .b = b};
     PyObject *exc = cs_exc_fetch();
     cap_busy++;
-    enc_value(&e, v, 0);
+    enc_top(&e, v, 0);
     cap_busy--;
     PyErr_Clear();
     cs_exc_restore(exc);
