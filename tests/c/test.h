@@ -84,7 +84,10 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(run_create_unique)                                                                    \
     X(select_patterns)                                                                      \
     X(select_bad_patterns)                                                                  \
-    X(run_resolve)
+    X(run_resolve)                                                                          \
+    X(value_check_and_preview)                                                              \
+    X(value_hash)                                                                           \
+    X(store_values)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)
