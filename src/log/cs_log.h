@@ -32,6 +32,7 @@
 #define CS_LOG_HEADER_SIZE 4096u
 #define CS_LOG_CHUNK_MAGIC 0x4b435343u /* "CSCK" little-endian */
 #define CS_LOG_CHUNK_HEADER 32u
+#define CS_LOG_BLOB_MAGIC 0x4c425343u /* "CSBL" little-endian */
 #define CS_LOG_DEFAULT_CHUNK (1u << 20)
 #define CS_LOG_MIN_CHUNK (1u << 12)
 #define CS_LOG_SUFFIX ".cslog"
@@ -99,8 +100,8 @@ enum cs_var_kind {
     CS_VAR_RESULT = 8, /* aux = seq | stream << 40; body = one value */
     CS_VAR_SIG = 9,    /* aux = func id; body = one value: a tuple of
                           (name, kind[, default]) per parameter */
-    CS_VAR_BLOB = 10,  /* aux = blob hash; body = u64 size, u64 offset, then
-                          bytes [offset, offset + n) of the blob */
+    CS_VAR_BLOB = 10,  /* aux = blob hash; body = u64 size, u64 file offset of
+                          the blob region holding its bytes */
 };
 
 /* The histogram of a PROFILE record: CS_HIST_BUCKETS counts of durations,
@@ -142,6 +143,18 @@ typedef struct cs_log_header {
     uint64_t end_mono_ns; /* set when the writer closes the log cleanly;
                              0 while it is open, or after a crash */
 } cs_log_header;
+
+/* A blob region: large captured data, written with pwrite in place of a
+ * run of chunks (the size rounded up to whole chunks). Its header goes in
+ * first, so a reader skips the region even when a crash cut its data. */
+typedef struct cs_blob_header {
+    uint32_t magic; /* CS_LOG_BLOB_MAGIC */
+    uint32_t chunks; /* the region's length in chunks */
+    uint64_t size;  /* bytes of data, after this header */
+    uint64_t hash;  /* cs_hash64 of the data */
+    uint32_t reserved;
+    uint32_t check; /* low 32 bits of cs_log_hash64 of the first 24 bytes */
+} cs_blob_header;
 
 /* The header of each chunk: its first CS_LOG_CHUNK_HEADER bytes. */
 typedef struct cs_chunk_header {
@@ -418,8 +431,10 @@ CS_EXPORT void cs_log_put_var(cs_tstate *t, unsigned sub, uint64_t aux, const vo
 /* The largest body one variable record can hold. */
 CS_EXPORT size_t cs_log_var_room(void);
 
-/* Write blob `hash` (the `n` bytes at `data`) as BLOB records, split into
- * parts that fit a chunk. 0 if any part was dropped. */
+/* Write blob `hash` (the `n` bytes at `data`) into a blob region of the
+ * log, with pwrite (large data written through the mapping would cost a
+ * page fault and a zeroed page per 4 KiB), and a BLOB record naming it.
+ * 0 if it could not be written. */
 CS_EXPORT int cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n);
 
 /* Write the PROC record (process facts) into `t`'s stream. The opener

@@ -339,6 +339,14 @@ cs_log_scan(const char *path, int only_var, cs_event_fn visit, void *ctx, cs_sca
             break;
         if (ch.magic == 0 && ch.check == 0 && ch.stream == 0)
             continue; /* reserved, never used */
+        if (ch.magic == CS_LOG_BLOB_MAGIC) {
+            cs_blob_header bh;
+            memcpy(&bh, &ch, sizeof bh);
+            if (bh.check == (uint32_t)cs_log_hash64(&bh, 24) && bh.chunks > 0) {
+                c += bh.chunks - 1; /* a blob region: its data is no chunk */
+                continue;
+            }
+        }
         if (ch.magic != CS_LOG_CHUNK_MAGIC || ch.check != (uint32_t)cs_log_hash64(&ch, 24) ||
             ch.stream == 0) {
             info->bad_chunks++;

@@ -49,6 +49,8 @@ typedef struct cs_ingest_result {
     uint64_t bad_records; /* streams cut short at a damaged record; the
                              valid prefix of each was kept */
     uint64_t orphans;     /* exits with no matching entry (e.g. across fork) */
+    uint64_t torn_blobs;  /* blobs whose bytes did not match their hash (the
+                             process died writing them): left out */
     int skipped;          /* the log had been ingested before */
     int clean;            /* the writer closed the log itself */
 } cs_ingest_result;

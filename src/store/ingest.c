@@ -13,6 +13,7 @@
 #include "rowpipe.h"
 #include "cs_value.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,26 +143,18 @@ struct deferred {
 };
 
 /* A captured value (arguments or result) of a call, kept until the call
- * rows are written. `data` is owned. */
+ * rows are written: this header, then `len` bytes padded to 8, one after
+ * the other in one buffer. */
 typedef struct val_row {
     int64_t call;
-    unsigned kind; /* CS_VAR_ARGS or CS_VAR_RESULT */
-    char *data;
-    size_t len;
+    uint32_t kind; /* CS_VAR_ARGS or CS_VAR_RESULT */
+    uint32_t len;
 } val_row;
-
-/* A blob this log writes: how much of it has arrived. */
-typedef struct blob_track {
-    uint64_t hash, size, got;
-    int present; /* stored before this log: nothing to write */
-} blob_track;
 
 typedef struct ing {
     cs_store *s;
-    val_row *vals;
-    size_t valn, valcap;
-    blob_track *blobs;
-    size_t bn, bcap;
+    cs_buf vals; /* val_row headers and their bytes */
+    int logfd; /* the log, for the bytes of its blob regions */
     cs__rowpipe *pipe;
     err_row *errs;
     size_t en, ecap;
@@ -216,92 +209,66 @@ grow_map(int64_t **map, size_t *cap, size_t need)
 }
 
 /* ---- blobs: large captured data, stored once per run --------------------
- * A blob arrives in parts (BLOB records). Its row is made full-size at the
- * first part and each part is written in place; a blob that is already in
- * run.db (another process stored it) is not written again. A blob that
- * never arrived whole (the process died while writing it) is removed at
- * the end, so a value that names it reads as missing, never as zeros. */
+ * A BLOB record names a blob region of the log: its bytes are read from
+ * there and checked against the hash that names them. A blob already in
+ * run.db (another process stored it) is not stored again. A blob whose
+ * bytes do not match (the process died while writing them) is left out,
+ * so a value that names it reads as missing, never as wrong data. */
 
 static int
-blob_part(ing *g, const cs_event *ev)
+blob_record(ing *g, const cs_event *ev)
 {
     if (ev->body_len < 16)
         return CS_OK;
     uint64_t size, off;
     memcpy(&size, ev->body, 8);
     memcpy(&off, ev->body + 8, 8);
-    size_t k = ev->body_len - 16;
-    if (size > (uint64_t)INT32_MAX || off > size || k > size - off)
-        return CS_OK; /* not a part of anything this store can hold */
-    blob_track *b = NULL;
-    for (size_t i = g->bn; i-- > 0;)
-        if (g->blobs[i].hash == ev->aux && g->blobs[i].size == size) {
-            b = &g->blobs[i];
-            break;
-        }
+    if (size > (uint64_t)INT32_MAX)
+        return CS_OK; /* more than this store can hold in one value */
     sqlite3 *db = g->s->db;
-    int src;
-    if (b == NULL) {
-        if (g->bn == g->bcap) {
-            size_t cap = g->bcap ? g->bcap * 2 : 16;
-            blob_track *v = cs__realloc(g->blobs, cap * sizeof *v);
-            if (v == NULL)
-                return CS_ENOMEM;
-            g->blobs = v;
-            g->bcap = cap;
-        }
-        b = &g->blobs[g->bn++];
-        memset(b, 0, sizeof *b);
-        b->hash = ev->aux;
-        b->size = size;
-        sqlite3_stmt *st = NULL;
-        src = sqlite3_prepare_v2(db,
-                                 "INSERT OR IGNORE INTO blobs(id, size, data)"
-                                 " VALUES(?, ?, zeroblob(?))",
-                                 -1, &st, NULL);
-        if (src != SQLITE_OK)
-            return sqlerr(g, src);
-        sqlite3_bind_int64(st, 1, (int64_t)ev->aux);
-        sqlite3_bind_int64(st, 2, (int64_t)size);
-        sqlite3_bind_int64(st, 3, (int64_t)size);
-        src = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (src != SQLITE_DONE)
-            return sqlerr(g, src);
-        b->present = sqlite3_changes(db) == 0;
-    }
-    if (b->present || k == 0)
-        return CS_OK;
-    sqlite3_blob *h = NULL;
-    src = sqlite3_blob_open(db, "main", "blobs", "data", (sqlite3_int64)ev->aux, 1, &h);
-    if (src == SQLITE_OK)
-        src = sqlite3_blob_write(h, ev->body + 16, (int)k, (int)off);
-    sqlite3_blob_close(h);
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db, "SELECT 1 FROM blobs WHERE id = ?", -1, &st, NULL);
     if (src != SQLITE_OK)
         return sqlerr(g, src);
-    b->got += k;
-    return CS_OK;
-}
-
-/* Remove the blobs of this log that did not arrive whole. */
-static int
-drop_torn_blobs(ing *g)
-{
-    for (size_t i = 0; i < g->bn; i++) {
-        blob_track *b = &g->blobs[i];
-        if (b->present || b->got >= b->size)
-            continue;
-        sqlite3_stmt *st = NULL;
-        int src = sqlite3_prepare_v2(g->s->db, "DELETE FROM blobs WHERE id = ?", -1, &st, NULL);
-        if (src != SQLITE_OK)
-            return sqlerr(g, src);
-        sqlite3_bind_int64(st, 1, (int64_t)b->hash);
-        src = sqlite3_step(st);
-        sqlite3_finalize(st);
-        if (src != SQLITE_DONE)
-            return sqlerr(g, src);
+    sqlite3_bind_int64(st, 1, (int64_t)ev->aux);
+    src = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (src == SQLITE_ROW)
+        return CS_OK;
+    if (src != SQLITE_DONE)
+        return sqlerr(g, src);
+    if (g->logfd < 0)
+        return CS_OK;
+    char *buf = cs__malloc(size ? size : 1);
+    if (buf == NULL)
+        return CS_ENOMEM;
+    cs_blob_header h;
+    size_t got = 0;
+    int ok = pread(g->logfd, &h, sizeof h, (off_t)off) == (ssize_t)sizeof h &&
+             h.magic == CS_LOG_BLOB_MAGIC && h.size == size && h.hash == ev->aux;
+    while (ok && got < size) {
+        ssize_t k = pread(g->logfd, buf + got, size - got, (off_t)(off + sizeof h + got));
+        if (k <= 0)
+            break;
+        got += (size_t)k;
     }
-    return CS_OK;
+    if (ok && got == size && cs_hash64(buf, size) == ev->aux) {
+        src = sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO blobs(id, size, data) VALUES(?,?,?)",
+                                 -1, &st, NULL);
+        if (src == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, (int64_t)ev->aux);
+            sqlite3_bind_int64(st, 2, (int64_t)size);
+            sqlite3_bind_blob(st, 3, buf, (int)size, SQLITE_STATIC);
+            src = sqlite3_step(st);
+            sqlite3_finalize(st);
+            src = src == SQLITE_DONE ? SQLITE_OK : src;
+        }
+    } else {
+        g->res->torn_blobs++;
+        src = SQLITE_OK;
+    }
+    cs__free(buf);
+    return src == SQLITE_OK ? CS_OK : sqlerr(g, src);
 }
 
 static int
@@ -309,7 +276,7 @@ collect_var(void *ctx, const cs_event *ev)
 {
     ing *g = ctx;
     if (ev->var_kind == CS_VAR_BLOB)
-        return blob_part(g, ev);
+        return blob_record(g, ev);
     if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
         ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD &&
         ev->var_kind != CS_VAR_PROFILE && ev->var_kind != CS_VAR_SIG)
@@ -874,24 +841,12 @@ on_value_var(ing *g, const cs_event *ev)
     ocall *c = omap_find(&g->open, key);
     if (c == NULL)
         return CS_OK;
-    if (g->valn == g->valcap) {
-        size_t cap = g->valcap ? g->valcap * 2 : 64;
-        val_row *v = cs__realloc(g->vals, cap * sizeof *v);
-        if (v == NULL)
-            return CS_ENOMEM;
-        g->vals = v;
-        g->valcap = cap;
-    }
-    val_row *v = &g->vals[g->valn];
-    v->data = cs__malloc(ev->body_len ? ev->body_len : 1);
-    if (v->data == NULL)
-        return CS_ENOMEM;
-    memcpy(v->data, ev->body, ev->body_len);
-    v->len = ev->body_len;
-    v->call = c->id;
-    v->kind = ev->var_kind;
-    g->valn++;
-    return CS_OK;
+    val_row h = {.call = c->id, .kind = ev->var_kind, .len = (uint32_t)ev->body_len};
+    static const char pad[8];
+    cs_buf_append(&g->vals, &h, sizeof h);
+    cs_buf_append(&g->vals, ev->body, ev->body_len);
+    cs_buf_append(&g->vals, pad, (8 - ev->body_len % 8) % 8);
+    return g->vals.failed ? CS_ENOMEM : CS_OK;
 }
 
 /* Rows of args and results, each with a short readable preview. A value
@@ -900,7 +855,7 @@ on_value_var(ing *g, const cs_event *ev)
 static int
 insert_values(ing *g)
 {
-    if (g->valn == 0)
+    if (g->vals.len == 0)
         return CS_OK;
     sqlite3_stmt *st[2] = {NULL, NULL};
     int src = sqlite3_prepare_v2(g->s->db,
@@ -914,14 +869,17 @@ insert_values(ing *g)
     int rc = src == SQLITE_OK ? CS_OK : sqlerr(g, src);
     cs_buf text;
     cs_buf_init(&text);
-    for (size_t i = 0; i < g->valn && rc == CS_OK; i++) {
-        const val_row *v = &g->vals[i];
-        sqlite3_stmt *q = st[v->kind == CS_VAR_RESULT];
+    for (size_t at = 0; at < g->vals.len && rc == CS_OK;) {
+        val_row h;
+        memcpy(&h, g->vals.data + at, sizeof h);
+        const char *data = g->vals.data + at + sizeof h;
+        at += sizeof h + h.len + (8 - h.len % 8) % 8;
+        sqlite3_stmt *q = st[h.kind == CS_VAR_RESULT];
         text.len = 0;
-        cs_value_preview(v->data, v->len, &text, 200);
+        cs_value_preview(data, h.len, &text, 200);
         sqlite3_reset(q);
-        sqlite3_bind_int64(q, 1, v->call);
-        sqlite3_bind_blob(q, 2, v->data, (int)v->len, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 1, h.call);
+        sqlite3_bind_blob(q, 2, data, (int)h.len, SQLITE_STATIC);
         sqlite3_bind_text(q, 3, text.data ? text.data : "", (int)text.len, SQLITE_STATIC);
         if ((src = sqlite3_step(q)) != SQLITE_DONE)
             rc = sqlerr(g, src);
@@ -1078,10 +1036,10 @@ ing_free(ing *g)
         cs__free(g->errs[i].traceback);
     }
     cs__free(g->errs);
-    for (size_t i = 0; i < g->valn; i++)
-        cs__free(g->vals[i].data);
-    cs__free(g->vals);
-    cs__free(g->blobs);
+    cs_buf_free(&g->vals);
+    if (g->logfd >= 0)
+        close(g->logfd);
+    g->logfd = -1;
     cs__free(g->func_map);
     cs__free(g->thread_map);
     cs__free(g->open.slots);
@@ -1102,6 +1060,7 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     memset(&g, 0, sizeof g);
     g.s = s;
     g.res = out;
+    g.logfd = open(logpath, O_RDONLY | O_CLOEXEC);
     const char *logname = strrchr(logpath, '/');
     logname = logname ? logname + 1 : logpath;
     /* the run is named after its directory, the one holding the log */
@@ -1180,8 +1139,6 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     if ((rc = insert_errors(&g)) != CS_OK)
         goto fail;
     if ((rc = insert_values(&g)) != CS_OK)
-        goto fail;
-    if ((rc = drop_torn_blobs(&g)) != CS_OK)
         goto fail;
 
     if ((rc = cs__store_exec(s, "COMMIT")) != CS_OK)
