@@ -789,6 +789,7 @@ enc_arg(enc *e, PyObject *name, PyObject *v, int first)
     } else if (name && cap_redacted(e->c, name)) {
         cs_val_tag(e->b, CS_V_REDACTED);
     } else if (first && !e->c->capture_self && name && PyUnicode_Check(name) &&
+               (PyUnicode_GET_LENGTH(name) == 4 || PyUnicode_GET_LENGTH(name) == 3) &&
                (PyUnicode_CompareWithASCIIString(name, "self") == 0 ||
                 PyUnicode_CompareWithASCIIString(name, "cls") == 0)) {
         enc_ident(e, v);
@@ -854,25 +855,35 @@ pos_names(PyCodeObject *co, PyObject *varnames, Py_ssize_t npos, PyObject **out)
 
 void
 cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
-                PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, cs_buf *b)
+                PyObject *varnames, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                cs_buf *b)
 {
     PyObject *small[16], **names = small;
     PyCodeObject *co = code && PyCode_Check(code) ? (PyCodeObject *)code : NULL;
-    PyObject *varnames = co ? PyObject_GetAttrString(code, "co_varnames") : NULL;
     if (varnames && !PyTuple_Check(varnames))
-        Py_CLEAR(varnames);
-    PyErr_Clear();
-    if (nargs > 16 && (names = PyMem_Malloc((size_t)nargs * sizeof *names)) == NULL) {
-        Py_XDECREF(varnames);
+        varnames = NULL;
+    if (nargs > 16 && (names = PyMem_Malloc((size_t)nargs * sizeof *names)) == NULL)
         return;
-    }
     pos_names(co, varnames, nargs, names);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     cap_encode_call(st, c, t, args, names, nargs, args + nargs,
                     nkw ? &PyTuple_GET_ITEM(kwnames, 0) : NULL, nkw, b);
     if (names != small)
         PyMem_Free(names);
-    Py_XDECREF(varnames);
+}
+
+/* A per-thread buffer for encoding, kept between calls: the common small
+ * values need no allocation. */
+static _Thread_local cs_buf scratch CS_TLS_MODEL;
+
+cs_buf *
+cap_scratch(void)
+{
+    if (scratch.cap > (1u << 16)) /* do not keep a large one */
+        cs_buf_free(&scratch);
+    scratch.len = 0;
+    scratch.failed = 0;
+    return &scratch;
 }
 
 void

@@ -62,9 +62,14 @@ extern _Thread_local int cap_busy CS_TLS_MODEL;
 void cap_encode_call(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *const *pos,
                      PyObject *const *posnames, Py_ssize_t npos, PyObject *const *kwv,
                      PyObject *const *kwn, Py_ssize_t nkw, cs_buf *b);
-/* The same for vectorcall arguments; names come from `code`. */
+/* The same for vectorcall arguments; names come from `code` and its
+ * co_varnames `varnames` (either may be NULL). */
 void cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
-                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, cs_buf *b);
+                     PyObject *varnames, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, cs_buf *b);
+/* The calling thread's encoding buffer, emptied. Valid until the thread
+ * encodes again: write it out before running any Python code. */
+cs_buf *cap_scratch(void);
 /* Encode one value (a result). */
 void cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *v,
                       cs_buf *b);
@@ -97,6 +102,7 @@ typedef struct MonitorObject {
     PyObject *ident;    /* (module, qualname, file, line) as written in FUNC */
     cap_conf *cap;      /* argument and result capture, or NULL */
     PyObject *code;     /* the wrapped function's code object, or NULL */
+    PyObject *varnames; /* its co_varnames, or NULL */
     uint32_t sig_epoch; /* writer epoch in which the SIG record was written */
 } MonitorObject;
 

@@ -22,7 +22,8 @@ capture_args(MonitorObject *m, cs_tstate *t, PyObject *const *args, size_t nargs
         m->sig_epoch = t->epoch;
         cap_put_signature(st, m->cap, t, m->func_id, m->func, m->code);
     }
-    cap_encode_args(st, m->cap, t, m->code, args, PyVectorcall_NARGS(nargsf), kwnames, b);
+    cap_encode_args(st, m->cap, t, m->code, m->varnames, args, PyVectorcall_NARGS(nargsf),
+                    kwnames, b);
 }
 
 /* A generator or coroutine function: the call is its wrapper's. */
@@ -55,23 +56,22 @@ monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size
 {
     const cap_conf *c = m->cap;
     const uint32_t epoch = t->epoch, opts = m->opts;
-    int values = !cap_busy;
-    cs_buf b;
-    cs_buf_init(&b);
-    if (c->args && values)
-        capture_args(m, t, args, nargsf, kwnames, &b);
-    if (cs_log_tstate() != t) { /* the log closed while encoding */
-        cs_buf_free(&b);
-        return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    int values = !cap_busy; /* not while this thread encodes a value */
+    cs_buf *b = NULL;
+    if (c->args && values) {
+        b = cap_scratch();
+        capture_args(m, t, args, nargsf, kwnames, b);
     }
+    if (cs_log_tstate() != t) /* the log closed while encoding */
+        return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
     rec_extra x;
     if (opts)
         rec_read_extras(opts, &x, 1);
     uint64_t seq = cs_log_enter(t, m->func_id, 0, cs_clock_mono_ns());
     if (opts)
         rec_put_extras(t, opts, &x);
-    if (b.len)
-        cap_write(t, CS_VAR_ARGS, seq, t->stream, &b);
+    if (b && b->len)
+        cap_write(t, CS_VAR_ARGS, seq, t->stream, b);
     PyObject *res = PyObject_Vectorcall(m->func, args, nargsf, kwnames);
     uint64_t ts = cs_clock_mono_ns();
     t = cs_log_tstate();
@@ -84,11 +84,10 @@ monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size
             if (rec_held_exc)
                 rec_forget_exc();
             if (c->result && values) {
-                b.len = 0;
-                b.failed = 0;
-                cap_encode_value(ext_state_of(Py_TYPE(m)), c, t, res, &b);
+                b = cap_scratch();
+                cap_encode_value(ext_state_of(Py_TYPE(m)), c, t, res, b);
                 if (cs_log_tstate() == t)
-                    cap_write(t, CS_VAR_RESULT, seq, t->stream, &b);
+                    cap_write(t, CS_VAR_RESULT, seq, t->stream, b);
             }
         }
         if (cs_log_tstate() == t) {
@@ -97,7 +96,6 @@ monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size
                 rec_put_extras(t, opts, &x);
         }
     }
-    cs_buf_free(&b);
     return res;
 }
 
@@ -318,10 +316,16 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ext_state *st = ext_state_of(type);
     if (code == NULL || PySet_Add(st->monitored, code) < 0)
         PyErr_Clear();
-    if (code && PyCode_Check(code))
+    if (code && PyCode_Check(code)) {
         m->code = code; /* kept */
-    else
+        m->varnames = PyObject_GetAttrString(code, "co_varnames");
+        if (m->varnames == NULL || !PyTuple_Check(m->varnames)) {
+            PyErr_Clear();
+            Py_CLEAR(m->varnames);
+        }
+    } else {
         Py_XDECREF(code);
+    }
     m->opts = (cpu ? MON_CPU : 0) | (memory ? MON_MEM : 0);
     m->async_kind = async_kind_of(func);
     return (PyObject *)m;
@@ -335,6 +339,7 @@ monitor_traverse(MonitorObject *m, visitproc visit, void *arg)
     Py_VISIT(m->dict);
     Py_VISIT(m->ident);
     Py_VISIT(m->code);
+    Py_VISIT(m->varnames);
     if (m->cap)
         Py_VISIT(m->cap->sanitize);
     return 0;
@@ -347,6 +352,7 @@ monitor_clear(MonitorObject *m)
     Py_CLEAR(m->dict);
     Py_CLEAR(m->ident);
     Py_CLEAR(m->code);
+    Py_CLEAR(m->varnames);
     return 0;
 }
 

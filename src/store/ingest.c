@@ -849,45 +849,87 @@ on_value_var(ing *g, const cs_event *ev)
     return g->vals.failed ? CS_ENOMEM : CS_OK;
 }
 
-/* Rows of args and results, each with a short readable preview. A value
- * that does not read back whole is stored as it is (the reader reports
- * it), with "<damaged>" as its preview. */
+#define VAL_ROWS 32 /* rows per INSERT statement */
+
+/* "INSERT INTO <table>(call, data, text) VALUES(?,?,?),..." with `n` rows. */
+static int
+prepare_values(ing *g, const char *table, int n, sqlite3_stmt **st)
+{
+    cs_buf q;
+    cs_buf_init(&q);
+    cs_buf_printf(&q, "INSERT OR REPLACE INTO %s(call, data, text) VALUES", table);
+    for (int i = 0; i < n; i++)
+        cs_buf_puts(&q, i ? ",(?,?,?)" : "(?,?,?)");
+    int src = q.failed ? SQLITE_NOMEM : sqlite3_prepare_v2(g->s->db, q.data, -1, st, NULL);
+    cs_buf_free(&q);
+    return src == SQLITE_OK ? CS_OK : sqlerr(g, src);
+}
+
+/* Rows of args (kind CS_VAR_ARGS) or results, each with a short readable
+ * preview, VAL_ROWS per statement. A value that does not read back whole
+ * is stored as it is (the reader reports it), previewed as "<damaged>". */
+static int
+insert_value_rows(ing *g, unsigned kind, const char *table)
+{
+    sqlite3_stmt *many = NULL, *one = NULL;
+    int rc = prepare_values(g, table, VAL_ROWS, &many);
+    if (rc == CS_OK)
+        rc = prepare_values(g, table, 1, &one);
+    struct { int64_t call; const char *data; uint32_t len; size_t text; } rows[VAL_ROWS];
+    cs_buf text;
+    cs_buf_init(&text);
+    int n = 0;
+    for (size_t at = 0; rc == CS_OK && (at < g->vals.len || n > 0);) {
+        if (at < g->vals.len) {
+            val_row h;
+            memcpy(&h, g->vals.data + at, sizeof h);
+            const char *data = g->vals.data + at + sizeof h;
+            at += sizeof h + h.len + (8 - h.len % 8) % 8;
+            if (h.kind != kind)
+                continue;
+            rows[n].call = h.call;
+            rows[n].data = data;
+            rows[n].len = h.len;
+            rows[n].text = text.len;
+            cs_value_preview(data, h.len, &text, 200);
+            cs_buf_append(&text, "", 1);
+            if (++n < VAL_ROWS)
+                continue;
+        }
+        if (text.failed) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        /* a full batch, or the last rows one by one */
+        for (int i = 0; i < n && rc == CS_OK;) {
+            int per = n - i >= VAL_ROWS ? VAL_ROWS : 1;
+            sqlite3_stmt *q = per == VAL_ROWS ? many : one;
+            sqlite3_reset(q);
+            for (int k = 0; k < per; k++, i++) {
+                sqlite3_bind_int64(q, 3 * k + 1, rows[i].call);
+                sqlite3_bind_blob(q, 3 * k + 2, rows[i].data, (int)rows[i].len, SQLITE_STATIC);
+                sqlite3_bind_text(q, 3 * k + 3, text.data + rows[i].text, -1, SQLITE_STATIC);
+            }
+            int src = sqlite3_step(q);
+            if (src != SQLITE_DONE)
+                rc = sqlerr(g, src);
+        }
+        n = 0;
+        text.len = 0;
+    }
+    cs_buf_free(&text);
+    sqlite3_finalize(many);
+    sqlite3_finalize(one);
+    return rc;
+}
+
 static int
 insert_values(ing *g)
 {
     if (g->vals.len == 0)
         return CS_OK;
-    sqlite3_stmt *st[2] = {NULL, NULL};
-    int src = sqlite3_prepare_v2(g->s->db,
-                                 "INSERT OR REPLACE INTO args(call, data, text) VALUES(?,?,?)",
-                                 -1, &st[0], NULL);
-    if (src == SQLITE_OK)
-        src = sqlite3_prepare_v2(g->s->db,
-                                 "INSERT OR REPLACE INTO results(call, data, text)"
-                                 " VALUES(?,?,?)",
-                                 -1, &st[1], NULL);
-    int rc = src == SQLITE_OK ? CS_OK : sqlerr(g, src);
-    cs_buf text;
-    cs_buf_init(&text);
-    for (size_t at = 0; at < g->vals.len && rc == CS_OK;) {
-        val_row h;
-        memcpy(&h, g->vals.data + at, sizeof h);
-        const char *data = g->vals.data + at + sizeof h;
-        at += sizeof h + h.len + (8 - h.len % 8) % 8;
-        sqlite3_stmt *q = st[h.kind == CS_VAR_RESULT];
-        text.len = 0;
-        cs_value_preview(data, h.len, &text, 200);
-        sqlite3_reset(q);
-        sqlite3_bind_int64(q, 1, h.call);
-        sqlite3_bind_blob(q, 2, data, (int)h.len, SQLITE_STATIC);
-        sqlite3_bind_text(q, 3, text.data ? text.data : "", (int)text.len, SQLITE_STATIC);
-        if ((src = sqlite3_step(q)) != SQLITE_DONE)
-            rc = sqlerr(g, src);
-    }
-    cs_buf_free(&text);
-    sqlite3_finalize(st[0]);
-    sqlite3_finalize(st[1]);
-    return rc;
+    int rc = insert_value_rows(g, CS_VAR_ARGS, "args");
+    return rc == CS_OK ? insert_value_rows(g, CS_VAR_RESULT, "results") : rc;
 }
 
 static int
