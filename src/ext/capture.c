@@ -346,6 +346,14 @@ enc_text(enc *e, unsigned tag, PyTypeObject *tp, PyObject *s)
                                                          : 0;
     if ((size_t)keep * 4 > room && (size_t)keep > room / 4)
         keep = (Py_ssize_t)(room / 4); /* at most 4 bytes a character */
+    if (keep == len && PyUnicode_IS_ASCII(s)) {
+        /* ASCII is its own UTF-8: no copy */
+        cs_val_tag(e->b, tag);
+        if (tag == CS_V_REPR)
+            enc_type_name(e, tp);
+        enc_data(e, PyUnicode_DATA(s), (size_t)len);
+        return;
+    }
     PyObject *part = keep < len ? PyUnicode_Substring(s, 0, keep) : Py_NewRef(s);
     PyObject *bytes = part ? PyUnicode_AsEncodedString(part, "utf-8", "surrogatepass") : NULL;
     if (bytes == NULL) {

@@ -192,7 +192,7 @@ cs_store_open(const char *path, int create, cs_store **out)
     }
     sqlite3_busy_timeout(s->db, 60000);
     /* Bulk writes: a 64 MiB page cache, temporary data in memory. */
-    sqlite3_exec(s->db, "PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY", NULL, NULL,
+    sqlite3_exec(s->db, "PRAGMA page_size = 16384; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY", NULL, NULL,
                  NULL);
     int v;
     if ((rc = user_version(s, &v)) != CS_OK)

@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 uint64_t
 cs_value_hash(const void *data, size_t n)
@@ -178,6 +179,18 @@ pv_quoted(pv *v, const char *s, size_t n, int bytes)
 
 static void pv_value(pv *v, int depth);
 
+/* The shortest of %.15g, %.17g that reads back as `d` (Python shows the
+ * shortest; this is close and cheap). */
+static void
+pv_double(cs_buf *o, double d, int sign)
+{
+    char s[40];
+    snprintf(s, sizeof s, sign ? "%+.15g" : "%.15g", d);
+    if (strtod(s, NULL) != d && d == d)
+        snprintf(s, sizeof s, sign ? "%+.17g" : "%.17g", d);
+    cs_buf_puts(o, s);
+}
+
 static void
 pv_items(pv *v, const char *open, const char *close, int dict, int depth)
 {
@@ -262,11 +275,14 @@ pv_value(pv *v, int depth)
         double d;
         cs_vr_take(&v->r, &d, 8);
         if (tag == CS_V_FLOAT) {
-            cs_buf_printf(o, "%.17g", d);
+            pv_double(o, d, 0);
         } else {
             double im;
             cs_vr_take(&v->r, &im, 8);
-            cs_buf_printf(o, "(%.17g%+.17gj)", d, im);
+            cs_buf_append(o, "(", 1);
+            pv_double(o, d, 0);
+            pv_double(o, im, 1);
+            cs_buf_append(o, "j)", 2);
         }
         break;
     }

@@ -1225,3 +1225,59 @@ def test_damaged_value_raises_callscope_error(root, finish, damage):
             run.get_args("cap.d", 1)
         assert got(run, "cap.d", 2) == ([second], {})
         assert run.get_result("cap.d", 1) == len(first)
+
+
+# -- trust: a crafted pickle from elsewhere ------------------------------------
+
+def test_crafted_pickle_from_another_host_is_refused(run_py, root, tmp_path):
+    """A pickle that runs a command when loaded, recorded on another host:
+    loading refuses it by default, and the command never runs."""
+    marker = tmp_path / "pwned"
+    run_py(f"""
+        import os, callscope
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+        @callscope.monitor(args=True, name="cap.evil")
+        def take(x):
+            return 1
+        take(Evil())
+    """, env={"CALLSCOPE_HOSTNAME": "elsewhere.example"})
+    assert not marker.exists()
+    run = callscope.load(root=root)
+    assert [p.host for p in run.processes()] == ["elsewhere.example"]
+    with pytest.raises(callscope.CallscopeError, match=r"elsewhere\.example.*trusted=True"):
+        run.get("cap.evil", 1)
+    with pytest.raises(callscope.CallscopeError, match=r"trusted=True"):
+        run.replay("cap.evil", 1, func=lambda x: 1)
+    assert not marker.exists()
+    # the preview in run.db names the type without loading anything
+    assert run.sql("SELECT text FROM args") == [("((<__main__.Evil>,), {})",)]
+    # trusted=True is the user's explicit choice: then the pickle loads
+    callscope.load(root=root, trusted=True).get("cap.evil", 1)
+    assert marker.exists()
+
+
+# -- numbering across processes ------------------------------------------------
+
+def test_numbering_across_processes(run_py, root):
+    run_py("""
+        import os, time, callscope
+        @callscope.monitor(args=True, result=True, name="cap.p")
+        def p(x):
+            return x
+        p(1)
+        time.sleep(0.01)
+        pid = os.fork()
+        if pid == 0:
+            p(2)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.01)
+        p(3)
+    """)
+    run = callscope.load(root=root)
+    assert len(run.processes()) == 2
+    assert [run.get("cap.p", i) for i in (1, 2, 3)] == [([1], {}), ([2], {}), ([3], {})]
+    pids = [c.pid for c in run.calls("cap.p")]
+    assert pids[0] == pids[2] != pids[1]
