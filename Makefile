@@ -67,7 +67,7 @@ test-python: venv
 	done
 
 bench: venv
-	$(VENV)/bin/python -m pip install -q yappi viztracer pygments
+	$(VENV)/bin/python -m pip install -q yappi viztracer pygments numpy
 	@test -d build-bench || $(MESON) setup build-bench -Dbench=true >/dev/null
 	$(MESON) compile -C build-bench >/dev/null
 	$(VENV)/bin/python bench/run.py --floors build-bench
@@ -75,6 +75,7 @@ bench: venv
 	./build-bench/bench_merge 64 100000 build-bench/merge-run
 	$(VENV)/bin/python bench/bench_select.py
 	$(VENV)/bin/python bench/bench_all.py
+	$(VENV)/bin/python bench/bench_capture.py
 	@if [ -x .venv-3.13/bin/python ]; then \
 	    .venv-3.13/bin/python -m pip install -q yappi viztracer pygments . && \
 	    .venv-3.13/bin/python bench/bench_all.py && .venv-3.13/bin/python bench/bench_select.py; \
