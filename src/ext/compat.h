@@ -89,11 +89,20 @@ typedef struct cs_eframe_head {
     PyObject *localsplus[1];
 } cs_eframe_head;
 
-/* The frame's local variables, arguments first. */
-static inline PyObject **
-cs_eframe_locals(cs_eframe *f)
+/* Argument `i` of a frame about to start (borrowed, or NULL). A plain
+ * function's frame has not run MAKE_CELL yet: every argument is in its own
+ * slot. A generator ran it before its first resume: an argument that a
+ * closure captures is in a cell by then (CO_FAST_CELL, 0x40, in
+ * co_localspluskinds). */
+static inline PyObject *
+cs_eframe_arg(cs_eframe *f, Py_ssize_t i)
 {
-    return ((cs_eframe_head *)f)->localsplus;
+    PyObject *v = ((cs_eframe_head *)f)->localsplus[i];
+    PyObject *kinds = ((cs_eframe_head *)f)->f_code->co_localspluskinds;
+    if (v != NULL && PyCell_Check(v) && kinds && PyBytes_Check(kinds) &&
+        i < PyBytes_GET_SIZE(kinds) && (PyBytes_AS_STRING(kinds)[i] & 0x40))
+        return PyCell_GET(v);
+    return v;
 }
 
 /* 1 if `f` is a generator's own frame (a generator function's first
@@ -146,10 +155,23 @@ cs_eframe_gen_state(cs_eframe *f)
     return f->f_state;
 }
 
-static inline PyObject **
-cs_eframe_locals(cs_eframe *f)
+/* Argument `i` of a frame about to start (borrowed, or NULL). 3.10 moves
+ * an argument that a closure captures into its cell before the first
+ * instruction, and empties its slot. */
+static inline PyObject *
+cs_eframe_arg(cs_eframe *f, Py_ssize_t i)
 {
-    return f->f_localsplus;
+    PyObject *v = f->f_localsplus[i];
+    PyCodeObject *co = f->f_code;
+    if (v != NULL || co->co_cell2arg == NULL)
+        return v;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(co->co_cellvars); j++) {
+        if (co->co_cell2arg[j] == i) {
+            PyObject *cell = f->f_localsplus[co->co_nlocals + j];
+            return cell && PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+        }
+    }
+    return NULL;
 }
 
 static inline int

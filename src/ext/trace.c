@@ -260,9 +260,8 @@ param_value(PyCodeObject *co, PyObject *names, Py_ssize_t i, void *frame)
 #else
     (void)names;
     (void)co;
-    /* before the first instruction the arguments sit in the first slots */
-    PyObject *v = cs_eframe_locals((cs_eframe *)frame)[i];
-    return v ? Py_NewRef(v) : NULL; /* NULL: a 3.10 argument held in a cell */
+    PyObject *v = cs_eframe_arg((cs_eframe *)frame, i);
+    return v ? Py_NewRef(v) : NULL;
 #endif
 }
 
