@@ -34,7 +34,8 @@ class Truncated:
         return (isinstance(other, Truncated) and self.length == other.length
                 and _equal(self.value, other.value))
 
-    __hash__ = None
+    def __hash__(self):  # a cut set member or dict key must still load
+        return hash((Truncated, self.length, repr(self.value)))
 
 
 class ReprOnly:
@@ -438,8 +439,10 @@ class _ValuesMixin:
             return None
         try:
             return self._decode(row[0][0], trusted, "the recorded signature")
-        except CallscopeError:
-            return None
+        except CallscopeError as e:
+            if "trusted=True" in str(e):
+                raise  # its defaults are pickled: the same rule applies
+            return None  # damaged: names from the call alone
 
     def get_args(self, name, n, *, trusted=False):
         """The arguments of the n-th call of ``name`` by parameter name, as
@@ -492,7 +495,7 @@ class _ValuesMixin:
         call_args, call_kwargs = _unbind(bound)
         result = error = None
         try:
-            result = func(*call_args, **call_kwargs)
+            result = _run_to_end(func(*call_args, **call_kwargs))
         except Exception as e:
             error = e
         recorded = recorded_error = None
@@ -510,7 +513,7 @@ class _ValuesMixin:
             recorded = self._decode(r, trusted, f"the result of call {n} of {full}")
             if error is not None:
                 matches = False
-            elif not isinstance(recorded, _MARKERS):
+            elif not _has_marker(recorded):
                 matches = _equal(result, recorded)
         return Replay(function=full, call=n, result=result, error=error, recorded=recorded,
                       recorded_error=recorded_error, matches=matches)
@@ -535,6 +538,37 @@ class _ValuesMixin:
                     pickle.dump(v, f)
             paths.append(p)
         return paths
+
+
+def _run_to_end(result):
+    """The value a call returns, as the recording has it: a generator's or
+    coroutine's own return value, once it ran to its end."""
+    import inspect
+
+    if inspect.isgenerator(result):
+        try:
+            while True:
+                next(result)
+        except StopIteration as stop:
+            return stop.value
+    if inspect.iscoroutine(result):
+        import asyncio
+
+        return asyncio.run(result)
+    return result
+
+
+def _has_marker(v, depth=0):
+    """True if ``v`` holds a marker: it cannot be compared then."""
+    if isinstance(v, _MARKERS):
+        return True
+    if depth > 32:
+        return False
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return any(_has_marker(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return any(_has_marker(x, depth + 1) for x in v.values())
+    return False
 
 
 def _unreplayable(v):
@@ -563,13 +597,19 @@ def _unreplayable(v):
 
 
 def _import_function(full, run, fid):
-    module, qualname = run.sql("SELECT module, qualname FROM functions WHERE id = ?", (fid,))[0]
+    module, qualname, file = run.sql(
+        "SELECT module, qualname, file FROM functions WHERE id = ?", (fid,))[0]
     if "<locals>" in qualname or "<lambda>" in qualname:
         raise CallscopeError(f"replay: {full} is defined inside a function; pass func=")
     mod = sys.modules.get(module)
+    if module == "__main__" and mod is not None:
+        here = getattr(mod, "__file__", None)
+        if not here or not file or os.path.realpath(here) != os.path.realpath(file):
+            mod = None  # another program's __main__
     if mod is None:
         if module == "__main__" or not module:
-            raise CallscopeError(f"replay: {full} belongs to a script; pass func=")
+            raise CallscopeError(f"replay: {full} belongs to the script {file or '?'}; pass"
+                                 " func=")
         try:
             mod = importlib.import_module(module)
         except Exception as e:

@@ -27,11 +27,11 @@ const char cs_usage_run[] =
     "  -t, --trace PAT  record the functions PAT names, in any code: a qualified\n"
     "                   name module.Class.method with globs (mypkg.solver.*), a\n"
     "                   dotted tail (JSONDecoder.raw_decode) or a bare name (step);\n"
-    "                   repeat it for more (Python 3.12+)\n"
+    "                   repeat it for more\n"
     "  --module MOD     record every function of MOD and its submodules\n"
     "  --exclude PAT    leave the functions PAT names out\n"
     "  --all            profile every Python function in aggregate, like cProfile\n"
-    "                   (counts, total and self time, percentiles; Python 3.12+)\n"
+    "                   (counts, total and self time, percentiles)\n"
     "  --cpu            with -t/--module: also record each call's CPU time\n"
     "  --memory         with -t/--module: also record memory\n"
     "  --args           with -t/--module: also record the arguments of each call\n"
@@ -39,8 +39,8 @@ const char cs_usage_run[] =
     "  --redact PAT     never write arguments (or dict items) whose name matches\n"
     "                   the glob PAT, e.g. 'password' or '*token*' (repeatable)\n"
     "  --max-arg-length N  cut captured strings and reprs to N characters\n"
-    "  --max-bytes N    the most bytes one captured value may take (default 4M;\n"
-    "                   suffixes K, M, G)\n"
+    "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"
+    "                   at most 512M; suffixes K, M, G)\n"
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
@@ -167,12 +167,12 @@ cs_cmd_run(int argc, char **argv)
         case 'B': {
             uint64_t v;
             if (parse_size(optarg, c == 'B', &v) != 0 || v == 0 ||
-                v > (c == 'B' ? (1u << 30) : 0x7fffffffu)) {
+                v > (c == 'B' ? (1u << 29) : 0x7fffffffu)) {
                 cs_buf_free(&sel);
                 return cli_error(CS_EXIT_USAGE, "run: %s: '%s' is not a valid %s",
                                  c == 'L' ? "--max-arg-length" : "--max-bytes", optarg,
                                  c == 'L' ? "length (a positive integer)"
-                                          : "size (1 to 1G, e.g. 4M)");
+                                          : "size (1 to 512M, e.g. 4M)");
             }
             cs_buf_printf(&sel, "%s%c:%llu", sel.len ? "\n" : "", c == 'L' ? 'l' : 'b',
                           (unsigned long long)v);

@@ -15,8 +15,7 @@
 
 #define CAP_MAX_DEPTH 16          /* deeper containers are pickled */
 #define CAP_DEFAULT_MAX_BYTES (4 << 20)
-#define CAP_LIMIT_MAX_BYTES (1 << 30)
-#define CAP_REPR_CAP 4096         /* a repr kept when nothing better fits */
+#define CAP_LIMIT_MAX_BYTES (1 << 29) /* SQLite stores values up to 10^9 bytes */
 
 _Thread_local int cap_busy CS_TLS_MODEL;
 
@@ -156,8 +155,10 @@ static struct {
     uint32_t epoch;
 } seen;
 
+/* 1 if blob `key` is in this log already; else remember it (`add`) and
+ * return 0. */
 static int
-seen_add(uint32_t epoch, uint64_t key)
+seen_check(uint32_t epoch, uint64_t key, int add)
 {
     if (key == 0)
         key = 1;
@@ -167,7 +168,7 @@ seen_add(uint32_t epoch, uint64_t key)
         seen.n = 0;
         seen.epoch = epoch;
     }
-    if (seen.n * 2 >= seen.cap) {
+    if (add && seen.n * 2 >= seen.cap) {
         size_t cap = seen.cap ? seen.cap * 2 : 256;
         uint64_t *k = PyMem_Calloc(cap, sizeof *k);
         if (k == NULL)
@@ -185,15 +186,29 @@ seen_add(uint32_t epoch, uint64_t key)
         seen.keys = k;
         seen.cap = cap;
     }
+    if (seen.cap == 0)
+        return 0;
     size_t j = (size_t)(key * 0x9E3779B97F4A7C15ull) & (seen.cap - 1);
     while (seen.keys[j]) {
         if (seen.keys[j] == key)
             return 1;
         j = (j + 1) & (seen.cap - 1);
     }
-    seen.keys[j] = key;
-    seen.n++;
+    if (add) {
+        seen.keys[j] = key;
+        seen.n++;
+    }
     return 0;
+}
+
+/* Write blob `h` of `n` bytes into `t`'s log unless it is there already;
+ * it counts as there only once written. */
+static void
+put_blob_once(cs_tstate *t, uint64_t h, const void *p, size_t n)
+{
+    uint64_t key = h ^ (uint64_t)n * 0xff51afd7ed558ccdull;
+    if (!seen_check(t->epoch, key, 0) && cs_log_put_blob(t, h, p, n))
+        seen_check(t->epoch, key, 1);
 }
 
 /* ---- the encoder ------------------------------------------------------------ */
@@ -227,8 +242,7 @@ enc_data(enc *e, const void *p, size_t n)
 {
     if (n >= CS_VAL_BLOB_MIN && e->t != NULL && cs_log_tstate() == e->t) {
         uint64_t h = cs_hash64(p, n);
-        if (!seen_add(e->t->epoch, h ^ (uint64_t)n * 0xff51afd7ed558ccdull))
-            cs_log_put_blob(e->t, h, p, n);
+        put_blob_once(e->t, h, p, n);
         cs_val_blobref(e->b, h, n);
         e->arg_blobs += n;
         return;
@@ -295,6 +309,22 @@ sanitized(const cap_conf *c, PyObject *s)
         return NULL;
     }
     return r;
+}
+
+/* A name (a keyword, a parameter) as STR: names are code, not data, and
+ * go in as they are, never sanitised or cut. */
+static void
+enc_param_name(enc *e, PyObject *name)
+{
+    Py_ssize_t n = 0;
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8AndSize(name, &n) : NULL;
+    if (s == NULL) {
+        PyErr_Clear();
+        s = "?";
+        n = 1;
+    }
+    cs_val_tag(e->b, CS_V_STR);
+    cs_val_data(e->b, s, (size_t)n);
 }
 
 static void
@@ -613,6 +643,7 @@ enc_items(enc *e, unsigned tag, PyObject *v, int depth)
         seq = PySequence_List(v);
         if (seq == NULL) {
             PyErr_Clear();
+            e->npath--;
             enc_failed(e, "could not iterate a set", NULL);
             return;
         }
@@ -750,8 +781,7 @@ cap_write(cs_tstate *t, unsigned sub, uint64_t seq, uint32_t stream, cs_buf *b)
     }
     /* larger than a record: the whole value goes into a blob */
     uint64_t h = cs_hash64(b->data, b->len);
-    if (!seen_add(t->epoch, h ^ (uint64_t)b->len * 0xff51afd7ed558ccdull))
-        cs_log_put_blob(t, h, b->data, b->len);
+    put_blob_once(t, h, b->data, b->len);
     unsigned char ref[17];
     ref[0] = CS_V_REF;
     uint64_t n = b->len;
@@ -823,9 +853,7 @@ cap_encode_call(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *const 
     cs_val_tag(b, CS_V_DICT);
     cs_val_u32(b, (uint32_t)nkw);
     for (Py_ssize_t i = 0; i < nkw; i++) {
-        e.arg_start = b->len;
-        e.arg_blobs = 0;
-        enc_value(&e, kwn[i], 1);
+        enc_param_name(&e, kwn[i]);
         enc_arg(&e, kwn[i], kwv[i], npos == 0 && i == 0);
     }
     cap_busy--;
@@ -954,9 +982,7 @@ cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_
         PyErr_Clear();
         cs_val_tag(&b, CS_V_TUPLE);
         cs_val_u32(&b, def ? 3 : 2);
-        e.arg_start = b.len;
-        e.arg_blobs = 0;
-        enc_value(&e, name, 1);
+        enc_param_name(&e, name);
         cs_val_tag(&b, CS_V_INT);
         cs_val_u64(&b, (uint64_t)kind);
         if (def)

@@ -349,7 +349,7 @@ py_unregister(PyObject *mod, PyObject *tp)
 static PyObject *
 py_hostname(PyObject *mod, PyObject *unused)
 {
-    char host[256];
+    char host[64]; /* as long as the log records it */
     cs_hostname(host, sizeof host);
     return PyUnicode_DecodeFSDefault(host);
 }

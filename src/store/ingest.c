@@ -223,8 +223,10 @@ blob_record(ing *g, const cs_event *ev)
     uint64_t size, off;
     memcpy(&size, ev->body, 8);
     memcpy(&off, ev->body + 8, 8);
-    if (size > (uint64_t)INT32_MAX)
-        return CS_OK; /* more than this store can hold in one value */
+    if (size >= 1000000000u) { /* SQLite's largest value */
+        g->res->torn_blobs++;
+        return CS_OK;
+    }
     sqlite3 *db = g->s->db;
     sqlite3_stmt *st = NULL;
     int src = sqlite3_prepare_v2(db, "SELECT 1 FROM blobs WHERE id = ?", -1, &st, NULL);

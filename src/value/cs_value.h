@@ -73,8 +73,7 @@ enum cs_val_tag {
 #define CS_VAL_MAX_DEPTH 64
 #define CS_VAL_MAX_NDIM 64
 
-/* The hash that names a blob: 64 bits over `n` bytes, fast on large
- * buffers (8 bytes per step, four lanes). */
+/* The hash that names a blob: cs_hash64 (cs_core.h). */
 CS_EXPORT uint64_t cs_value_hash(const void *p, size_t n);
 
 /* ---- writing: append to a cs_buf ---------------------------------------- */

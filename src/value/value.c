@@ -60,7 +60,7 @@ skip_depth(cs_vreader *r, int depth)
         break;
     case CS_V_BIGINT: {
         uint32_t n = cs_vr_u32(r);
-        if ((size_t)(r->end - r->p) < n)
+        if (n == 0 || (size_t)(r->end - r->p) < n)
             r->bad = 1;
         else
             r->p += n;
@@ -333,7 +333,13 @@ pv_value(pv *v, int depth)
         if (d) {
             size_t m = (size_t)n;
             size_t room = v->max > (o->len - v->start) ? v->max - (o->len - v->start) : 0;
-            cs_buf_append(o, d, m < room ? m : room);
+            size_t keep = m < room ? m : room;
+            for (size_t i = 0; i < keep; i++) {
+                if (d[i] == '\0')
+                    cs_buf_puts(o, "\\x00");
+                else
+                    cs_buf_append(o, d + i, 1);
+            }
             if (m > room)
                 cs_buf_puts(o, "...");
         } else {

@@ -1298,3 +1298,58 @@ def test_cli_captures_arguments_held_in_closure_cells(cli, tmp_path, root):
     assert run.get_result("cells.f", 2) == 9
     assert run.get("cells.gen", 1) == ([2], {})
     assert run.get_result("cells.gen", 1) == "done"
+
+
+def test_cut_set_members_and_dict_keys_still_load(root, finish):
+    run = record_echo(finish, {"abcdefghij"}, {"abcdefghij": 1}, max_arg_length=5)
+    (s,), _ = run.get("cap.echo", 1)
+    (d,), _ = run.get("cap.echo", 2)
+    assert s == {callscope.Truncated("abcde", 10)}
+    assert d == {callscope.Truncated("abcde", 10): 1}
+
+
+def test_sanitize_leaves_parameter_names_alone(root, finish):
+    @callscope.monitor(args=True, sanitize=str.upper, name="cap.names")
+    def f(a, key="k"):
+        return a
+
+    f("x", key="value")
+    run = finish()
+    assert run.get("cap.names", 1) == (["X"], {"key": "VALUE"})
+    assert list(run.get_args("cap.names", 1).keys()) == ["a", "key"]
+
+
+def test_replay_runs_generators_and_coroutines_to_their_end(root, finish):
+    import asyncio
+
+    @callscope.monitor(args=True, result=True, name="cap.rgen")
+    def gen(n):
+        yield from range(n)
+        return n * 10
+
+    @callscope.monitor(args=True, result=True, name="cap.rcoro")
+    async def coro(n):
+        await asyncio.sleep(0)
+        return n + 1
+
+    assert list(gen(3)) == [0, 1, 2]
+    assert asyncio.run(coro(4)) == 5
+    run = finish()
+    r = run.replay("cap.rgen", 1, func=gen.__wrapped__)
+    assert (r.result, r.recorded, r.matches) == (30, 30, True)
+    r = run.replay("cap.rcoro", 1, func=coro.__wrapped__)
+    assert (r.result, r.recorded, r.matches) == (5, 5, True)
+
+
+def test_replay_of_another_scripts_function_asks_for_func(run_py, root):
+    run_py("""
+        import callscope
+        @callscope.monitor(args=True, result=True)
+        def work(x):
+            return x * 2
+        work(21)
+    """)
+    run = callscope.load(root=root)
+    with pytest.raises(callscope.CallscopeError, match=r"belongs to the script .*prog\.py.*func="):
+        run.replay("work", 1)
+    assert run.replay("work", 1, func=lambda x: x * 2).matches is True
