@@ -19,6 +19,7 @@ import functools as _functools
 
 from . import _callscope, _procs, _trace
 from ._callscope import CallscopeError, run_dir, set_rank, span
+from ._compare import Change, Comparison, Digits, compare, diff
 from ._run import Call, Function, Process, Run, load
 from ._trace import profile_all, trace, tracing, untrace
 from ._values import (Args, Failed, Identity, Redacted, Replay, ReprOnly, Truncated, handlers,
@@ -30,6 +31,7 @@ __all__ = [
     "trace", "tracing", "untrace", "profile_all",
     "register", "unregister", "handlers", "Args", "Replay",
     "Truncated", "ReprOnly", "Failed", "Redacted", "Identity",
+    "compare", "diff", "Comparison", "Digits", "Change",
 ]
 
 _CO_COROUTINE = 0x80

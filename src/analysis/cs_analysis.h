@@ -108,4 +108,148 @@ CS_EXPORT void cs_groups_free(cs_groups *g);
 /* 1 if `name` matches `filter` in the sense of cs_stats_query.filter. */
 CS_EXPORT int cs_name_matches(const char *filter, const char *name);
 
+/* ---- significant digits (digits.c) --------------------------------------- */
+
+enum cs_digits_method { CS_DIGITS_CNH = 1, CS_DIGITS_GENERAL = 2 };
+
+/* An estimator, prepared for samples of `n` runs. */
+typedef struct cs_digits_ctx {
+    int method;
+    double confidence, probability;
+    size_t n;
+    double cnh_delta;           /* digits CNH subtracts for n, c and p */
+    double general_probability; /* what n agreeing samples show, with c */
+    size_t general_runs_needed; /* runs for `probability` with c */
+} cs_digits_ctx;
+
+/* CS_EINVAL for an unknown method, a confidence or probability outside
+ * (0, 1), or fewer than 2 samples. */
+CS_EXPORT int cs_digits_prepare(cs_digits_ctx *c, int method, double confidence,
+                                double probability, size_t n);
+
+/* The significant digits of one value over the c->n runs: samples at
+ * re[i * stride] (and im[i * stride] for a complex value, else im NULL),
+ * relative to their mean. Identical samples give `max_digits` (the
+ * precision of the type); samples that differ around a zero mean, or any
+ * NaN, give 0. Clamped to [0, max_digits]. */
+CS_EXPORT double cs_digits_of(const cs_digits_ctx *c, const double *re, const double *im,
+                              size_t stride, double max_digits);
+
+/* The standard normal quantile, and the chi-square quantile. */
+CS_EXPORT double cs_norm_quantile(double p);
+CS_EXPORT double cs_chi2_quantile(double p, double dof);
+
+/* ---- comparing runs (compare.c) -------------------------------------------- */
+
+/* How calls of different runs are paired. */
+typedef enum cs_align {
+    CS_ALIGN_NUMBER = 0,   /* the n-th call of the function in each run */
+    CS_ALIGN_CALLSITE = 1, /* the n-th call from the same calling function */
+    CS_ALIGN_ARG = 2,      /* the n-th call with the same value of an argument */
+} cs_align;
+
+typedef struct cs_compare_opts {
+    int method;            /* CS_DIGITS_* */
+    double confidence, probability;
+    cs_align align;
+    const char *align_arg; /* CS_ALIGN_ARG: the parameter's name */
+    const char *filter;    /* functions, as cs_stats_query.filter */
+    int store;             /* write the results into each run's run.db */
+} cs_compare_opts;
+
+/* One function and one of its values (a parameter's name, or "result"):
+ * the digits of each aligned call are those of its worst element; these
+ * are their min, median and max over the calls. */
+typedef struct cs_digit_row {
+    char *function;
+    char *value;
+    uint64_t calls;      /* aligned calls compared */
+    uint64_t elements;   /* numbers in the value (of the worst call) */
+    double min, median, max;
+    uint64_t worst_call; /* the call (its number in the first run) of min */
+    uint64_t worst_element; /* index of the worst number within the value,
+                               in traversal order (arrays: flat, C order) */
+    uint64_t unequal;    /* calls whose ints or bools differ across runs */
+    double *per_call;    /* digits of each aligned call, in call order */
+    uint64_t *call_no;   /* and its number in the first run */
+} cs_digit_row;
+
+/* A call or value that could not be paired across the runs. */
+typedef struct cs_misaligned {
+    char *function;
+    char *what; /* e.g. "call 7: missing in run 3 (b/...)" */
+} cs_misaligned;
+
+typedef struct cs_compare_result {
+    size_t nruns;
+    cs_digits_ctx digits;
+    cs_digit_row *rows;
+    size_t nrows;
+    cs_misaligned *mis;
+    size_t nmis, mis_total; /* kept, and found (only the first are kept) */
+    uint64_t values_compared;
+    int64_t comparison; /* its id in the first run's run.db, when stored */
+} cs_compare_result;
+
+/* Compare the captured values of the runs in `dirs` (each a run
+ * directory): per function and value, the significant digits kept across
+ * the runs. Rows are sorted by min digits, fewest first. Errors name the
+ * run at fault in cs_compare_last_error(): CS_EINVAL for a run without
+ * captured values or runs of different programs (no function in common),
+ * CS_ENOTDB for a damaged run.db. */
+CS_EXPORT int cs_compare(const char *const *dirs, size_t n, const cs_compare_opts *o,
+                         cs_compare_result *out /* OUT */);
+CS_EXPORT void cs_compare_free(cs_compare_result *r);
+/* The fewest digits function `name` kept in the latest stability
+ * comparison stored in run.db of `s`. 1 and *out set if there is one. */
+CS_EXPORT int cs_latest_digits(cs_store *s, const char *name, double *out /* OUT */);
+
+/* What went wrong in the last cs_compare or cs_diff of this thread. */
+CS_EXPORT const char *cs_compare_last_error(void);
+
+/* ---- two runs: what changed (compare.c) ------------------------------------ */
+
+typedef struct cs_diff_row {
+    char *function;
+    int in_a, in_b;             /* present in each run */
+    uint64_t calls[2], errors[2];
+    uint64_t total[2], self[2], p95[2];
+    double mean[2];
+    char *new_errors;           /* error types of B not seen in A, comma-separated */
+    uint64_t results_compared, results_changed;
+    uint64_t first_changed;     /* call number of the first changed result */
+    double digits;              /* min digits of its results over both runs; -1 if none */
+    double score;               /* the size of the change, for sorting */
+} cs_diff_row;
+
+typedef struct cs_diff_result {
+    cs_diff_row *rows;
+    size_t n;
+} cs_diff_result;
+
+/* What changed from run `a` to run `b`, per function, largest change
+ * first. */
+CS_EXPORT int cs_diff(const char *a, const char *b, const char *filter,
+                      cs_diff_result *out /* OUT */);
+CS_EXPORT void cs_diff_free(cs_diff_result *r);
+
+/* A --fail-if condition: "METRIC OP VALUE", e.g. "time>+10%",
+ * "digits<10", "errors>0". Metrics: time (total), self, mean, p95,
+ * calls, errors, changed (changed results), digits. A value with % is a
+ * relative change from A to B; with a leading + or - an absolute change;
+ * else the value in B (digits: the min digits). */
+typedef struct cs_gate {
+    int metric, op, relative, delta;
+    double value;
+    const char *text;
+} cs_gate;
+
+/* Parse `text` (kept by reference). CS_EINVAL with a reason in `why`
+ * (at least 128 bytes). */
+CS_EXPORT int cs_gate_parse(const char *text, cs_gate *out /* OUT */, char *why);
+/* 1 if row `r` fails the gate. */
+CS_EXPORT int cs_gate_fails(const cs_gate *g, const cs_diff_row *r);
+/* 1 if the stability row `r` fails the gate (only "digits" applies). */
+CS_EXPORT int cs_gate_fails_digits(const cs_gate *g, const cs_digit_row *r);
+
 #endif /* CS_ANALYSIS_H */

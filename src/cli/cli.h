@@ -26,11 +26,13 @@ int cs_cmd_run(int argc, char **argv);
 int cs_cmd_top(int argc, char **argv);
 int cs_cmd_info(int argc, char **argv);
 int cs_cmd_clean(int argc, char **argv);
+int cs_cmd_compare(int argc, char **argv);
 
 extern const char cs_usage_run[];
 extern const char cs_usage_top[];
 extern const char cs_usage_info[];
 extern const char cs_usage_clean[];
+extern const char cs_usage_compare[];
 
 /* Print "callscope: error: ..." to stderr; returns `code` for chaining. */
 int cli_error(int code, const char *fmt, ...) CS_PRINTF(2, 3);

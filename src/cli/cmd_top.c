@@ -8,7 +8,8 @@
 const char cs_usage_top[] =
     "usage: callscope top [options] [RUN]\n\n"
     "One row per function of RUN (default: latest): calls, errors, total,\n"
-    "self, mean, p50, p95 and max wall time, and CPU time.\n\n"
+    "self, mean, p50, p95 and max wall time, and CPU time; and the fewest\n"
+    "significant digits its values kept, once `callscope compare` measured them.\n\n"
     "options:\n"
     "  -s, --sort KEY      total (default), self, calls, mean, max, p95, cpu,\n"
     "                      errors or name; with --by also imbalance\n"
@@ -150,9 +151,14 @@ cs_cmd_top(int argc, char **argv)
                        src == CS_ENOTDB ? "database is damaged" : sqlite3_errmsg(cs_store_db(s)));
         goto out;
     }
+    /* a digits column when a stability comparison of this run exists */
+    int digits = 0;
+    double dg;
+    for (size_t i = 0; i < n && !digits; i++)
+        digits = cs_latest_digits(s, st[i].name, &dg);
     printf("run %s\n", dir);
-    printf("%-40s %8s %6s %9s %9s %9s %9s %9s %9s %9s\n", "function", "calls", "errors",
-           "total", "self", "mean", "p50", "p95", "max", "cpu");
+    printf("%-40s %8s %6s %9s %9s %9s %9s %9s %9s %9s%s\n", "function", "calls", "errors",
+           "total", "self", "mean", "p50", "p95", "max", "cpu", digits ? "  digits" : "");
     for (size_t i = 0; i < n; i++) {
         cli_cell(stdout, st[i].name, 40, 1);
         printf(" %8llu %6llu", (unsigned long long)st[i].calls,
@@ -165,6 +171,12 @@ cs_cmd_top(int argc, char **argv)
         ns_cell(stdout, st[i].p95_ns, has);
         ns_cell(stdout, st[i].max_ns, has);
         ns_cell(stdout, st[i].cpu_ns, st[i].cpu_calls > 0);
+        if (digits) {
+            if (cs_latest_digits(s, st[i].name, &dg))
+                printf(" %7.2f", dg);
+            else
+                printf(" %7s", "-");
+        }
         putchar('\n');
     }
     if (n == 0)

@@ -8,6 +8,8 @@ static const cs_command commands[] = {
     {"top", "one row per function: calls, errors, times", cs_cmd_top, cs_usage_top},
     {"info", "one row per run: when, what, how big, state", cs_cmd_info, cs_usage_info},
     {"clean", "delete old runs", cs_cmd_clean, cs_usage_clean},
+    {"compare", "digits kept across runs, or what changed between two", cs_cmd_compare,
+     cs_usage_compare},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -361,7 +361,215 @@ py_handlers(PyObject *mod, PyObject *unused)
     return PyDict_Copy(st->handlers);
 }
 
+/* A list of the doubles at v[0..n). */
+static PyObject *
+double_list(const double *v, const uint64_t *u, size_t n)
+{
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; l && i < n; i++) {
+        PyObject *x = v ? PyFloat_FromDouble(v[i]) : PyLong_FromUnsignedLongLong(u[i]);
+        if (x == NULL) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, x);
+    }
+    return l;
+}
+
+static PyObject *
+py_compare(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"dirs",  "method", "confidence", "probability", "align",
+                             "align_arg", "filter", "store", NULL};
+    PyObject *dirs;
+    const char *method = "cnh", *align = "number", *align_arg = NULL, *filter = NULL;
+    double confidence = 0.95, probability = 0.99;
+    int store = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|sddszzp:_compare", kwlist, &dirs, &method,
+                                     &confidence, &probability, &align, &align_arg, &filter,
+                                     &store))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    cs_compare_opts o = {.confidence = confidence, .probability = probability,
+                         .align_arg = align_arg, .filter = filter, .store = store};
+    o.method = strcmp(method, "cnh") == 0 ? CS_DIGITS_CNH
+               : strcmp(method, "general") == 0 ? CS_DIGITS_GENERAL : 0;
+    if (o.method == 0) {
+        PyErr_Format(PyExc_ValueError, "method must be 'cnh' or 'general', not '%s'", method);
+        return NULL;
+    }
+    if (strcmp(align, "number") == 0)
+        o.align = CS_ALIGN_NUMBER;
+    else if (strcmp(align, "callsite") == 0)
+        o.align = CS_ALIGN_CALLSITE;
+    else if (strcmp(align, "arg") == 0)
+        o.align = CS_ALIGN_ARG;
+    else {
+        PyErr_Format(PyExc_ValueError, "align must be 'number', 'callsite' or 'arg:NAME'");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(dirs, "dirs must be a sequence of run directories");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const char **v = PyMem_Calloc((size_t)(n ? n : 1), sizeof *v);
+    for (Py_ssize_t i = 0; v && i < n; i++) {
+        v[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (v[i] == NULL) {
+            PyMem_Free(v);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    if (v == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    cs_compare_result r;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_compare(v, (size_t)n, &o, &r);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(v);
+    Py_DECREF(seq);
+    if (rc != CS_OK) {
+        PyErr_SetString(st->error, cs_compare_last_error());
+        return NULL;
+    }
+    PyObject *rows = PyList_New((Py_ssize_t)r.nrows), *mis = PyList_New((Py_ssize_t)r.nmis);
+    for (size_t i = 0; rows && i < r.nrows; i++) {
+        const cs_digit_row *x = &r.rows[i];
+        PyObject *pc = double_list(x->per_call, NULL, x->calls);
+        PyObject *cn = double_list(NULL, x->call_no, x->calls);
+        PyObject *d = pc && cn ? Py_BuildValue(
+                                     "{s:s,s:s,s:K,s:K,s:d,s:d,s:d,s:K,s:K,s:K,s:O,s:O}",
+                                     "function", x->function, "value", x->value, "calls",
+                                     (unsigned long long)x->calls, "elements",
+                                     (unsigned long long)x->elements, "min", x->min, "median",
+                                     x->median, "max", x->max, "worst_call",
+                                     (unsigned long long)x->worst_call, "worst_element",
+                                     (unsigned long long)x->worst_element, "unequal",
+                                     (unsigned long long)x->unequal, "per_call", pc, "call_numbers",
+                                     cn)
+                               : NULL;
+        Py_XDECREF(pc);
+        Py_XDECREF(cn);
+        if (d == NULL) {
+            Py_CLEAR(rows);
+            break;
+        }
+        PyList_SET_ITEM(rows, (Py_ssize_t)i, d);
+    }
+    for (size_t i = 0; mis && i < r.nmis; i++) {
+        PyObject *d = Py_BuildValue("(ss)", r.mis[i].function, r.mis[i].what);
+        if (d == NULL) {
+            Py_CLEAR(mis);
+            break;
+        }
+        PyList_SET_ITEM(mis, (Py_ssize_t)i, d);
+    }
+    PyObject *res = rows && mis ? Py_BuildValue(
+                                      "{s:O,s:O,s:n,s:L,s:d,s:n,s:K}", "rows", rows,
+                                      "misaligned", mis, "misaligned_total",
+                                      (Py_ssize_t)r.mis_total, "comparison",
+                                      (long long)r.comparison, "probability_shown",
+                                      r.digits.general_probability, "runs_needed",
+                                      (Py_ssize_t)r.digits.general_runs_needed,
+                                      "values_compared",
+                                      (unsigned long long)r.values_compared)
+                                : NULL;
+    Py_XDECREF(rows);
+    Py_XDECREF(mis);
+    cs_compare_free(&r);
+    return res;
+}
+
+static PyObject *
+py_diff(PyObject *mod, PyObject *args)
+{
+    const char *a, *b, *filter = NULL;
+    PyObject *gates = NULL;
+    if (!PyArg_ParseTuple(args, "ss|zO:_diff", &a, &b, &filter, &gates))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    cs_gate g[16];
+    Py_ssize_t ng = 0;
+    if (gates && gates != Py_None) {
+        PyObject *seq = PySequence_Fast(gates, "fail_if must be a list of conditions");
+        if (seq == NULL)
+            return NULL;
+        ng = PySequence_Fast_GET_SIZE(seq);
+        if (ng > 16) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "fail_if: at most 16 conditions");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < ng; i++) {
+            const char *t = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+            char why[128];
+            if (t == NULL || cs_gate_parse(t, &g[i], why) != CS_OK) {
+                if (t)
+                    PyErr_Format(PyExc_ValueError, "fail_if %s", why);
+                Py_DECREF(seq);
+                return NULL;
+            }
+        }
+        /* the texts live in the list's strings while it is alive */
+        Py_DECREF(seq);
+    }
+    cs_diff_result r;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_diff(a, b, filter, &r);
+    Py_END_ALLOW_THREADS
+    if (rc != CS_OK) {
+        PyErr_SetString(st->error, cs_compare_last_error());
+        return NULL;
+    }
+    PyObject *rows = PyList_New((Py_ssize_t)r.n);
+    for (size_t i = 0; rows && i < r.n; i++) {
+        const cs_diff_row *x = &r.rows[i];
+        int fails = 0;
+        for (Py_ssize_t k = 0; k < ng && !fails; k++)
+            fails = cs_gate_fails(&g[k], x);
+        PyObject *digits = x->digits == -1 ? Py_NewRef(Py_None)
+                           : x->digits == -2 ? PyUnicode_FromString("all")
+                                             : PyFloat_FromDouble(x->digits);
+        PyObject *d = digits ? Py_BuildValue(
+                                   "{s:s,s:O,s:O,s:(KK),s:(KK),s:(KK),s:(KK),s:(dd),s:(KK),"
+                                   "s:z,s:K,s:K,s:K,s:O,s:O}",
+                                   "function", x->function, "in_a", x->in_a ? Py_True : Py_False,
+                                   "in_b", x->in_b ? Py_True : Py_False, "calls",
+                                   (unsigned long long)x->calls[0],
+                                   (unsigned long long)x->calls[1], "errors",
+                                   (unsigned long long)x->errors[0],
+                                   (unsigned long long)x->errors[1], "total_ns",
+                                   (unsigned long long)x->total[0],
+                                   (unsigned long long)x->total[1], "self_ns",
+                                   (unsigned long long)x->self[0],
+                                   (unsigned long long)x->self[1], "mean_ns", x->mean[0],
+                                   x->mean[1], "p95_ns", (unsigned long long)x->p95[0],
+                                   (unsigned long long)x->p95[1], "new_errors", x->new_errors,
+                                   "results_compared", (unsigned long long)x->results_compared,
+                                   "results_changed", (unsigned long long)x->results_changed,
+                                   "first_changed", (unsigned long long)x->first_changed,
+                                   "digits", digits, "failing", fails ? Py_True : Py_False)
+                             : NULL;
+        Py_XDECREF(digits);
+        if (d == NULL) {
+            Py_CLEAR(rows);
+            break;
+        }
+        PyList_SET_ITEM(rows, (Py_ssize_t)i, d);
+    }
+    cs_diff_free(&r);
+    return rows;
+}
+
 static PyMethodDef module_methods[] = {
+    {"_compare", (PyCFunction)(void (*)(void))py_compare, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_diff", py_diff, METH_VARARGS, NULL},
     {"_register", py_register, METH_VARARGS, NULL},
     {"_unregister", py_unregister, METH_O, NULL},
     {"_handlers", py_handlers, METH_NOARGS, NULL},

@@ -67,6 +67,14 @@ static const char *const migrations[] = {
     " text TEXT);"
     "CREATE TABLE blobs(id INTEGER PRIMARY KEY, size INTEGER, data BLOB);"
     "ALTER TABLE functions ADD COLUMN signature BLOB;",
+    /* 3: comparisons of runs and the significant digits they found */
+    "CREATE TABLE comparisons(id INTEGER PRIMARY KEY, created_ns INTEGER, kind TEXT,"
+    " runs TEXT, method TEXT, confidence REAL, probability REAL, align TEXT);"
+    "CREATE TABLE digits(comparison INTEGER REFERENCES comparisons(id), function TEXT,"
+    " value TEXT, calls INTEGER, elements INTEGER, min REAL, median REAL, max REAL,"
+    " worst_call INTEGER, worst_element INTEGER, unequal INTEGER);"
+    "CREATE TABLE digits_calls(comparison INTEGER REFERENCES comparisons(id),"
+    " function TEXT, value TEXT, call INTEGER, digits REAL);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]) - 1)

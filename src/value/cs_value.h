@@ -232,6 +232,32 @@ CS_EXPORT int cs_value_skip(cs_vreader *r);
  * characters (then "..."). A malformed value renders as "<damaged>". */
 CS_EXPORT void cs_value_preview(const void *p, size_t n, cs_buf *out, size_t max_chars);
 
+/* ---- the numbers in a value (for comparing runs) ------------------------ */
+
+enum cs_num_kind { CS_NUM_FLOAT = 0, CS_NUM_COMPLEX = 1, CS_NUM_EXACT = 2 };
+
+/* One number of a value: a float (re), a complex (re, im), or an int or
+ * bool compared for equality (exact). `max_digits` is the precision of
+ * its type in decimal digits (float64: 15.95). */
+typedef struct cs_num {
+    double re, im;
+    int64_t exact;
+    float max_digits;
+    uint8_t kind;
+} cs_num;
+
+/* The bytes of blob `hash` of `size` bytes, valid until the next call, or
+ * NULL when it is missing. */
+typedef const void *(*cs_blob_fn)(void *ctx, uint64_t hash, uint64_t size);
+
+/* Append (as cs_num) every number of the one value at `p` to `out`, in
+ * traversal order: floats, complex numbers, ints and bools, inside
+ * containers and numpy arrays (elements in their stored order). Text,
+ * bytes, pickles, reprs and truncated parts hold no numbers. CS_OK, or
+ * CS_EFORMAT for a malformed value or a missing blob. */
+CS_EXPORT int cs_value_numbers(const void *p, size_t n, cs_blob_fn blob, void *ctx,
+                               cs_buf *out);
+
 /* The name of a tag ("int", "pickle", ...), or "?" */
 CS_EXPORT const char *cs_value_tag_name(unsigned tag);
 

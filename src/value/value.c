@@ -3,6 +3,7 @@
 #include "cs_value.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -385,4 +386,216 @@ cs_value_preview(const void *p, size_t n, cs_buf *out, size_t max_chars)
             out->data[out->len] = '\0';
         cs_buf_puts(out, "<damaged>");
     }
+}
+
+/* ---- numbers ------------------------------------------------------------- */
+
+#define DIGITS_F64 15.954589770191003 /* 53 * log10(2) */
+#define DIGITS_F32 7.224719895935548  /* 24 * log10(2) */
+#define DIGITS_F16 3.3113299523037933 /* 11 * log10(2) */
+
+typedef struct nums {
+    cs_vreader r;
+    cs_blob_fn blob;
+    void *ctx;
+    cs_buf *out;
+} nums;
+
+static void
+put_num(nums *x, uint8_t kind, double re, double im, int64_t exact, double maxd)
+{
+    cs_num v = {.re = re, .im = im, .exact = exact, .max_digits = (float)maxd, .kind = kind};
+    cs_buf_append(x->out, &v, sizeof v);
+}
+
+/* The elements of an array of dtype `dt` (numpy's dtype.str). */
+static void
+array_numbers(nums *x, const char *dt, size_t dn, const unsigned char *d, uint64_t nbytes)
+{
+    if (dn < 3 || (dt[0] != '<' && dt[0] != '|' && dt[0] != '='))
+        return; /* big-endian or unusual: not compared */
+    char kind = dt[1];
+    long size = strtol(dt + 2, NULL, 10);
+    if (size <= 0 || size > 16 || nbytes % (uint64_t)size)
+        return;
+    uint64_t count = nbytes / (uint64_t)size;
+    for (uint64_t i = 0; i < count; i++) {
+        const unsigned char *e = d + i * (uint64_t)size;
+        if (kind == 'f' && size == 8) {
+            double v;
+            memcpy(&v, e, 8);
+            put_num(x, CS_NUM_FLOAT, v, 0, 0, DIGITS_F64);
+        } else if (kind == 'f' && size == 4) {
+            float v;
+            memcpy(&v, e, 4);
+            put_num(x, CS_NUM_FLOAT, v, 0, 0, DIGITS_F32);
+        } else if (kind == 'f' && size == 2) {
+            /* IEEE half: widened by hand */
+            uint16_t h;
+            memcpy(&h, e, 2);
+            int ex = (h >> 10) & 0x1f, m = h & 0x3ff;
+            double v = ex == 0 ? ldexp(m, -24) : ex == 31 ? (m ? NAN : INFINITY)
+                                                          : ldexp(m | 0x400, ex - 25);
+            put_num(x, CS_NUM_FLOAT, (h & 0x8000) ? -v : v, 0, 0, DIGITS_F16);
+        } else if (kind == 'c' && (size == 16 || size == 8)) {
+            double re, im;
+            if (size == 16) {
+                memcpy(&re, e, 8);
+                memcpy(&im, e + 8, 8);
+            } else {
+                float a, b;
+                memcpy(&a, e, 4);
+                memcpy(&b, e + 4, 4);
+                re = a;
+                im = b;
+            }
+            put_num(x, CS_NUM_COMPLEX, re, im, 0, size == 16 ? DIGITS_F64 : DIGITS_F32);
+        } else if (kind == 'i' || kind == 'u' || kind == 'b') {
+            int64_t v = 0;
+            memcpy(&v, e, (size_t)size < 8 ? (size_t)size : 8);
+            if (kind == 'i' && size < 8 && (e[size - 1] & 0x80))
+                v |= (int64_t)(~0ull << (8 * size)); /* sign-extend */
+            put_num(x, CS_NUM_EXACT, 0, 0, v, DIGITS_F64);
+        } else {
+            return; /* not numbers this compares */
+        }
+    }
+}
+
+static int num_value(nums *x, int depth);
+
+/* The bytes of `data` at the reader: inline, or from the blob store. */
+static const unsigned char *
+num_data(nums *x, uint64_t *len)
+{
+    const char *s;
+    int blob;
+    uint64_t hash;
+    *len = cs_vr_data(&x->r, &s, &blob, &hash);
+    if (x->r.bad)
+        return NULL;
+    if (!blob)
+        return (const unsigned char *)s;
+    const unsigned char *b = x->blob ? x->blob(x->ctx, hash, *len) : NULL;
+    if (b == NULL)
+        x->r.bad = 1;
+    return b;
+}
+
+static int
+num_value(nums *x, int depth)
+{
+    if (depth > CS_VAL_MAX_DEPTH) {
+        x->r.bad = 1;
+        return 0;
+    }
+    const unsigned char *start = x->r.p;
+    unsigned tag = cs_vr_u8(&x->r);
+    switch (tag) {
+    case CS_V_FALSE:
+    case CS_V_TRUE:
+        put_num(x, CS_NUM_EXACT, 0, 0, tag == CS_V_TRUE, DIGITS_F64);
+        break;
+    case CS_V_INT:
+        put_num(x, CS_NUM_EXACT, 0, 0, (int64_t)cs_vr_u64(&x->r), DIGITS_F64);
+        break;
+    case CS_V_BIGINT: {
+        uint32_t n = cs_vr_u32(&x->r);
+        if (n == 0 || (size_t)(x->r.end - x->r.p) < n) {
+            x->r.bad = 1;
+            break;
+        }
+        put_num(x, CS_NUM_EXACT, 0, 0, (int64_t)cs_hash64(x->r.p, n), DIGITS_F64);
+        x->r.p += n;
+        break;
+    }
+    case CS_V_FLOAT: {
+        double d;
+        cs_vr_take(&x->r, &d, 8);
+        put_num(x, CS_NUM_FLOAT, d, 0, 0, DIGITS_F64);
+        break;
+    }
+    case CS_V_COMPLEX: {
+        double re, im;
+        cs_vr_take(&x->r, &re, 8);
+        cs_vr_take(&x->r, &im, 8);
+        put_num(x, CS_NUM_COMPLEX, re, im, 0, DIGITS_F64);
+        break;
+    }
+    case CS_V_TUPLE:
+    case CS_V_LIST:
+    case CS_V_SET:
+    case CS_V_FROZENSET:
+    case CS_V_DICT: {
+        uint64_t n = cs_vr_u32(&x->r);
+        if (n > (uint64_t)(x->r.end - x->r.p)) {
+            x->r.bad = 1;
+            break;
+        }
+        for (uint64_t i = 0; i < n && !x->r.bad; i++) {
+            if (tag == CS_V_DICT)
+                skip_depth(&x->r, depth + 1); /* keys are structure, not results */
+            num_value(x, depth + 1);
+        }
+        break;
+    }
+    case CS_V_ARRAY: {
+        const char *dt;
+        size_t dn = cs_vr_name(&x->r, &dt);
+        unsigned ndim = cs_vr_u8(&x->r);
+        if (ndim > CS_VAL_MAX_NDIM) {
+            x->r.bad = 1;
+            break;
+        }
+        for (unsigned i = 0; i < ndim; i++)
+            cs_vr_u64(&x->r);
+        cs_vr_u8(&x->r);
+        char dtype[16];
+        snprintf(dtype, sizeof dtype, "%.*s", (int)(dn < 15 ? dn : 15), dt);
+        uint64_t len;
+        const unsigned char *d = num_data(x, &len);
+        if (d)
+            array_numbers(x, dtype, strlen(dtype), d, len);
+        break;
+    }
+    case CS_V_REF: {
+        uint64_t hash = cs_vr_u64(&x->r), size = cs_vr_u64(&x->r);
+        const unsigned char *b = x->r.bad || !x->blob ? NULL : x->blob(x->ctx, hash, size);
+        if (b == NULL) {
+            x->r.bad = 1;
+            break;
+        }
+        /* the blob is the whole value: read it with a reader of its own;
+         * copy it first, as the next blob fetch may replace it */
+        unsigned char *copy = cs__malloc(size ? size : 1);
+        if (copy == NULL) {
+            x->r.bad = 1;
+            break;
+        }
+        memcpy(copy, b, size);
+        nums inner = {.blob = x->blob, .ctx = x->ctx, .out = x->out};
+        cs_vr_init(&inner.r, copy, size);
+        num_value(&inner, depth + 1);
+        if (inner.r.bad || inner.r.p != inner.r.end)
+            x->r.bad = 1;
+        cs__free(copy);
+        break;
+    }
+    default:
+        /* text, bytes, pickles, reprs, truncated parts: no numbers */
+        x->r.p = start;
+        skip_depth(&x->r, depth);
+    }
+    return !x->r.bad;
+}
+
+int
+cs_value_numbers(const void *p, size_t n, cs_blob_fn blob, void *ctx, cs_buf *out)
+{
+    nums x = {.blob = blob, .ctx = ctx, .out = out};
+    cs_vr_init(&x.r, p, n);
+    num_value(&x, 0);
+    if (x.r.bad || x.r.p != x.r.end || out->failed)
+        return CS_EFORMAT;
+    return CS_OK;
 }
