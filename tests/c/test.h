@@ -87,7 +87,11 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(run_resolve)                                                                          \
     X(value_check_and_preview)                                                              \
     X(value_hash)                                                                           \
-    X(store_values)
+    X(store_values)                                                                         \
+    X(digits_quantiles)                                                                     \
+    X(digits_estimators)                                                                    \
+    X(value_numbers)                                                                        \
+    X(compare_gates)
 
 #define DECLARE(name) void test_##name(void);
 TEST_LIST(DECLARE)
