@@ -86,6 +86,8 @@ run_open(runh *r, const char *dir)
     if (rc != CS_OK)
         return fail(rc, "%s: %s", r->dbpath, cs_store_last_error());
     r->db = cs_store_db(r->s);
+    /* many runs open at once: a small page cache each */
+    sqlite3_exec(r->db, "PRAGMA cache_size = -4096", NULL, NULL, NULL);
     if (sqlite3_prepare_v2(r->db, "SELECT data FROM args WHERE call = ?", -1, &r->q_args,
                            NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(r->db, "SELECT data FROM results WHERE call = ?", -1, &r->q_res,

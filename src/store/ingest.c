@@ -835,6 +835,12 @@ on_error_var(ing *g, const cs_event *ev)
     return CS_OK;
 }
 
+/* Values kept before they are written: memory stays bounded by this, not
+ * by the size of the log. */
+#define VALS_FLUSH (16u << 20)
+
+static int flush_values(ing *g);
+
 /* A captured value of an open call: kept, written after the calls. */
 static int
 on_value_var(ing *g, const cs_event *ev)
@@ -848,7 +854,9 @@ on_value_var(ing *g, const cs_event *ev)
     cs_buf_append(&g->vals, &h, sizeof h);
     cs_buf_append(&g->vals, ev->body, ev->body_len);
     cs_buf_append(&g->vals, pad, (8 - ev->body_len % 8) % 8);
-    return g->vals.failed ? CS_ENOMEM : CS_OK;
+    if (g->vals.failed)
+        return CS_ENOMEM;
+    return g->vals.len >= VALS_FLUSH ? flush_values(g) : CS_OK;
 }
 
 #define VAL_ROWS 32 /* rows per INSERT statement */
@@ -932,6 +940,25 @@ insert_values(ing *g)
         return CS_OK;
     int rc = insert_value_rows(g, CS_VAR_ARGS, "args");
     return rc == CS_OK ? insert_value_rows(g, CS_VAR_RESULT, "results") : rc;
+}
+
+/* Write the values kept so far. The writer thread owns the connection
+ * meanwhile: it is stopped (its rows written) and started again. */
+static int
+flush_values(ing *g)
+{
+    int rc = cs__rowpipe_finish(g->pipe, g->s->path);
+    g->pipe = NULL;
+    if (rc == CS_OK)
+        rc = insert_values(g);
+    g->vals.len = 0;
+    if (g->vals.cap > 2 * VALS_FLUSH) {
+        cs_buf_free(&g->vals);
+        cs_buf_init(&g->vals);
+    }
+    if (rc == CS_OK)
+        rc = cs__rowpipe_start(&g->pipe, g->s->db, map_func, g);
+    return rc;
 }
 
 static int
