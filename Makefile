@@ -76,6 +76,7 @@ bench: venv
 	$(VENV)/bin/python bench/bench_select.py
 	$(VENV)/bin/python bench/bench_all.py
 	$(VENV)/bin/python bench/bench_capture.py
+	$(VENV)/bin/python bench/bench_compare.py
 	@if [ -x .venv-3.13/bin/python ]; then \
 	    .venv-3.13/bin/python -m pip install -q yappi viztracer pygments . && \
 	    .venv-3.13/bin/python bench/bench_all.py && .venv-3.13/bin/python bench/bench_select.py; \
