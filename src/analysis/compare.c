@@ -84,7 +84,7 @@ run_open(runh *r, const char *dir)
         return fail(CS_ENOENT, "%s: no run.db (not a recorded run?)%s", dir, NULL);
     int rc = cs_store_open(r->dbpath, 0, &r->s);
     if (rc != CS_OK)
-        return fail(rc, "%s: %s", r->dbpath, cs_store_last_error());
+        return fail(rc, "%s%s", cs_store_last_error(), NULL);
     r->db = cs_store_db(r->s);
     /* many runs open at once: a small page cache each */
     sqlite3_exec(r->db, "PRAGMA cache_size = -4096", NULL, NULL, NULL);
@@ -422,9 +422,10 @@ split_args(runh *r, const unsigned char *p, size_t n, const names *pos, const ch
 
 /* The keys of the calls of function `name` in run `r`, sorted by key. */
 static int
-load_keys(runh *r, const char *name, const cs_compare_opts *o, keys *out)
+load_keys(runh *r, const char *name, const cs_compare_opts *o, keys *out, uint64_t *with_arg)
 {
     out->n = 0;
+    *with_arg = 0;
     const char *sql =
         o->align == CS_ALIGN_CALLSITE
             ? "SELECT c.id, IFNULL((SELECT " NAME_SQL " FROM calls pc JOIN functions f ON"
@@ -462,16 +463,24 @@ load_keys(runh *r, const char *name, const cs_compare_opts *o, keys *out)
             uint64_t sub = cs_hash64(parent ? parent : "", parent ? strlen(parent) : 0);
             key = mix_key(sub, occ_next(&oc, sub));
         } else if (o->align == CS_ALIGN_ARG) {
-            /* calls without the argument get a key of their own: unpaired */
-            uint64_t sub = 0x5ca1ab1e;
+            int found = 0;
+            uint64_t sub = 0;
             const unsigned char *p = sqlite3_column_blob(st, 1);
             size_t n = (size_t)sqlite3_column_bytes(st, 1);
             if (p && split_args(r, p, n, &pos, star, &sl, &hold) == CS_OK) {
-                for (size_t i = 0; i < sl.n; i++)
-                    if (strcmp(sl.v[i].name, o->align_arg) == 0)
+                for (size_t i = 0; i < sl.n && !found; i++)
+                    if (strcmp(sl.v[i].name, o->align_arg) == 0) {
                         sub = cs_hash64(sl.v[i].p, sl.v[i].n);
+                        found = 1;
+                    }
             }
-            key = mix_key(sub, occ_next(&oc, sub));
+            if (found) {
+                key = mix_key(sub, occ_next(&oc, sub));
+                *with_arg += 1;
+            } else {
+                /* a call without the argument pairs with no other */
+                key = mix_key(cs_hash64(r->dir, strlen(r->dir)), ordinal);
+            }
         }
         rc = keys_add(out, key, id, ordinal);
     }
@@ -750,8 +759,17 @@ compare_function(cmp_state *c, const char *name)
     names pos = {0};
     char *star = NULL;
     int rc = k && e ? CS_OK : CS_ENOMEM;
-    for (size_t i = 0; i < N && rc == CS_OK; i++)
-        rc = load_keys(&c->runs[i], name, c->o, &k[i]);
+    uint64_t with_arg = 0;
+    for (size_t i = 0; i < N && rc == CS_OK; i++) {
+        uint64_t w;
+        rc = load_keys(&c->runs[i], name, c->o, &k[i], &w);
+        with_arg += w;
+    }
+    if (rc == CS_OK && c->o->align == CS_ALIGN_ARG && with_arg == 0) {
+        rc = misaligned(c, name, "no call has an argument %s to pair the runs by",
+                        c->o->align_arg);
+        goto done;
+    }
     if (rc == CS_OK)
         rc = positional_names(&c->runs[0], name, &pos, &star);
     /* walk the first run's calls in their order */
@@ -798,6 +816,7 @@ compare_function(cmp_state *c, const char *name)
                             (unsigned long long)first);
     }
     cs__free(order.v);
+done:
     if (k)
         for (size_t i = 0; i < N; i++)
             cs__free(k[i].v);
@@ -1155,8 +1174,11 @@ diff_errors(dstate *d, const char *filter)
 static int
 diff_results(dstate *d, cs_diff_row *x)
 {
-    const char *sql = "SELECT r.data FROM calls c JOIN threads t ON t.id = c.thread"
-                      " JOIN processes p ON p.id = t.process JOIN results r ON r.call = c.id"
+    /* every call, so the n-th call of one run meets the n-th of the other
+     * even when some calls raised (and have no result) */
+    const char *sql = "SELECT r.data, r.call IS NOT NULL FROM calls c JOIN threads t"
+                      " ON t.id = c.thread JOIN processes p ON p.id = t.process"
+                      " LEFT JOIN results r ON r.call = c.id"
                       " WHERE c.function IN (SELECT f.id FROM functions f WHERE " NAME_SQL
                       " = ?)" ORDER_SQL;
     sqlite3_stmt *st[2] = {NULL, NULL};
@@ -1176,6 +1198,8 @@ diff_results(dstate *d, cs_diff_row *x)
     for (uint64_t no = 1;; no++) {
         if (sqlite3_step(st[0]) != SQLITE_ROW || sqlite3_step(st[1]) != SQLITE_ROW)
             break;
+        if (!sqlite3_column_int(st[0], 1) || !sqlite3_column_int(st[1], 1))
+            continue; /* no result in one of them: raised, or not captured */
         const void *pa = sqlite3_column_blob(st[0], 0), *pb = sqlite3_column_blob(st[1], 0);
         int na = sqlite3_column_bytes(st[0], 0), nb = sqlite3_column_bytes(st[1], 0);
         x->results_compared++;

@@ -93,7 +93,7 @@ static void
 json_num(double v)
 {
     if (isfinite(v))
-        printf("%.6g", v);
+        printf("%.10g", v);
     else
         fputs("null", stdout);
 }
