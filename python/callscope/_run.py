@@ -207,9 +207,24 @@ class Run(_ValuesMixin):
 
     def to_pandas(self, name=None):
         """The calls as a pandas DataFrame (needs pandas)."""
-        import pandas as pd
-
+        try:
+            import pandas as pd
+        except ImportError:
+            raise _callscope.CallscopeError(
+                "to_pandas() needs pandas: pip install pandas") from None
         return pd.DataFrame(self.calls(name), columns=Call._fields)
+
+    def export(self, format, path):
+        """Write the run to ``path`` as ``format``: "chrome" (Perfetto,
+        chrome://tracing), "speedscope", "pstats" (pstats.Stats, snakeviz),
+        "csv", "jsonl", or "parquet" (needs pyarrow). Returns the number of
+        calls (pstats: functions) written; the same as ``callscope export``."""
+        path = os.fspath(path)
+        if format == "parquet":
+            from ._export import write_parquet
+
+            return write_parquet(self.path, path)
+        return _callscope._export(self.path, format, path)
 
     def __repr__(self):
         info = self.info()

@@ -252,4 +252,26 @@ CS_EXPORT int cs_gate_fails(const cs_gate *g, const cs_diff_row *r);
 /* 1 if the stability row `r` fails the gate (only "digits" applies). */
 CS_EXPORT int cs_gate_fails_digits(const cs_gate *g, const cs_digit_row *r);
 
+/* ---- exports (export.c) ---------------------------------------------------- */
+
+#include <stdio.h>
+
+typedef enum cs_export_format {
+    CS_EXPORT_CHROME = 0,     /* Chrome trace events: Perfetto, chrome://tracing */
+    CS_EXPORT_SPEEDSCOPE = 1, /* speedscope's file format, evented profiles */
+    CS_EXPORT_PSTATS = 2,     /* a marshal'd dict that pstats.Stats loads */
+    CS_EXPORT_CSV = 3,        /* one row per call */
+    CS_EXPORT_JSONL = 4,      /* one object per call */
+} cs_export_format;
+
+/* Parse a format name; CS_EINVAL if unknown. */
+CS_EXPORT int cs_export_parse(const char *name, cs_export_format *out /* OUT */);
+/* The format names, comma-separated. */
+CS_EXPORT const char *cs_export_names(void);
+/* Write the run of `s` to `f` in `fmt`. *rows: calls (or, for pstats,
+ * functions) written. */
+CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows /* OUT */);
+/* What went wrong in the last cs_export of this thread. */
+CS_EXPORT const char *cs_export_last_error(void);
+
 #endif /* CS_ANALYSIS_H */

@@ -27,12 +27,14 @@ int cs_cmd_top(int argc, char **argv);
 int cs_cmd_info(int argc, char **argv);
 int cs_cmd_clean(int argc, char **argv);
 int cs_cmd_compare(int argc, char **argv);
+int cs_cmd_export(int argc, char **argv);
 
 extern const char cs_usage_run[];
 extern const char cs_usage_top[];
 extern const char cs_usage_info[];
 extern const char cs_usage_clean[];
 extern const char cs_usage_compare[];
+extern const char cs_usage_export[];
 
 /* Print "callscope: error: ..." to stderr; returns `code` for chaining. */
 int cli_error(int code, const char *fmt, ...) CS_PRINTF(2, 3);
@@ -42,6 +44,11 @@ void cli_warn(const char *fmt, ...) CS_PRINTF(1, 2);
  * dead writers) and report problems. On success *dir is the run
  * directory (caller frees). Returns an exit status. */
 int cli_open_run(const char *root, const char *spec, char **dir /* OUT */);
+
+/* The Python to start: `opt`, else $CALLSCOPE_PYTHON, else the python3
+ * beside this executable (a virtual environment's bin/), else "python3".
+ * Caller frees. */
+char *cli_find_python(const char *opt);
 
 /* Parse a non-negative integer option value; returns 0 or -1. */
 int cli_parse_size(const char *s, size_t *out /* OUT */);

@@ -44,34 +44,6 @@ const char cs_usage_run[] =
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
-/* The Python beside this executable (a virtual environment's bin/), if any. */
-static char *
-find_python(const char *opt)
-{
-    if (opt)
-        return cs__strdup(opt);
-    const char *env = getenv("CALLSCOPE_PYTHON");
-    if (env && *env)
-        return cs__strdup(env);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            static const char *const names[] = {"python3", "python"};
-            for (size_t i = 0; i < 2; i++) {
-                char *p = cs__path_join(self, names[i]);
-                if (p && access(p, X_OK) == 0)
-                    return p;
-                cs__free(p);
-            }
-        }
-    }
-    return cs__strdup("python3");
-}
-
 static const char *
 base_name(const char *p)
 {
@@ -241,7 +213,7 @@ cs_cmd_run(int argc, char **argv)
     if (!cmd.failed && cs_run_describe(rundir, cmd.data ? cmd.data : "", cwd) != CS_OK)
         cli_warn("run: cannot write %s/run.db: %s", rundir, cs_store_last_error());
     cs_buf_free(&cmd);
-    char *py = find_python(python);
+    char *py = cli_find_python(python);
     int nargs = argc - optind;
     char **cargv = cs__calloc((size_t)nargs + 8, sizeof *cargv);
     if (py == NULL || cargv == NULL) {

@@ -10,6 +10,8 @@ static const cs_command commands[] = {
     {"clean", "delete old runs", cs_cmd_clean, cs_usage_clean},
     {"compare", "digits kept across runs, or what changed between two", cs_cmd_compare,
      cs_usage_compare},
+    {"export", "write a run as Chrome trace, speedscope, pstats, CSV, JSON Lines or Parquet",
+     cs_cmd_export, cs_usage_export},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

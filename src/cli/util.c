@@ -2,9 +2,11 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int
 cli_error(int code, const char *fmt, ...)
@@ -93,3 +95,32 @@ cli_open_run(const char *root, const char *spec, char **dir)
                  sr.running);
     return CS_EXIT_OK;
 }
+
+/* The Python beside this executable (a virtual environment's bin/), if any. */
+char *
+cli_find_python(const char *opt)
+{
+    if (opt)
+        return cs__strdup(opt);
+    const char *env = getenv("CALLSCOPE_PYTHON");
+    if (env && *env)
+        return cs__strdup(env);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const names[] = {"python3", "python"};
+            for (size_t i = 0; i < 2; i++) {
+                char *p = cs__path_join(self, names[i]);
+                if (p && access(p, X_OK) == 0)
+                    return p;
+                cs__free(p);
+            }
+        }
+    }
+    return cs__strdup("python3");
+}
+

@@ -567,7 +567,50 @@ py_diff(PyObject *mod, PyObject *args)
     return rows;
 }
 
+static PyObject *
+py_export(PyObject *mod, PyObject *args)
+{
+    const char *dir, *format, *path;
+    if (!PyArg_ParseTuple(args, "sss:_export", &dir, &format, &path))
+        return NULL;
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    cs_export_format fmt;
+    if (cs_export_parse(format, &fmt) != CS_OK) {
+        PyErr_Format(PyExc_ValueError, "unknown format '%s' (%s, parquet)", format,
+                     cs_export_names());
+        return NULL;
+    }
+    char *dbp = cs__path_join(dir, "run.db");
+    cs_store *s = NULL;
+    int rc = dbp ? cs_store_open(dbp, 0, &s) : CS_ENOMEM;
+    cs__free(dbp);
+    if (rc != CS_OK) {
+        PyErr_SetString(st->error, rc == CS_ENOENT ? "no calls recorded yet" : cs_store_last_error());
+        return NULL;
+    }
+    FILE *f = fopen(path, fmt == CS_EXPORT_PSTATS ? "wb" : "w");
+    if (f == NULL) {
+        cs_store_close(s);
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    }
+    uint64_t rows = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_export(s, fmt, f, &rows);
+    Py_END_ALLOW_THREADS
+    int werr = ferror(f);
+    if (fclose(f) != 0)
+        werr = 1;
+    cs_store_close(s);
+    if (rc != CS_OK || werr) {
+        PyErr_Format(st->error, "export to %s failed: %s", path,
+                     rc != CS_OK ? cs_export_last_error() : "write error (disk full?)");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong((unsigned long long)rows);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_export", py_export, METH_VARARGS, NULL},
     {"_compare", (PyCFunction)(void (*)(void))py_compare, METH_VARARGS | METH_KEYWORDS, NULL},
     {"_diff", py_diff, METH_VARARGS, NULL},
     {"_register", py_register, METH_VARARGS, NULL},
