@@ -42,6 +42,7 @@ class Comparison(NamedTuple):
     probability_shown: float  #: general method: what the runs show, with the confidence
     runs_needed: int  #: general method: runs needed for the probability asked
     comparison: int  #: its id in the first run's run.db (0 when not stored)
+    values_compared: int  #: values (of one call, across all runs) compared
 
     def digits(self, function, value="result"):
         """The row of ``function`` (a full or dotted-tail name) and ``value``."""
@@ -82,7 +83,8 @@ def _runs(runs, root):
         found = []
         for d in _callscope._list_runs(root):
             base = os.path.basename(d)
-            name = base.split("-", 3)[-1]
+            parts = base.split("-", 3)  # <date>-<time>-<ms>-<name>, as the command reads it
+            name = parts[3] if len(parts) == 4 and parts[3] else base
             if fnmatch.fnmatchcase(base, runs) or fnmatch.fnmatchcase(name, runs):
                 found.append(d)
         if len(found) < 2:
@@ -118,7 +120,7 @@ def compare(runs, *, method="cnh", confidence=0.95, probability=0.99, align="num
                       probability=probability, rows=[Digits(**x) for x in r["rows"]],
                       misaligned=r["misaligned"], misaligned_total=r["misaligned_total"],
                       probability_shown=r["probability_shown"], runs_needed=r["runs_needed"],
-                      comparison=r["comparison"])
+                      comparison=r["comparison"], values_compared=r["values_compared"])
 
 
 def diff(a, b, *, filter=None, fail_if=(), root=None):

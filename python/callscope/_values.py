@@ -152,6 +152,8 @@ class _Context:
         except ImportError:
             raise CallscopeError("this value is a numpy array: install numpy to load it") from None
         a = np.frombuffer(data, dtype=np.dtype(dtype))
+        if order == "S":  # a numpy scalar: numpy.float64(...), not an array
+            return a.reshape(())[()]
         return a.reshape(shape, order=order).copy(order=order)
 
     def unpickle(self, data, type_name):

@@ -619,7 +619,10 @@ compare_value(cmp_state *c, const char *function, const char *value, uint64_t ca
     for (size_t e = 0; e < count; e++) {
         const cs_num *first = (const cs_num *)c->nums[0].data + e;
         double d;
-        if (first->kind == CS_NUM_EXACT) {
+        int all_exact = 1;
+        for (size_t i = 0; i < N && all_exact; i++)
+            all_exact = ((const cs_num *)c->nums[i].data + e)->kind == CS_NUM_EXACT;
+        if (all_exact) {
             d = first->max_digits;
             for (size_t i = 1; i < N; i++) {
                 const cs_num *x = (const cs_num *)c->nums[i].data + e;
@@ -629,15 +632,18 @@ compare_value(cmp_state *c, const char *function, const char *value, uint64_t ca
                 }
             }
         } else {
+            /* floats, or ints in some runs and floats in others: numbers */
             int complex = 0;
+            double maxd = first->max_digits;
             for (size_t i = 0; i < N; i++) {
                 const cs_num *x = (const cs_num *)c->nums[i].data + e;
                 c->re[i] = x->kind == CS_NUM_EXACT ? (double)x->exact : x->re;
-                c->im[i] = x->im;
+                c->im[i] = x->kind == CS_NUM_EXACT ? 0 : x->im;
                 complex |= x->kind == CS_NUM_COMPLEX;
+                if (x->kind != CS_NUM_EXACT && x->max_digits < maxd)
+                    maxd = x->max_digits;
             }
-            d = cs_digits_of(&c->res->digits, c->re, complex ? c->im : NULL, 1,
-                             first->max_digits);
+            d = cs_digits_of(&c->res->digits, c->re, complex ? c->im : NULL, 1, maxd);
         }
         if (d < worst) {
             worst = d;
@@ -691,9 +697,21 @@ compare_call(cmp_state *c, const char *function, const ckey *const *e, const nam
         goto out;
     }
     /* the result */
-    int have = 1;
-    for (size_t i = 0; i < N && have; i++)
-        have = fetch_value(c->runs[i].q_res, e[i]->call, &c->runs[i].res);
+    size_t have_n = 0, missing_at = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (fetch_value(c->runs[i].q_res, e[i]->call, &c->runs[i].res))
+            have_n++;
+        else if (missing_at == 0)
+            missing_at = i + 1;
+    }
+    int have = have_n == N;
+    if (have_n > 0 && !have) {
+        rc = misaligned(c, function, "call %llu: no result in run %zu (%s): it raised there,"
+                                     " or was not captured",
+                        (unsigned long long)call_no, missing_at, c->runs[missing_at - 1].dir);
+        if (rc != CS_OK)
+            goto out;
+    }
     if (have) {
         for (size_t i = 0; i < N; i++) {
             p[i] = (const unsigned char *)c->runs[i].res.data;
@@ -736,6 +754,17 @@ compare_call(cmp_state *c, const char *function, const ckey *const *e, const nam
         if (all)
             rc = compare_value(c, function, name, call_no, p, len);
     }
+    /* arguments passed in other runs but not in the first */
+    for (size_t i = 1; i < N && rc == CS_OK; i++)
+        for (size_t j = 0; j < sl[i].n && rc == CS_OK; j++) {
+            size_t k = 0;
+            while (k < sl[0].n && strcmp(sl[0].v[k].name, sl[i].v[j].name) != 0)
+                k++;
+            if (k == sl[0].n)
+                rc = misaligned(c, function, "call %llu: argument %s only in run %zu (%s)",
+                                (unsigned long long)call_no, sl[i].v[j].name, i + 1,
+                                c->runs[i].dir);
+        }
 out:
     if (sl)
         for (size_t i = 0; i < N; i++)
@@ -957,7 +986,7 @@ cs_compare(const char *const *dirs, size_t n, const cs_compare_opts *o, cs_compa
         if (rc == CS_OK)
             rc = captured_functions(&c.runs[i], &fn[i]);
         if (rc == CS_OK && fn[i].n == 0)
-            rc = fail(CS_EINVAL,
+            rc = fail(CS_ENOENT,
                       "%s: no captured values in this run (record with --args/--result, or"
                       " @callscope.monitor(args=True, result=True))%s",
                       dirs[i], NULL);
@@ -986,7 +1015,7 @@ cs_compare(const char *const *dirs, size_t n, const cs_compare_opts *o, cs_compa
             rc = names_add(&common, all.v[j]);
     }
     if (rc == CS_OK && common.n == 0)
-        rc = fail(CS_EINVAL,
+        rc = fail(CS_ENOENT,
                   "the runs have no function with captured values in common%s%s (are they runs"
                   " of the same program?)",
                   o->filter ? " matching " : "", o->filter ? o->filter : "");
@@ -1293,8 +1322,6 @@ cs_diff(const char *a, const char *b, const char *filter, cs_diff_result *out)
             x->mean[k] = f->mean_ns;
         }
     }
-    if (rc == CS_OK && ns[0] + ns[1] > 0 && d.n == 0)
-        rc = CS_OK;
     if (rc == CS_OK)
         rc = diff_errors(&d, filter);
     for (size_t i = 0; i < d.n && rc == CS_OK; i++)
@@ -1384,14 +1411,22 @@ cs_gate_parse(const char *text, cs_gate *g, char *why)
     }
     int time_metric = g->metric <= G_P95;
     double unit = 1;
+    if ((g->metric == G_DIGITS || g->metric == G_CHANGED) && (sign || *end == '%')) {
+        snprintf(why, 128, "'%s': %s takes a plain number (e.g. %s)", text,
+                 gate_metrics[g->metric], g->metric == G_DIGITS ? "digits<10" : "changed>0");
+        return CS_EINVAL;
+    }
     if (*end == '%') {
         g->relative = 1;
         end++;
     } else if (time_metric && *end) {
-        if (strcmp(end, "ns") == 0) unit = 1, end += 2;
-        else if (strcmp(end, "us") == 0) unit = 1e3, end += 2;
-        else if (strcmp(end, "ms") == 0) unit = 1e6, end += 2;
-        else if (strcmp(end, "s") == 0) unit = 1e9, end += 1;
+        while (*end == ' ')
+            end++;
+        if (strncmp(end, "ns", 2) == 0) unit = 1, end += 2;
+        else if (strncmp(end, "us", 2) == 0) unit = 1e3, end += 2;
+        else if (strncmp(end, "ms", 2) == 0) unit = 1e6, end += 2;
+        else if (*end == 's') unit = 1e9, end += 1;
+        else if (*end == '\0') unit = 1e9;
     } else if (time_metric) {
         unit = 1e9; /* a bare time is in seconds */
     }

@@ -5,6 +5,7 @@
 
 #include <fnmatch.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,10 @@ match_runs(const char *root, const char *pattern, char ***out, size_t *n)
     for (size_t i = 0; i < nd; i++) {
         const char *base = strrchr(dirs[i], '/');
         base = base ? base + 1 : dirs[i];
-        if (fnmatch(pattern, base, 0) == 0 || fnmatch(pattern, run_name_part(base), 0) == 0)
-            v[k++] = cs__strdup(dirs[i]);
+        if (fnmatch(pattern, base, 0) == 0 || fnmatch(pattern, run_name_part(base), 0) == 0) {
+            char abs[PATH_MAX]; /* absolute, as runs named one by one are */
+            v[k++] = cs__strdup(realpath(dirs[i], abs) ? abs : dirs[i]);
+        }
     }
     cs_run_list_free(dirs, nd);
     *out = v;
@@ -465,7 +468,10 @@ cs_cmd_compare(int argc, char **argv)
         /* bring each matched run up to date, as cli_open_run does */
         for (size_t i = 0; i < n; i++) {
             cs_sync_result sr;
-            (void)cs_run_sync(dirs[i], &sr);
+            if (cs_run_sync(dirs[i], &sr) != CS_OK)
+                cli_warn("%s: %s", dirs[i], cs_store_last_error());
+            else if (sr.failed)
+                cli_warn("%s: %d log(s) could not be read: %s", dirs[i], sr.failed, sr.message);
         }
     }
     int digits_mode = pattern || force_stability || n > 2;

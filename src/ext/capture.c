@@ -526,9 +526,19 @@ is_ndarray(PyObject *v)
     return strcmp(Py_TYPE(v)->tp_name, "numpy.ndarray") == 0;
 }
 
-/* A numpy array by its buffer: 1 if done, 0 to fall back to pickle. */
+/* A numpy scalar (numpy.float64, numpy.int32, ...): numpy's own type,
+ * with a buffer. */
 static int
-enc_ndarray(enc *e, PyObject *v)
+is_numpy_scalar(PyObject *v)
+{
+    const char *n = Py_TYPE(v)->tp_name;
+    return strncmp(n, "numpy.", 6) == 0 && PyObject_CheckBuffer(v) && !is_ndarray(v);
+}
+
+/* A numpy array (or, with `scalar`, a numpy scalar) by its buffer: 1 if
+ * done, 0 to fall back to pickle. */
+static int
+enc_ndarray(enc *e, PyObject *v, int scalar)
 {
     PyObject *dtype = PyObject_GetAttrString(v, "dtype");
     PyObject *hasobj = dtype ? PyObject_GetAttrString(dtype, "hasobject") : NULL;
@@ -558,7 +568,12 @@ enc_ndarray(enc *e, PyObject *v)
         enc_repr(e, v, "too large"); /* numpy's repr summarises */
         return 1;
     }
-    char order = 'C';
+    char order = scalar ? 'S' : 'C';
+    if (scalar && view.ndim != 0) {
+        PyBuffer_Release(&view);
+        Py_DECREF(dstr);
+        return 0;
+    }
     void *tmp = NULL;
     const void *data = view.buf;
     if (!PyBuffer_IsContiguous(&view, 'C')) {
@@ -760,7 +775,9 @@ enc_value(enc *e, PyObject *v, int depth)
         enc_items(e, CS_V_DICT, v, depth);
     } else if (depth < CAP_MAX_DEPTH && (tp == &PySet_Type || tp == &PyFrozenSet_Type)) {
         enc_items(e, tp == &PySet_Type ? CS_V_SET : CS_V_FROZENSET, v, depth);
-    } else if (is_ndarray(v) && enc_ndarray(e, v)) {
+    } else if (is_ndarray(v) && enc_ndarray(e, v, 0)) {
+        ;
+    } else if (is_numpy_scalar(v) && enc_ndarray(e, v, 1)) {
         ;
     } else {
         enc_pickle(e, v);

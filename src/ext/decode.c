@@ -138,7 +138,7 @@ dec_array(dec *d)
     char order[2] = {(char)cs_vr_u8(&d->r), 0};
     PyObject *data = shape ? dec_data(d) : NULL;
     PyObject *r = NULL;
-    if (data != NULL && (order[0] == 'C' || order[0] == 'F'))
+    if (data != NULL && (order[0] == 'C' || order[0] == 'F' || order[0] == 'S'))
         r = PyObject_CallMethod(d->ctx, "array", "OOsO", dtype, shape, order, data);
     else if (data != NULL)
         damaged(d, "bad array order");

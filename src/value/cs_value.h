@@ -15,7 +15,8 @@
  *   TUPLE LIST SET FROZENSET   u32 count, count values
  *   DICT      u32 count, count (key, value) pairs
  *   ARRAY     name dtype (numpy's dtype.str), u8 ndim, u64 shape[ndim],
- *             u8 order ('C' or 'F'), data (the elements in that order)
+ *             u8 order ('C' or 'F'; 'S' for a numpy scalar such as
+ *             numpy.float64, with ndim 0), data (the elements in that order)
  *   PICKLE    name type, data (a pickle)
  *   REPR      name type, data (UTF-8): only a repr was kept
  *   HANDLER   name handler, data (what the handler's save returned)

@@ -95,7 +95,7 @@ skip_depth(cs_vreader *r, int depth)
         for (unsigned i = 0; i < ndim && !r->bad; i++)
             cs_vr_u64(r);
         unsigned order = cs_vr_u8(r);
-        if (order != 'C' && order != 'F')
+        if (order != 'C' && order != 'F' && order != 'S')
             r->bad = 1;
         skip_data(r);
         break;
@@ -315,8 +315,27 @@ pv_value(pv *v, int depth)
         for (unsigned i = 0; i < ndim && !v->r.bad; i++)
             cs_buf_printf(o, i ? ", %" PRIu64 : "%" PRIu64, cs_vr_u64(&v->r));
         cs_buf_puts(o, ndim == 1 ? ",)>" : ")>");
-        cs_vr_u8(&v->r);
+        unsigned order = cs_vr_u8(&v->r);
+        const unsigned char *at = v->r.p;
         skip_data(&v->r);
+        if (order == 'S' && !v->r.bad && ndim == 0 && k == 3 && s[0] == '<' &&
+            (s[1] == 'f' || s[1] == 'i') && s[2] == '8') {
+            /* a numpy scalar: its value, as numpy shows it */
+            uint32_t n;
+            memcpy(&n, at, 4);
+            if (n == 8) {
+                o->len -= strlen("<ndarray <f8 ()>");
+                if (s[1] == 'f') {
+                    double x;
+                    memcpy(&x, at + 4, 8);
+                    pv_double(o, x, 0);
+                } else {
+                    int64_t x;
+                    memcpy(&x, at + 4, 8);
+                    cs_buf_printf(o, "%" PRId64, x);
+                }
+            }
+        }
         break;
     }
     case CS_V_PICKLE:
@@ -409,8 +428,27 @@ put_num(nums *x, uint8_t kind, double re, double im, int64_t exact, double maxd)
 }
 
 /* The elements of an array of dtype `dt` (numpy's dtype.str). */
+/* The storage index of the element at C-order position `i` of an array
+ * of `shape` stored in Fortran order. */
+static uint64_t
+fortran_index(uint64_t i, const uint64_t *shape, unsigned ndim)
+{
+    uint64_t off = 0, stride = 1;
+    uint64_t idx[CS_VAL_MAX_NDIM] = {0};
+    for (unsigned k = ndim; k-- > 0;) {
+        idx[k] = shape[k] ? i % shape[k] : 0;
+        i = shape[k] ? i / shape[k] : 0;
+    }
+    for (unsigned k = 0; k < ndim; k++) {
+        off += idx[k] * stride;
+        stride *= shape[k];
+    }
+    return off;
+}
+
 static void
-array_numbers(nums *x, const char *dt, size_t dn, const unsigned char *d, uint64_t nbytes)
+array_numbers(nums *x, const char *dt, size_t dn, const unsigned char *d, uint64_t nbytes,
+              const uint64_t *shape, unsigned ndim, int fortran)
 {
     if (dn < 3 || (dt[0] != '<' && dt[0] != '|' && dt[0] != '='))
         return; /* big-endian or unusual: not compared */
@@ -419,8 +457,15 @@ array_numbers(nums *x, const char *dt, size_t dn, const unsigned char *d, uint64
     if (size <= 0 || size > 16 || nbytes % (uint64_t)size)
         return;
     uint64_t count = nbytes / (uint64_t)size;
+    uint64_t want = 1;
+    for (unsigned k = 0; k < ndim; k++)
+        want *= shape[k];
+    if (fortran && ndim > 1 && want != count)
+        return; /* the shape does not describe the data */
     for (uint64_t i = 0; i < count; i++) {
-        const unsigned char *e = d + i * (uint64_t)size;
+        /* numbers in C order, however the array was stored */
+        uint64_t at = fortran && ndim > 1 ? fortran_index(i, shape, ndim) : i;
+        const unsigned char *e = d + at * (uint64_t)size;
         if (kind == 'f' && size == 8) {
             double v;
             memcpy(&v, e, 8);
@@ -547,15 +592,16 @@ num_value(nums *x, int depth)
             x->r.bad = 1;
             break;
         }
+        uint64_t shape[CS_VAL_MAX_NDIM];
         for (unsigned i = 0; i < ndim; i++)
-            cs_vr_u64(&x->r);
-        cs_vr_u8(&x->r);
+            shape[i] = cs_vr_u64(&x->r);
+        unsigned order = cs_vr_u8(&x->r);
         char dtype[16];
         snprintf(dtype, sizeof dtype, "%.*s", (int)(dn < 15 ? dn : 15), dt);
         uint64_t len;
         const unsigned char *d = num_data(x, &len);
         if (d)
-            array_numbers(x, dtype, strlen(dtype), d, len);
+            array_numbers(x, dtype, strlen(dtype), d, len, shape, ndim, order == 'F');
         break;
     }
     case CS_V_REF: {

@@ -767,3 +767,66 @@ def test_python_api_matches_cli(cli, tmp_path, root):
         if method == "general":
             assert doc["probability_shown"] == pytest.approx(py.probability_shown, rel=1e-5)
             assert doc["runs_needed"] == py.runs_needed
+
+
+# -- layouts, numpy scalars, mixed types, results missing in some runs -------
+
+def test_array_layout_and_numpy_scalars_and_mixed_numbers(cli, tmp_path, root):
+    pytest.importorskip("numpy")
+    dirs = record(cli, tmp_path, root, """
+        import sys
+        import numpy as np
+        i = int(sys.argv[1])
+        def f(a):
+            return a
+        def g(x):
+            return np.float64(x) * (1 + (1e-6 if i else -1e-6))
+        def h(x):
+            return x
+        base = np.arange(12.0).reshape(3, 4) + 1
+        # the same values, stored C-ordered in one run, Fortran-ordered in the other
+        f(base if i == 0 else np.asfortranarray(base))
+        g(2.0)
+        h(3 if i == 0 else 3.0)   # an int in one run, a float in the other
+    """, "lay", [[0], [1]], trace=("f", "g", "h"))
+    c = callscope.compare(dirs, method="general", root=root, store=False)
+    f = rows_by_value(c, "f")
+    assert f["result"].min == pytest.approx(15.95, abs=0.01)
+    assert f["result"].elements == 12
+    g = rows_by_value(c, "g")["result"]
+    assert g.min == pytest.approx(6, abs=0.05)  # numpy.float64 results are numbers
+    h = rows_by_value(c, "h")
+    assert h["result"].min == pytest.approx(15.95, abs=0.01) and h["result"].unequal == 0
+    run = callscope.load(dirs[0])
+    r = run.get_result("g", 1)
+    import numpy as np
+    assert type(r) is np.float64 and r == np.float64(2.0) * (1 - 1e-6)
+    assert run.sql("SELECT text FROM results r JOIN calls c ON c.id = r.call JOIN functions fn"
+                   " ON fn.id = c.function WHERE fn.qualname = 'g'")[0][0].startswith("1.99999")
+
+
+def test_result_missing_in_some_runs_is_reported(cli, tmp_path, root):
+    dirs = record(cli, tmp_path, root, """
+        import sys
+        i = int(sys.argv[1])
+        def f(x):
+            if i == 1 and x == 2:
+                raise ValueError(x)
+            return x * 1.5
+        for x in range(4):
+            try:
+                f(x)
+            except ValueError:
+                pass
+    """, "miss", [[0], [1], [0]])
+    c = callscope.compare(dirs, root=root, store=False)
+    assert any("call 3: no result in run 2" in what for _, what in c.misaligned)
+    r = rows_by_value(c, "f")["result"]
+    assert r.calls == 3  # the other calls are still compared
+    assert r.min == pytest.approx(15.95, abs=0.01)
+
+
+@pytest.mark.parametrize("expr", ["digits<+10", "digits<10%", "changed>+1", "changed>5%"])
+def test_gates_on_digits_and_changed_take_plain_numbers(cli, expr):
+    p = cli("compare", "a", "b", "--fail-if", expr, check=2)
+    assert "takes a plain number" in error_line(p)
