@@ -63,7 +63,7 @@ test-python: venv
 	    if [ "$$env" != "$(VENV)" ]; then \
 	        $$env/bin/python -m pip install -q pytest mpi4py numpy pyarrow pandas && $$env/bin/python -m pip install -q . ; fi; \
 	    echo "== Python $$v"; \
-	    CALLSCOPE_REQUIRE_MPI=1 $$env/bin/python -m pytest -q -p no:cacheprovider tests/python; \
+	    CALLSCOPE_REQUIRE_MPI=1 CALLSCOPE_REQUIRE_BROWSER=1 $$env/bin/python -m pytest -q -p no:cacheprovider tests/python; \
 	done
 
 bench: venv

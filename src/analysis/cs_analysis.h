@@ -274,4 +274,21 @@ CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *ro
 /* What went wrong in the last cs_export of this thread. */
 CS_EXPORT const char *cs_export_last_error(void);
 
+/* ---- the HTML report (report.c) ---------------------------------------------- */
+
+typedef struct cs_report_opts {
+    const char *title, *subtitle;
+    const char *const *tags;
+    size_t ntags;
+    double start, end; /* the window, seconds after the run's start; end 0: the end */
+    const char *const *functions; /* patterns (cs_name_matches); none: all */
+    size_t nfunctions;
+} cs_report_opts;
+
+/* Write the report of the run in `dir` (its store `s`) to `f`: one HTML
+ * file with inline SVG, styles and script, nothing loaded from elsewhere. */
+CS_EXPORT int cs_report(cs_store *s, const char *dir, const cs_report_opts *o, FILE *f);
+/* What went wrong in the last cs_report of this thread. */
+CS_EXPORT const char *cs_report_last_error(void);
+
 #endif /* CS_ANALYSIS_H */

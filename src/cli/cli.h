@@ -28,6 +28,7 @@ int cs_cmd_info(int argc, char **argv);
 int cs_cmd_clean(int argc, char **argv);
 int cs_cmd_compare(int argc, char **argv);
 int cs_cmd_export(int argc, char **argv);
+int cs_cmd_report(int argc, char **argv);
 
 extern const char cs_usage_run[];
 extern const char cs_usage_top[];
@@ -35,6 +36,7 @@ extern const char cs_usage_info[];
 extern const char cs_usage_clean[];
 extern const char cs_usage_compare[];
 extern const char cs_usage_export[];
+extern const char cs_usage_report[];
 
 /* Print "callscope: error: ..." to stderr; returns `code` for chaining. */
 int cli_error(int code, const char *fmt, ...) CS_PRINTF(2, 3);

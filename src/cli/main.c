@@ -10,6 +10,8 @@ static const cs_command commands[] = {
     {"clean", "delete old runs", cs_cmd_clean, cs_usage_clean},
     {"compare", "digits kept across runs, or what changed between two", cs_cmd_compare,
      cs_usage_compare},
+    {"report", "one self-contained HTML file with the views of a run", cs_cmd_report,
+     cs_usage_report},
     {"export", "write a run as Chrome trace, speedscope, pstats, CSV, JSON Lines or Parquet",
      cs_cmd_export, cs_usage_export},
 };
