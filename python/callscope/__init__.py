@@ -39,7 +39,7 @@ _CO_COROUTINE = 0x80
 
 def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, result=False,
             redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
-            capture_self=False):
+            capture_self=False, print=False):
     """Record every call of ``func``: time, thread, process, and any exception.
 
     Use bare (``@monitor``) or with options (``@monitor(cpu=True)``):
@@ -59,6 +59,9 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, res
       larger values are cut and marked as truncated.
     - ``capture_self``: record ``self``/``cls`` by value; by default it is
       recorded by identity (type and id).
+    - ``print``: write each finished call to ``sys.stderr`` as one line
+      (``True``: name, arguments, result or error, time) or as JSON
+      (``"json"``); redaction and ``sanitize`` apply.
 
     Works on functions, methods, staticmethods, classmethods, generators
     (a call lasts until the generator is exhausted or closed) and coroutines
@@ -67,7 +70,7 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, res
     """
     opts = dict(cpu=cpu, memory=memory, name=name, args=args, result=result, redact=redact,
                 sanitize=sanitize, max_arg_length=max_arg_length, max_bytes=max_bytes,
-                capture_self=capture_self)
+                capture_self=capture_self, print=print)
     if func is None:
         _callscope.Monitor(len, **opts)  # bad options fail here, at decoration
         return _functools.partial(monitor, **opts)

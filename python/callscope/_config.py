@@ -20,7 +20,8 @@ key is taken from the first that gives it.
 import os
 
 KEYS = {"trace": list, "module": list, "exclude": list, "cpu": bool, "memory": bool,
-        "args": bool, "result": bool, "redact": list, "max_arg_length": int, "max_bytes": int}
+        "args": bool, "result": bool, "redact": list, "max_arg_length": int, "max_bytes": int,
+        "print": "print"}
 _INT_LIMITS = {"max_arg_length": 2**31 - 1, "max_bytes": 2**29}
 
 
@@ -77,6 +78,10 @@ def validate(path, table):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{path}: [tool.callscope]: '{key}' must be a string or"
                                   " a list of strings")
+        elif kind == "print":
+            if value not in (True, False, "json", "text"):
+                raise ConfigError(f"{path}: [tool.callscope]: 'print' must be true, false or"
+                                  ' "json"')
         elif kind is int:
             limit = _INT_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:

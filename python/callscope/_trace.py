@@ -11,7 +11,7 @@ def _empty():
     """No selection: patterns, modules, excludes, and the recording options."""
     return {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False,
             "args": False, "result": False, "redact": [], "sanitize": None,
-            "max_arg_length": None, "max_bytes": None}
+            "max_arg_length": None, "max_bytes": None, "print": False}
 
 
 # the selection in force
@@ -40,7 +40,7 @@ def _apply(sel):
                                 sel["cpu"], sel["memory"], _OWN, args=sel["args"],
                                 result=sel["result"], redact=sel["redact"] or None,
                                 sanitize=sel["sanitize"], max_arg_length=sel["max_arg_length"],
-                                max_bytes=sel["max_bytes"])
+                                max_bytes=sel["max_bytes"], print=sel["print"])
     else:
         _callscope._trace_stop()
     _current.clear()
@@ -52,7 +52,8 @@ def _copy(sel):
 
 
 def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=False,
-          result=False, redact=None, sanitize=None, max_arg_length=None, max_bytes=None):
+          result=False, redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
+          print=False):
     """Record every call of the functions that ``patterns`` name, in any
     code: yours, a library's, the standard library's.
 
@@ -69,9 +70,9 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     turns off 3.11's inlined Python-to-Python calls meanwhile). On 3.10
     code objects carry no qualified name: patterns see module.function.
 
-    ``args``, ``result``, ``redact``, ``sanitize``, ``max_arg_length`` and
-    ``max_bytes`` capture values as ``@callscope.monitor`` does; they apply
-    to the whole selection."""
+    ``args``, ``result``, ``redact``, ``sanitize``, ``max_arg_length``,
+    ``max_bytes`` and ``print`` capture and show values as
+    ``@callscope.monitor`` does; they apply to the whole selection."""
     sel = _copy(_current)
     for p in patterns:
         sel["patterns"].extend(_as_list(p, "trace"))
@@ -82,6 +83,8 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     sel["args"] = sel["args"] or bool(args)
     sel["result"] = sel["result"] or bool(result)
     sel["redact"].extend(_as_list(redact, "redact"))
+    if print:
+        sel["print"] = print
     for key, value in (("sanitize", sanitize), ("max_arg_length", max_arg_length),
                        ("max_bytes", max_bytes)):
         if value is not None:
@@ -122,6 +125,8 @@ def _parse_env(spec):
             sel[_ENV_KEYS[kind]].append(value)
         elif kind == "o" and value in _FLAGS:
             sel[value] = True
+        elif kind == "o" and value in ("print", "printjson"):
+            sel["print"] = "json" if value == "printjson" else True
         elif kind in _ENV_INTS and value.isdigit():
             sel[_ENV_INTS[kind]] = int(value)
     return sel
@@ -130,6 +135,8 @@ def _parse_env(spec):
 def _to_env(sel):
     lines = [f"{k}:{v}" for k, key in _ENV_KEYS.items() for v in sel[key]]
     lines += [f"o:{o}" for o in _FLAGS if sel[o]]
+    if sel.get("print"):
+        lines.append("o:printjson" if sel["print"] == "json" else "o:print")
     lines += [f"{k}:{sel[key]}" for k, key in _ENV_INTS.items() if sel[key] is not None]
     return "\n".join(lines)
 
@@ -143,6 +150,8 @@ def _merge_config(cli, config):
             sel[ours] = list(config[key])
     for opt in _FLAGS:
         sel[opt] = sel[opt] or bool(config.get(opt, False))
+    if not sel["print"] and config.get("print"):
+        sel["print"] = config["print"]
     for opt in _ENV_INTS.values():
         if sel[opt] is None and config.get(opt) is not None:
             sel[opt] = config[opt]

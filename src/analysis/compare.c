@@ -1289,10 +1289,10 @@ cs_diff(const char *a, const char *b, const char *filter, cs_diff_result *out)
     dstate d;
     memset(&d, 0, sizeof d);
     int rc = run_open(&d.r[0], a);
-    int opened = rc == CS_OK;
+    int opened = 1; /* run_close undoes a run_open that failed half-way too */
     if (rc == CS_OK) {
         rc = run_open(&d.r[1], b);
-        opened += rc == CS_OK;
+        opened = 2;
     }
     cs_fstat *st[2] = {NULL, NULL};
     size_t ns[2] = {0, 0};

@@ -39,6 +39,8 @@ const char cs_usage_run[] =
     "  --redact PAT     never write arguments (or dict items) whose name matches\n"
     "                   the glob PAT, e.g. 'password' or '*token*' (repeatable)\n"
     "  --max-arg-length N  cut captured strings and reprs to N characters\n"
+    "  --print[=json]   with -t/--module: print each finished call to stderr, as a\n"
+    "                   line (with its arguments and result) or as JSON\n"
     "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"
     "                   at most 512M; suffixes K, M, G)\n"
     "  -q, --quiet      print nothing after the run\n"
@@ -90,6 +92,7 @@ cs_cmd_run(int argc, char **argv)
         {"result", no_argument, NULL, 'r'},       {"redact", required_argument, NULL, 'D'},
         {"max-arg-length", required_argument, NULL, 'L'},
         {"max-bytes", required_argument, NULL, 'B'},
+        {"print", optional_argument, NULL, 'p'},
         {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
@@ -127,6 +130,15 @@ cs_cmd_run(int argc, char **argv)
         case 'r':
             cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "",
                           c == 'C' ? "cpu" : c == 'R' ? "memory" : c == 'a' ? "args" : "result");
+            break;
+        case 'p':
+            if (optarg && strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: --print=%s: use --print or --print=json",
+                                 optarg);
+            }
+            cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "",
+                          optarg && strcmp(optarg, "json") == 0 ? "printjson" : "print");
             break;
         case 'D':
             if (!*optarg || strchr(optarg, '\n')) {

@@ -52,10 +52,29 @@ size_option(const char *what, PyObject *v, Py_ssize_t limit)
     return n;
 }
 
+int
+cap_conf_needed(const cap_conf *c)
+{
+    return c->args || c->result || c->sanitize != NULL || c->print;
+}
+
 cap_conf *
 cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
-             PyObject *max_arg_length, PyObject *max_bytes, int capture_self)
+             PyObject *max_arg_length, PyObject *max_bytes, int capture_self, PyObject *print)
 {
+    int pr = 0;
+    if (print == NULL || print == Py_None || print == Py_False)
+        pr = 0;
+    else if (print == Py_True || (PyUnicode_Check(print) &&
+                                  PyUnicode_CompareWithASCIIString(print, "text") == 0))
+        pr = 1;
+    else if (PyUnicode_Check(print) && PyUnicode_CompareWithASCIIString(print, "json") == 0)
+        pr = 2;
+    else {
+        PyErr_Format(PyExc_ValueError, "print must be True, False, 'text' or 'json', not %R",
+                     print);
+        return NULL;
+    }
     Py_ssize_t mal = size_option("max_arg_length", max_arg_length, PY_SSIZE_T_MAX);
     if (mal < 0)
         return NULL;
@@ -105,6 +124,7 @@ cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
     c->args = args;
     c->result = result;
     c->capture_self = capture_self;
+    c->print = pr;
     c->max_arg_length = mal;
     c->max_bytes = mb ? mb : CAP_DEFAULT_MAX_BYTES;
     c->redact = pats;
@@ -116,13 +136,131 @@ PyObject *
 cap_conf_dict(const cap_conf *c)
 {
     if (c == NULL)
-        return Py_BuildValue("{s:O,s:O}", "args", Py_False, "result", Py_False);
-    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:n,s:n,s:O}", "args", c->args ? Py_True : Py_False,
-                         "result", c->result ? Py_True : Py_False, "redact",
+        return Py_BuildValue("{s:O,s:O,s:O}", "args", Py_False, "result", Py_False, "print",
+                             Py_False);
+    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:n,s:n,s:O,s:O}", "args",
+                         c->args ? Py_True : Py_False, "result",
+                         c->result ? Py_True : Py_False, "redact",
                          c->redact ? c->redact : Py_None, "sanitize",
                          c->sanitize ? c->sanitize : Py_None, "max_arg_length",
                          c->max_arg_length, "max_bytes", c->max_bytes, "capture_self",
-                         c->capture_self ? Py_True : Py_False);
+                         c->capture_self ? Py_True : Py_False, "print",
+                         c->print == 2 ? PyUnicode_FromString("json")
+                                       : (c->print ? Py_True : Py_False));
+}
+
+char *
+cap_preview(const cs_buf *b, size_t max_chars, int call)
+{
+    if (b == NULL || b->len == 0 || b->failed)
+        return NULL;
+    cs_buf t;
+    cs_buf_init(&t);
+    if (call)
+        cs_value_preview_args(b->data, b->len, &t, max_chars);
+    else
+        cs_value_preview(b->data, b->len, &t, max_chars);
+    if (t.failed) {
+        cs_buf_free(&t);
+        return NULL;
+    }
+    return t.data; /* owned by the caller now */
+}
+
+/* "module.qualname" of an ident tuple. New reference. */
+static PyObject *
+ident_name(PyObject *ident)
+{
+    if (ident && PyTuple_Check(ident) && PyTuple_GET_SIZE(ident) >= 2) {
+        PyObject *m = PyTuple_GET_ITEM(ident, 0), *q = PyTuple_GET_ITEM(ident, 1);
+        if (PyUnicode_Check(m) && PyUnicode_Check(q))
+            return PyUnicode_GET_LENGTH(m) ? PyUnicode_FromFormat("%U.%U", m, q)
+                                           : Py_NewRef(q);
+    }
+    return PyUnicode_FromString("?");
+}
+
+void
+cap_print(ext_state *st, const cap_conf *c, PyObject *ident, uint64_t wall_ns,
+          const char *args, PyObject *res, PyObject *exc)
+{
+    PyObject *saved = cs_exc_fetch();
+    cap_busy++;
+    PyObject *name = ident_name(ident), *line = NULL;
+    char t[32];
+    cs_fmt_ns(wall_ns, t, sizeof t);
+    PyObject *rtext = NULL, *etext = NULL, *ename = NULL;
+    if (exc) {
+        ename = cap_type_name(Py_TYPE(exc));
+        etext = PyObject_Str(exc);
+        if (etext == NULL)
+            PyErr_Clear();
+        if (etext && c->sanitize) {
+            PyObject *s2 = PyObject_CallOneArg(c->sanitize, etext);
+            Py_DECREF(etext);
+            etext = s2 && PyUnicode_Check(s2) ? s2 : NULL;
+            if (etext == NULL) {
+                Py_XDECREF(s2);
+                PyErr_Clear();
+            }
+        }
+    } else if (res && c->result) {
+        cs_buf b;
+        cs_buf_init(&b);
+        cap_encode_value(st, c, NULL, res, &b); /* no log: no blobs */
+        char *p = cap_preview(&b, 120, 0);
+        rtext = p ? PyUnicode_DecodeUTF8(p, (Py_ssize_t)strlen(p), "replace") : NULL;
+        cs__free(p);
+        cs_buf_free(&b);
+    }
+    PyErr_Clear();
+    if (c->print == 2) {
+        PyObject *d = Py_BuildValue("{s:O,s:K,s:s,s:K}", "function", name, "wall_ns",
+                                    (unsigned long long)wall_ns, "status",
+                                    exc ? "raised" : "ok", "thread",
+                                    (unsigned long long)PyThread_get_thread_ident());
+        if (d) {
+            if (args)
+                PyDict_SetItemString(d, "args", PyUnicode_FromString(args));
+            if (rtext)
+                PyDict_SetItemString(d, "result", rtext);
+            if (ename)
+                PyDict_SetItemString(d, "error", ename);
+            if (etext)
+                PyDict_SetItemString(d, "message", etext);
+            PyObject *json = PyImport_ImportModule("json");
+            line = json ? PyObject_CallMethod(json, "dumps", "O", d) : NULL;
+            Py_XDECREF(json);
+            Py_DECREF(d);
+        }
+    } else if (exc) {
+        line = PyUnicode_FromFormat("callscope: %U(%s) raised %S: %S  [%s]", name,
+                                    args ? args : "...", ename ? ename : Py_None,
+                                    etext ? etext : Py_None, t);
+    } else if (rtext) {
+        line = PyUnicode_FromFormat("callscope: %U(%s) -> %U  [%s]", name, args ? args : "...",
+                                    rtext, t);
+    } else {
+        line = PyUnicode_FromFormat("callscope: %U(%s) returned  [%s]", name,
+                                    args ? args : "...", t);
+    }
+    if (line) {
+        PyObject *err = PySys_GetObject("stderr"); /* borrowed */
+        if (err && err != Py_None) {
+            PyObject *r = PyObject_CallMethod(err, "write", "O", line);
+            Py_XDECREF(r);
+            r = PyObject_CallMethod(err, "write", "s", "\n");
+            Py_XDECREF(r);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(line);
+    Py_XDECREF(rtext);
+    Py_XDECREF(etext);
+    Py_XDECREF(ename);
+    Py_DECREF(name);
+    cap_busy--;
+    cs_exc_restore(saved);
 }
 
 int
@@ -374,8 +512,11 @@ enc_text(enc *e, unsigned tag, PyTypeObject *tp, PyObject *s)
         keep = e->c->max_arg_length;
     size_t room = (size_t)e->c->max_bytes > enc_used(e) ? (size_t)e->c->max_bytes - enc_used(e)
                                                          : 0;
-    if ((size_t)keep * 4 > room && (size_t)keep > room / 4)
-        keep = (Py_ssize_t)(room / 4); /* at most 4 bytes a character */
+    room = room > 16 ? room - 16 : 0; /* the tags and lengths */
+    /* ASCII takes a byte a character, anything else at most 4 */
+    size_t per = PyUnicode_IS_ASCII(s) ? 1 : 4;
+    if ((size_t)keep * per > room)
+        keep = (Py_ssize_t)(room / per);
     if (keep == len && PyUnicode_IS_ASCII(s)) {
         /* ASCII is its own UTF-8: no copy */
         cs_val_tag(e->b, tag);
@@ -690,6 +831,10 @@ enc_items(enc *e, unsigned tag, PyObject *v, int depth)
             Py_DECREF(key);
             Py_DECREF(val);
         } else {
+            /* code run while encoding (a repr, pickling, sanitize, another
+             * thread) may shrink a list: read its size again every time */
+            if (seq == NULL && PyList_Check(v) && i >= PyList_GET_SIZE(v))
+                break;
             PyObject *item = seq ? PyList_GET_ITEM(seq, i) : PySequence_Fast_GET_ITEM(v, i);
             Py_INCREF(item);
             enc_value(e, item, depth + 1);
@@ -730,7 +875,9 @@ enc_value(enc *e, PyObject *v, int depth)
     if (PyDict_GET_SIZE(e->st->handlers) > 0) {
         PyObject *h = handler_for(e->st, tp);
         if (h != NULL) {
+            Py_INCREF(h); /* save may register again, dropping the cached tuple */
             enc_handler(e, h, v);
+            Py_DECREF(h);
             return;
         }
     }
@@ -759,9 +906,10 @@ enc_value(enc *e, PyObject *v, int depth)
         Py_DECREF(s);
     } else if (tp == &PyBytes_Type) {
         Py_ssize_t n = PyBytes_GET_SIZE(v);
-        size_t room = (size_t)e->c->max_bytes > enc_used(e)
-                          ? (size_t)e->c->max_bytes - enc_used(e) - (n > 16 ? 16 : 0)
-                          : 0;
+        size_t avail = (size_t)e->c->max_bytes > enc_used(e)
+                           ? (size_t)e->c->max_bytes - enc_used(e)
+                           : 0;
+        size_t room = avail > 16 ? avail - 16 : 0;
         if ((size_t)n > room) {
             cs_val_tag(e->b, CS_V_TRUNC);
             cs_val_u64(e->b, (uint64_t)n);
@@ -893,23 +1041,25 @@ cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *v, cs
 /* Positional parameter names of `code` for `npos` arguments: the names of
  * the positional parameters, then the *args name. */
 static void
-pos_names(PyCodeObject *co, PyObject *varnames, Py_ssize_t npos, PyObject **out)
+pos_names(PyCodeObject *co, PyObject *varnames, Py_ssize_t npos, PyObject **out, int shift)
 {
     Py_ssize_t argc = co ? co->co_argcount : 0;
     PyObject *star = NULL;
     if (co && (co->co_flags & CO_VARARGS) && varnames &&
         argc + co->co_kwonlyargcount < PyTuple_GET_SIZE(varnames))
         star = PyTuple_GET_ITEM(varnames, argc + co->co_kwonlyargcount);
-    for (Py_ssize_t i = 0; i < npos; i++)
-        out[i] = (varnames && i < argc && i < PyTuple_GET_SIZE(varnames))
-                     ? PyTuple_GET_ITEM(varnames, i)
+    for (Py_ssize_t i = 0; i < npos; i++) {
+        Py_ssize_t k = i + shift; /* a bound method's self is not passed */
+        out[i] = (varnames && k < argc && k < PyTuple_GET_SIZE(varnames))
+                     ? PyTuple_GET_ITEM(varnames, k)
                      : star;
+    }
 }
 
 void
 cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
-                PyObject *varnames, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                cs_buf *b)
+                PyObject *varnames, int shift, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames, cs_buf *b)
 {
     PyObject *small[16], **names = small;
     PyCodeObject *co = code && PyCode_Check(code) ? (PyCodeObject *)code : NULL;
@@ -917,7 +1067,7 @@ cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
         varnames = NULL;
     if (nargs > 16 && (names = PyMem_Malloc((size_t)nargs * sizeof *names)) == NULL)
         return;
-    pos_names(co, varnames, nargs, names);
+    pos_names(co, varnames, nargs, names, shift);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     cap_encode_call(st, c, t, args, names, nargs, args + nargs,
                     nkw ? &PyTuple_GET_ITEM(kwnames, 0) : NULL, nkw, b);
@@ -928,6 +1078,13 @@ cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
 /* A per-thread buffer for encoding, kept between calls: the common small
  * values need no allocation. */
 static _Thread_local cs_buf scratch CS_TLS_MODEL;
+
+void
+cap_scratch_trim(void)
+{
+    if (scratch.cap > (1u << 16))
+        cs_buf_free(&scratch);
+}
 
 cs_buf *
 cap_scratch(void)
@@ -941,7 +1098,7 @@ cap_scratch(void)
 
 void
 cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_id,
-                  PyObject *func, PyObject *code)
+                  PyObject *func, PyObject *code, int shift)
 {
     if (code == NULL || !PyCode_Check(code))
         return;
@@ -969,11 +1126,14 @@ cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_
     enc e = {.st = st, .c = c, .t = t, .b = &b};
     PyObject *exc = cs_exc_fetch();
     cap_busy++;
+    if (shift > argc)
+        shift = 0;
     cs_val_tag(&b, CS_V_TUPLE);
-    cs_val_u32(&b, (uint32_t)n);
+    cs_val_u32(&b, (uint32_t)(n - shift));
     Py_ssize_t star = argc + kwc; /* *args comes after the kw-only names */
-    for (Py_ssize_t i = 0, slot = 0; slot < n; slot++) {
-        /* parameters in signature order: positional, *args, kw-only, **kw */
+    for (Py_ssize_t i = 0, slot = shift; slot < n; slot++) {
+        /* parameters in signature order: positional, *args, kw-only, **kw;
+         * a bound method's self is bound already: left out */
         Py_ssize_t vi;
         int kind;
         if (slot < argc) {
@@ -1008,8 +1168,20 @@ cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_
     cap_busy--;
     PyErr_Clear();
     cs_exc_restore(exc);
-    if (!b.failed && cs_value_check(b.data, b.len) == CS_OK)
-        cs_log_put_var(t, CS_VAR_SIG, func_id, b.data, b.len);
+    if (!b.failed && cs_value_check(b.data, b.len) == CS_OK) {
+        if (b.len <= cs_log_var_room()) {
+            cs_log_put_var(t, CS_VAR_SIG, func_id, b.data, b.len);
+        } else { /* large defaults: the whole signature in a blob */
+            uint64_t h = cs_hash64(b.data, b.len);
+            put_blob_once(t, h, b.data, b.len);
+            unsigned char ref[17];
+            uint64_t len = b.len;
+            ref[0] = CS_V_REF;
+            memcpy(ref + 1, &h, 8);
+            memcpy(ref + 9, &len, 8);
+            cs_log_put_var(t, CS_VAR_SIG, func_id, ref, sizeof ref);
+        }
+    }
     cs_buf_free(&b);
     Py_DECREF(varnames);
     Py_XDECREF(defaults);

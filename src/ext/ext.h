@@ -35,15 +35,29 @@ ext_state_of(PyTypeObject *tp)
 /* What to capture, and the bounds. Owned by a monitor or by the tracer. */
 typedef struct cap_conf {
     int args, result, capture_self;
+    int print;                 /* stream finished calls to stderr: 1 text, 2 JSON */
     Py_ssize_t max_arg_length; /* 0: no limit */
     Py_ssize_t max_bytes;      /* per argument */
     PyObject *redact;          /* tuple of name patterns, or NULL */
     PyObject *sanitize;        /* callable str -> str, or NULL */
 } cap_conf;
 
-/* Options checked and kept; NULL with an exception set on bad input. */
+/* Options checked and kept; NULL with an exception set on bad input.
+ * `print` is False, True ("text") or "json". */
 cap_conf *cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
-                       PyObject *max_arg_length, PyObject *max_bytes, int capture_self);
+                       PyObject *max_arg_length, PyObject *max_bytes, int capture_self,
+                       PyObject *print);
+/* 1 if `c` asks for anything beyond timing. */
+int cap_conf_needed(const cap_conf *c);
+
+/* Print one finished call to sys.stderr, as `c->print` asks: `ident` =
+ * (module, qualname, ...); `args` the preview of its arguments (or NULL),
+ * `res` its result (or NULL), and the exception it raised (or NULL). */
+void cap_print(ext_state *st, const cap_conf *c, PyObject *ident, uint64_t wall_ns,
+               const char *args, PyObject *res, PyObject *exc);
+/* The preview of encoded bytes (malloc'd with cs__malloc), or NULL; with
+ * `call`, of an ARGS value as a call's arguments ("1, key=2"). */
+char *cap_preview(const cs_buf *b, size_t max_chars, int call);
 void cap_conf_free(cap_conf *c);
 PyObject *cap_conf_dict(const cap_conf *c);
 /* 1 if parameter `name` matches a redaction pattern. */
@@ -63,13 +77,16 @@ void cap_encode_call(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *c
                      PyObject *const *posnames, Py_ssize_t npos, PyObject *const *kwv,
                      PyObject *const *kwn, Py_ssize_t nkw, cs_buf *b);
 /* The same for vectorcall arguments; names come from `code` and its
- * co_varnames `varnames` (either may be NULL). */
+ * co_varnames `varnames` (either may be NULL), skipping `shift` leading
+ * parameters (a bound method's self). */
 void cap_encode_args(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *code,
-                     PyObject *varnames, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *varnames, int shift, PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames, cs_buf *b);
 /* The calling thread's encoding buffer, emptied. Valid until the thread
  * encodes again: write it out before running any Python code. */
 cs_buf *cap_scratch(void);
+/* Free the thread's encoding buffer if a large value made it large. */
+void cap_scratch_trim(void);
 /* Encode one value (a result). */
 void cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *v,
                       cs_buf *b);
@@ -77,9 +94,10 @@ void cap_encode_value(ext_state *st, const cap_conf *c, cs_tstate *t, PyObject *
  * call `seq` of `stream`. */
 void cap_write(cs_tstate *t, unsigned sub, uint64_t seq, uint32_t stream, cs_buf *b);
 /* Write the SIG record of function `func_id`: its parameters, kinds and
- * defaults, from `code` and `func` (may be NULL: no defaults). */
+ * defaults, from `code` and `func` (may be NULL: no defaults), leaving
+ * out `shift` leading parameters (a bound method's self). */
 void cap_put_signature(ext_state *st, const cap_conf *c, cs_tstate *t, uint32_t func_id,
-                       PyObject *func, PyObject *code);
+                       PyObject *func, PyObject *code, int shift);
 
 /* ---- decode.c ----------------------------------------------------------- */
 /* _callscope._decode(data, ctx): a value back as a Python object. */
@@ -103,6 +121,7 @@ typedef struct MonitorObject {
     cap_conf *cap;      /* argument and result capture, or NULL */
     PyObject *code;     /* the wrapped function's code object, or NULL */
     PyObject *varnames; /* its co_varnames, or NULL */
+    int shift;          /* 1 for a bound method: its self is not passed */
     uint32_t sig_epoch; /* writer epoch in which the SIG record was written */
 } MonitorObject;
 

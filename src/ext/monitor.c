@@ -20,10 +20,10 @@ capture_args(MonitorObject *m, cs_tstate *t, PyObject *const *args, size_t nargs
     ext_state *st = ext_state_of(Py_TYPE(m));
     if (m->sig_epoch != t->epoch) {
         m->sig_epoch = t->epoch;
-        cap_put_signature(st, m->cap, t, m->func_id, m->func, m->code);
+        cap_put_signature(st, m->cap, t, m->func_id, m->func, m->code, m->shift);
     }
-    cap_encode_args(st, m->cap, t, m->code, m->varnames, args, PyVectorcall_NARGS(nargsf),
-                    kwnames, b);
+    cap_encode_args(st, m->cap, t, m->code, m->varnames, m->shift, args,
+                    PyVectorcall_NARGS(nargsf), kwnames, b);
 }
 
 /* A generator or coroutine function: the call is its wrapper's. */
@@ -64,10 +64,25 @@ monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size
     }
     if (cs_log_tstate() != t) /* the log closed while encoding */
         return PyObject_Vectorcall(m->func, args, nargsf, kwnames);
+    char *shown = NULL;
+    if (c->print && values) {
+        if (b == NULL) {
+            /* printed calls show their arguments even when they are not
+             * kept: encoded for the preview only, outside the log */
+            cs_buf *pb = cap_scratch();
+            cap_encode_args(ext_state_of(Py_TYPE(m)), c, NULL, m->code, m->varnames, m->shift,
+                            args, PyVectorcall_NARGS(nargsf), kwnames, pb);
+            shown = cap_preview(pb, 120, 1);
+            pb->len = 0;
+        } else {
+            shown = cap_preview(b, 120, 1);
+        }
+    }
     rec_extra x;
     if (opts)
         rec_read_extras(opts, &x, 1);
-    uint64_t seq = cs_log_enter(t, m->func_id, 0, cs_clock_mono_ns());
+    uint64_t t0 = cs_clock_mono_ns();
+    uint64_t seq = cs_log_enter(t, m->func_id, 0, t0);
     if (opts)
         rec_put_extras(t, opts, &x);
     if (b && b->len)
@@ -96,6 +111,14 @@ monitor_capture_call(MonitorObject *m, cs_tstate *t, PyObject *const *args, size
                 rec_put_extras(t, opts, &x);
         }
     }
+    if (c->print && values) {
+        PyObject *exc = res ? NULL : cs_exc_fetch();
+        cap_print(ext_state_of(Py_TYPE(m)), c, m->ident, ts - t0, shown, res, exc);
+        if (exc)
+            cs_exc_restore(exc);
+    }
+    cs__free(shown);
+    cap_scratch_trim();
     return res;
 }
 
@@ -266,19 +289,19 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"func",   "cpu",      "memory",         "name",
                              "args",   "result",   "redact",         "sanitize",
-                             "max_arg_length", "max_bytes", "capture_self", NULL};
+                             "max_arg_length", "max_bytes", "capture_self", "print", NULL};
     PyObject *func, *name = Py_None, *redact = Py_None, *sanitize = Py_None;
-    PyObject *max_arg_length = Py_None, *max_bytes = Py_None;
+    PyObject *max_arg_length = Py_None, *max_bytes = Py_None, *print = Py_False;
     int cpu = 0, memory = 0, cargs = 0, cresult = 0, capture_self = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppOppOOOOp:monitor", kwlist, &func, &cpu,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppOppOOOOpO:monitor", kwlist, &func, &cpu,
                                      &memory, &name, &cargs, &cresult, &redact, &sanitize,
-                                     &max_arg_length, &max_bytes, &capture_self))
+                                     &max_arg_length, &max_bytes, &capture_self, &print))
         return NULL;
     cap_conf *cap = cap_conf_new(cargs, cresult, redact, sanitize, max_arg_length, max_bytes,
-                                 capture_self);
+                                 capture_self, print);
     if (cap == NULL)
         return NULL;
-    if (!cargs && !cresult && cap->sanitize == NULL) {
+    if (!cap_conf_needed(cap)) {
         cap_conf_free(cap); /* nothing to capture: the plain path */
         cap = NULL;
     }
@@ -316,6 +339,8 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ext_state *st = ext_state_of(type);
     if (code == NULL || PySet_Add(st->monitored, code) < 0)
         PyErr_Clear();
+    /* a bound method's code names self first, but self is bound already */
+    m->shift = PyMethod_Check(func) ? 1 : 0;
     if (code && PyCode_Check(code)) {
         m->code = code; /* kept */
         m->varnames = PyObject_GetAttrString(code, "co_varnames");

@@ -85,20 +85,21 @@ parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, 
 {
     static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own",
                              "args", "result", "redact", "sanitize", "max_arg_length",
-                             "max_bytes", "capture_self", NULL};
+                             "max_bytes", "capture_self", "print", NULL};
     PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
     PyObject *redact = Py_None, *sanitize = Py_None, *mal = Py_None, *mb = Py_None;
+    PyObject *print = Py_False;
     int cpu = 0, memory = 0, cargs = 0, cresult = 0, cself = 0;
     *own = NULL;
     *cap = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOp:_trace_start", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOpO:_trace_start", kwlist,
                                      &patterns, &modules, &excludes, &cpu, &memory, own, &cargs,
-                                     &cresult, &redact, &sanitize, &mal, &mb, &cself))
+                                     &cresult, &redact, &sanitize, &mal, &mb, &cself, &print))
         return NULL;
-    cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself);
+    cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself, print);
     if (c == NULL)
         return NULL;
-    if (!cargs && !cresult && c->sanitize == NULL) {
+    if (!cap_conf_needed(c)) {
         cap_conf_free(c);
         c = NULL;
     }
@@ -232,7 +233,7 @@ func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
     if ((uint32_t)(packed >> 32) != t->epoch) {
         rec_define(t, id, ident, CS_FUNC_FUNCTION, co);
         if (ts->cap && ts->cap->args)
-            cap_put_signature(ts->st, ts->cap, t, id, NULL, co);
+            cap_put_signature(ts->st, ts->cap, t, id, NULL, co, 0);
         PyObject *nv = Py_BuildValue("(OK)", ident,
                                      (unsigned long long)id | ((unsigned long long)t->epoch << 32));
         if (nv == NULL || PyDict_SetItem(ts->selected, co, nv) < 0)
@@ -347,6 +348,38 @@ trace_begin_args(trace_state *ts, cs_tstate *t, PyObject *co, void *frame, cs_bu
 {
     if (ts->cap && ts->cap->args && !cap_busy)
         trace_args(ts, t, (PyCodeObject *)co, frame, b);
+}
+
+/* The preview of the arguments of the call of `co` starting now, for
+ * --print: from `ab` when arguments are captured, else encoded for it. */
+static char *
+trace_shown(trace_state *ts, PyObject *co, void *frame, cs_buf *ab)
+{
+    if (cap_busy)
+        return NULL;
+    if (ab->len)
+        return cap_preview(ab, 120, 1);
+    cs_buf b;
+    cs_buf_init(&b);
+    PyObject *exc = cs_exc_fetch();
+    trace_args(ts, NULL, (PyCodeObject *)co, frame, &b);
+    cs_exc_restore(exc);
+    char *p = cap_preview(&b, 120, 1);
+    cs_buf_free(&b);
+    return p;
+}
+
+/* Print a finished selected call, as --print asks. */
+static void
+trace_print(trace_state *ts, PyObject *co, uint64_t wall, const char *shown, PyObject *res,
+            PyObject *exc)
+{
+    PyObject *v = PyDict_GetItemWithError(ts->selected, co); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    cap_print(ts->st, ts->cap, PyTuple_GET_ITEM(v, 0), wall, shown, res, exc);
 }
 
 /* A generator's or coroutine's event; `begin` starts its call. `frame`
@@ -493,6 +526,8 @@ typedef struct tframe {
     void *code;
     uint64_t seq;
     uint32_t epoch;
+    uint64_t start; /* when it started, for --print */
+    char *shown;    /* its arguments' preview, for --print; owned */
 } tframe;
 
 typedef struct tstack {
@@ -509,6 +544,8 @@ free_stack(void *p)
 {
     tstack *s = p;
     if (s) {
+        for (size_t i = 0; i < s->n; i++)
+            cs__free(s->v[i].shown);
         cs__free(s->v);
         cs__free(s);
     }
@@ -535,17 +572,19 @@ my_stack(void)
 }
 
 static int
-push(tstack *s, void *code, uint64_t seq, uint32_t epoch)
+push(tstack *s, void *code, uint64_t seq, uint32_t epoch, uint64_t start, char *shown)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         tframe *v = cs__realloc(s->v, cap * sizeof *v);
-        if (v == NULL)
+        if (v == NULL) {
+            cs__free(shown);
             return -1;
+        }
         s->v = v;
         s->cap = cap;
     }
-    s->v[s->n++] = (tframe){code, seq, epoch};
+    s->v[s->n++] = (tframe){code, seq, epoch, start, shown};
     return 0;
 }
 
@@ -556,7 +595,10 @@ pop(tstack *s, void *code, tframe *out)
     for (size_t i = s->n; i-- > 0;) {
         if (s->v[i].code == code) {
             *out = s->v[i];
-            s->n = i; /* entries above it were left by calls never closed */
+            /* entries above it were left by calls never closed */
+            for (size_t j = i + 1; j < s->n; j++)
+                cs__free(s->v[j].shown);
+            s->n = i;
             return 1;
         }
     }
@@ -629,7 +671,9 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             rec_extra x;
             if (ts->opts)
                 rec_read_extras(ts->opts, &x, 1);
-            uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
+            char *shown = ts->cap && ts->cap->print ? trace_shown(ts, co, NULL, &ab) : NULL;
+            uint64_t t0 = cs_clock_mono_ns();
+            uint64_t seq = cs_log_enter(t, id, 0, t0);
             if (ts->opts)
                 rec_put_extras(t, ts->opts, &x);
             if (ab.len && cs_log_tstate() == t)
@@ -637,7 +681,9 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             cs_buf_free(&ab);
             tstack *s = my_stack();
             if (s)
-                push(s, co, seq, t->epoch);
+                push(s, co, seq, t->epoch, t0, shown);
+            else
+                cs__free(shown);
         }
     }
     cs_exc_restore(exc);
@@ -672,11 +718,14 @@ end_call(ext_state *st, PyObject *co, PyObject *exc, PyObject *result)
         rec_error_obj(st, t, f.seq, t->stream, exc, TRACE_SANITIZE);
     else
         trace_result(ts, t, f.seq, t->stream, result);
-    if (cs_log_tstate() != t)
-        return;
-    cs_log_exit(t, f.seq, exc ? CS_STATUS_RAISED : CS_STATUS_OK, now);
-    if (ts->opts)
-        rec_put_extras(t, ts->opts, &x);
+    if (cs_log_tstate() == t) {
+        cs_log_exit(t, f.seq, exc ? CS_STATUS_RAISED : CS_STATUS_OK, now);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+    }
+    if (ts->cap && ts->cap->print && !cap_busy)
+        trace_print(ts, co, now - f.start, f.shown, result, exc);
+    cs__free(f.shown);
 }
 
 static int
@@ -986,11 +1035,13 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
         trace_args(ts, t, co, f, &ab);
         cs_exc_restore(exc);
     }
+    char *shown = ts->cap && ts->cap->print ? trace_shown(ts, (PyObject *)co, f, &ab) : NULL;
     rec_extra x;
     if (ts->opts)
         rec_read_extras(ts->opts, &x, 1);
     uint32_t epoch = t->epoch;
-    uint64_t seq = cs_log_enter(t, id, 0, cs_clock_mono_ns());
+    uint64_t t0 = cs_clock_mono_ns();
+    uint64_t seq = cs_log_enter(t, id, 0, t0);
     if (ts->opts)
         rec_put_extras(t, ts->opts, &x);
     if (ab.len && cs_log_tstate() == t)
@@ -1012,6 +1063,13 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
                 rec_put_extras(t, ts->opts, &x);
         }
     }
+    if (shown || (ts->cap && ts->cap->print && !cap_busy)) {
+        PyObject *raised = res ? NULL : cs_exc_fetch();
+        trace_print(ts, (PyObject *)co, now - t0, shown, res, raised);
+        if (raised)
+            cs_exc_restore(raised);
+    }
+    cs__free(shown);
     return res;
 }
 

@@ -259,6 +259,10 @@ typedef const void *(*cs_blob_fn)(void *ctx, uint64_t hash, uint64_t size);
 CS_EXPORT int cs_value_numbers(const void *p, size_t n, cs_blob_fn blob, void *ctx,
                                cs_buf *out);
 
+/* The arguments of a call -- an ARGS value, (positional tuple, keyword
+ * dict) -- as they are written in a call: "1, 'a', key=2.5". */
+CS_EXPORT void cs_value_preview_args(const void *p, size_t n, cs_buf *out, size_t max_chars);
+
 /* The name of a tag ("int", "pickle", ...), or "?" */
 CS_EXPORT const char *cs_value_tag_name(unsigned tag);
 

@@ -162,8 +162,12 @@ pv_quoted(pv *v, const char *s, size_t n, int bytes)
     if (bytes)
         cs_buf_append(o, "b", 1);
     cs_buf_append(o, "'", 1);
-    for (size_t i = 0; i < n && !pv_full(v); i++) {
+    size_t i = 0;
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        /* stop only at the start of a character, never inside one */
+        if (pv_full(v) && !(c >= 0x80 && c < 0xc0 && !bytes))
+            break;
         if (c == '\'' || c == '\\') {
             char e[2] = {'\\', (char)c};
             cs_buf_append(o, e, 2);
@@ -176,6 +180,8 @@ pv_quoted(pv *v, const char *s, size_t n, int bytes)
         }
     }
     cs_buf_append(o, "'", 1);
+    if (i < n)
+        cs_buf_append(o, "...", 3);
 }
 
 static void pv_value(pv *v, int depth);
@@ -354,6 +360,8 @@ pv_value(pv *v, int depth)
             size_t m = (size_t)n;
             size_t room = v->max > (o->len - v->start) ? v->max - (o->len - v->start) : 0;
             size_t keep = m < room ? m : room;
+            while (keep < m && keep > 0 && ((unsigned char)d[keep] & 0xc0) == 0x80)
+                keep--; /* not inside a character */
             for (size_t i = 0; i < keep; i++) {
                 if (d[i] == '\0')
                     cs_buf_puts(o, "\\x00");
@@ -390,6 +398,51 @@ pv_value(pv *v, int depth)
     }
     default:
         v->r.bad = 1;
+    }
+}
+
+void
+cs_value_preview_args(const void *p, size_t n, cs_buf *out, size_t max_chars)
+{
+    /* (positional tuple, keyword dict) -> "a, b, k=v" */
+    pv v = {.out = out, .start = out->len, .max = max_chars ? max_chars : 1};
+    cs_vr_init(&v.r, p, n);
+    if (cs_vr_u8(&v.r) != CS_V_TUPLE || cs_vr_u32(&v.r) != 2 || cs_vr_u8(&v.r) != CS_V_TUPLE) {
+        cs_value_preview(p, n, out, max_chars);
+        return;
+    }
+    uint32_t np = cs_vr_u32(&v.r);
+    int first = 1;
+    for (uint32_t i = 0; i < np && !v.r.bad; i++, first = 0) {
+        if (!first)
+            cs_buf_append(out, ", ", 2);
+        pv_value(&v, 1);
+    }
+    if (!v.r.bad && cs_vr_u8(&v.r) == CS_V_DICT) {
+        uint32_t nk = cs_vr_u32(&v.r);
+        for (uint32_t i = 0; i < nk && !v.r.bad; i++, first = 0) {
+            if (!first)
+                cs_buf_append(out, ", ", 2);
+            const char *s;
+            int blob;
+            uint64_t h, len;
+            if (cs_vr_u8(&v.r) != CS_V_STR ||
+                (len = cs_vr_data(&v.r, &s, &blob, &h), s == NULL)) {
+                v.r.bad = 1;
+                break;
+            }
+            cs_buf_append(out, s, (size_t)len);
+            cs_buf_append(out, "=", 1);
+            pv_value(&v, 1);
+        }
+    } else {
+        v.r.bad = 1;
+    }
+    if (v.r.bad) {
+        out->len = v.start;
+        if (out->data)
+            out->data[out->len] = '\0';
+        cs_buf_puts(out, "<damaged>");
     }
 }
 

@@ -1353,3 +1353,124 @@ def test_replay_of_another_scripts_function_asks_for_func(run_py, root):
     with pytest.raises(callscope.CallscopeError, match=r"belongs to the script .*prog\.py.*func="):
         run.replay("work", 1)
     assert run.replay("work", 1, func=lambda x: x * 2).matches is True
+
+
+# -- hostile code while capturing, and bound methods ---------------------------
+
+def test_a_list_emptied_while_it_is_captured(run_py, root):
+    """Code that runs during capture (here the sanitizer) empties the list
+    being captured: the call still runs and returns, nothing crashes."""
+    p = run_py("""
+        import callscope
+        lst = [f"item {i}" for i in range(100)]
+        def clean(s):
+            lst.clear()
+            return s
+        @callscope.monitor(args=True, sanitize=clean, name="cap.mut")
+        def take(x):
+            return len(x)
+        assert take(lst) == 0
+        print("returned")
+    """)
+    assert "returned" in p.stdout
+    (got_list,), _ = callscope.load(root=root).get("cap.mut", 1)
+    assert isinstance(got_list, callscope.Truncated) and got_list.length == 100
+
+
+def test_bound_method_parameters_keep_their_names(root, finish):
+    class Account:
+        def login(self, user, password, token="t"):
+            return user
+
+    acct = Account()
+    m = callscope.monitor(acct.login, args=True, redact=["password", "token"],
+                          name="cap.bound")
+    assert m("alice", "hunter2-bound", token="sk-bound") == "alice"
+    run = finish()
+    assert run.get("cap.bound", 1) == (["alice", callscope.Redacted],
+                                       {"token": callscope.Redacted})
+    assert list(run.get_args("cap.bound", 1).keys()) == ["user", "password", "token"]
+    for d, _, files in os.walk(run.path):
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                assert b"hunter2-bound" not in fh.read()
+
+
+def test_handler_registered_again_inside_save(root, finish):
+    class Box:
+        def __init__(self, v):
+            self.v = v
+
+    n = [0]
+
+    def save(b):
+        n[0] += 1
+        callscope.register(Box, save=save, load=lambda d: Box(d.decode()), name="box")
+        return str(b.v).encode()
+
+    callscope.register(Box, save=save, load=lambda d: Box(d.decode()), name="box")
+    try:
+        run = record_echo(finish, Box("a"), Box("b"), result=False)
+        assert [run.get("cap.echo", i)[0][0].v for i in (1, 2)] == ["a", "b"]
+    finally:
+        callscope.unregister(Box)
+
+
+def test_strings_that_fit_are_kept_whole(root, finish):
+    run = record_echo(finish, "a" * 500, b"x" * 100_000, max_bytes=1000, result=False)
+    assert run.get("cap.echo", 1)[0] == ["a" * 500]
+    (cut,), _ = run.get("cap.echo", 2)
+    assert isinstance(cut, callscope.Truncated) and cut.length == 100_000
+    assert len(cut.value) <= 1000
+
+
+def test_previews_never_split_a_character(root, finish):
+    run = record_echo(finish, "é" * 300)
+    texts = run.sql("SELECT a.text, r.text FROM args a JOIN results r ON r.call = a.call")
+    a, r = texts[0]
+    assert a.endswith("...,), {})") or "..." in a
+    assert r.startswith("'éé") and r.endswith("...")
+
+
+# -- print: one line per finished call ------------------------------------------
+
+def test_print_streams_each_finished_call(run_py, root):
+    p = run_py("""
+        import callscope
+        @callscope.monitor(print=True, result=True, redact=["password"])
+        def login(user, password):
+            return user.upper()
+        @callscope.monitor(print="json")
+        def bad(x):
+            raise KeyError(x)
+        login("ann", password="hunter2-print")
+        try:
+            bad(3)
+        except KeyError:
+            pass
+    """)
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("callscope: __main__.login('ann', password=<redacted>)")
+    assert "-> 'ANN'" in lines[0]
+    assert "hunter2-print" not in p.stderr
+    import json
+    doc = json.loads(lines[1])
+    assert doc["function"] == "__main__.bad" and doc["status"] == "raised"
+    assert doc["error"] == "KeyError" and doc["wall_ns"] > 0
+
+
+def test_print_option_is_checked(root):
+    with pytest.raises(ValueError, match="print"):
+        callscope.monitor(print="xml")(len)
+
+
+def test_cli_print_for_calls_selected_by_name(cli, tmp_path, root):
+    (tmp_path / "pm.py").write_text("def f(a, b=2):\n    return a * b\n")
+    (tmp_path / "prog.py").write_text("import pm\npm.f(3)\npm.f(4, b=5)\n")
+    p = cli("run", "-q", "--print", "-t", "pm.f", "--", "prog.py", check=0)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("callscope: pm.f")]
+    assert len(lines) == 2 and "(3, 2)" in lines[0] and "(4, 5)" in lines[1]
+    p = cli("run", "-q", "--print=json", "--result", "-t", "pm.f", "--", "prog.py", check=0)
+    import json
+    docs = [json.loads(l) for l in p.stderr.splitlines() if l.startswith("{")]
+    assert [d["result"] for d in docs] == ["6", "20"]
