@@ -889,6 +889,19 @@ meta(FILE *f, report *r, const char *dir)
         fputs("</code></dd>", f);
     }
     sqlite3_finalize(st);
+    static const char *const keys[][2] = {{"python", "Python"}, {"options", "options"}};
+    for (size_t i = 0; i < 2; i++) {
+        if (sqlite3_prepare_v2(r->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_text(st, 1, keys[i][0], -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW) {
+                fprintf(f, "<dt>%s</dt><dd><code>", keys[i][1]);
+                esc(f, (const char *)sqlite3_column_text(st, 0));
+                fputs("</code></dd>", f);
+            }
+        }
+        sqlite3_finalize(st);
+    }
     fprintf(f, "<dt>calls</dt><dd>%llu in the report</dd>", (unsigned long long)r->calls);
     if (r->o->start > 0 || r->o->end > 0) {
         char e[32];

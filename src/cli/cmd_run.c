@@ -225,6 +225,14 @@ cs_cmd_run(int argc, char **argv)
     if (!cmd.failed && cs_run_describe(rundir, cmd.data ? cmd.data : "", cwd) != CS_OK)
         cli_warn("run: cannot write %s/run.db: %s", rundir, cs_store_last_error());
     cs_buf_free(&cmd);
+    /* the options callscope ran with, for the report */
+    cs_buf o;
+    cs_buf_init(&o);
+    for (int i = 1; i < optind && i < argc; i++)
+        cs_buf_printf(&o, "%s%s", o.len ? " " : "", argv[i]);
+    if (o.len && !o.failed)
+        (void)cs_run_set_meta(rundir, "options", o.data, 1);
+    cs_buf_free(&o);
     char *py = cli_find_python(python);
     int nargs = argc - optind;
     char **cargv = cs__calloc((size_t)nargs + 8, sizeof *cargv);

@@ -619,6 +619,8 @@ rec_finish(int quiet)
                         " the log %s is kept and will be recovered\n",
                 cs_store_last_error(), path);
     if (rc == CS_OK) {
+        /* the Python that ran it, once per run (the first process's) */
+        (void)cs_run_set_meta(dir, "python", Py_GetVersion(), 0);
         /* children that ended without closing their logs (os._exit) */
         cs_sync_result sr;
         int src;

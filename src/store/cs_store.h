@@ -91,6 +91,11 @@ CS_EXPORT int cs_run_sync(const char *rundir, cs_sync_result *out /* OUT */);
  * stays (the ranks of a job all describe their shared run). */
 CS_EXPORT int cs_run_describe(const char *rundir, const char *command, const char *cwd);
 
+/* Set meta row `key` of run.db in `rundir` (kept if it exists, unless
+ * `replace`): "python" (the version), "options" (of callscope run). */
+CS_EXPORT int cs_run_set_meta(const char *rundir, const char *key, const char *value,
+                              int replace);
+
 /* Record in run.db of `rundir` that child `pid` of this process ended
  * with exit code `code` (>= 0) or by signal -`code`. */
 CS_EXPORT int cs_run_record_exit(const char *rundir, int64_t pid, int64_t code);

@@ -394,6 +394,32 @@ cs_run_describe(const char *rundir, const char *command, const char *cwd)
 }
 
 int
+cs_run_set_meta(const char *rundir, const char *key, const char *value, int replace)
+{
+    cs_store *s = NULL;
+    int rc = open_run_db(rundir, &s);
+    if (rc != CS_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(s->db,
+                                 replace ? "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"
+                                         : "INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+        src = sqlite3_step(st);
+    }
+    if (src != SQLITE_DONE) {
+        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
+        rc = CS_EDB;
+    }
+    sqlite3_finalize(st);
+    cs_store_close(s);
+    return rc;
+}
+
+int
 cs__store_put_exit(sqlite3 *db, const char *host, int64_t ppid, int64_t pid, int64_t code)
 {
     sqlite3_stmt *st = NULL;

@@ -128,6 +128,10 @@ def test_report_views_hold_real_data(report):
     assert "400 calls" in top  # leaf: 10*20 + 20*10
     assert html.count('class="hist"') == 4
     assert "ValueError" in html[html.index('id="errors"'):]
+    import sys
+    meta = html[html.index('id="meta"'):html.index("</dl>")]
+    assert "<dt>Python</dt>" in meta and sys.version.split()[0] in meta
+    assert "<dt>duration</dt>" in meta and "<dt>hosts</dt>" in meta
 
 
 def test_window_and_function_filter(run_py, cli, root, tmp_path):
