@@ -77,6 +77,7 @@ bench: venv
 	$(VENV)/bin/python bench/bench_all.py
 	$(VENV)/bin/python bench/bench_capture.py
 	$(VENV)/bin/python bench/bench_compare.py
+	$(VENV)/bin/python bench/bench_report.py
 	@if [ -x .venv-3.13/bin/python ]; then \
 	    .venv-3.13/bin/python -m pip install -q yappi viztracer pygments . && \
 	    .venv-3.13/bin/python bench/bench_all.py && .venv-3.13/bin/python bench/bench_select.py; \

@@ -1,7 +1,6 @@
 """Parquet export, through pyarrow (an optional dependency): the rows of
 ``callscope export --format jsonl``, typed. ``callscope export --format
 parquet`` runs ``python -m callscope._export RUNDIR PATH``."""
-import json
 import os
 import sys
 import tempfile
@@ -30,20 +29,21 @@ def write_parquet(rundir, path):
         raise _callscope.CallscopeError(
             "Parquet export needs pyarrow: pip install pyarrow"
             " (or pip install 'callscope[parquet]')") from None
+    import pyarrow.json as pj
+
     fd, tmp = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)
+    schema = pa.schema([(n, getattr(pa, t)()) for n, t in _SCHEMA])
     try:
         _callscope._export(rundir, "jsonl", tmp)
-        columns = {name: [] for name, _ in _SCHEMA}
-        with open(tmp, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                for name, _ in _SCHEMA:
-                    columns[name].append(row.get(name))
+        if os.path.getsize(tmp) == 0:
+            table = schema.empty_table()
+        else:
+            # Arrow's own JSON reader: the rows never become Python objects
+            table = pj.read_json(tmp, parse_options=pj.ParseOptions(explicit_schema=schema),
+                                 read_options=pj.ReadOptions(block_size=1 << 24))
     finally:
         os.unlink(tmp)
-    schema = pa.schema([(n, getattr(pa, t)()) for n, t in _SCHEMA])
-    table = pa.table(columns, schema=schema)
     pq.write_table(table, path)
     return table.num_rows
 
