@@ -168,3 +168,37 @@ def test_empty_run_one_call_and_missing(run_py, cli, root, tmp_path):
     assert "No calls." in html and "</html>" in html
     p = cli("report", "no-such-run", check=1)
     assert "not found" in p.stderr
+
+
+def test_report_of_a_run_still_in_progress(cli, root, tmp_path):
+    """A process still running holds its log: the report says so clearly,
+    and once it ends the same command gives the report."""
+    import sys
+    import time
+    prog = tmp_path / "slow.py"
+    prog.write_text(
+        "import sys, time, callscope\n"
+        "@callscope.monitor\n"
+        "def step():\n"
+        "    return 1\n"
+        "step()\n"
+        "callscope._callscope._open_log()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n")
+    env = dict(os.environ, CALLSCOPE_DIR=str(root))
+    env.pop("CALLSCOPE_RUN_DIR", None)
+    p = subprocess.Popen([sys.executable, str(prog)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        out = tmp_path / "r.html"
+        q = cli("report", "-o", out)
+        if q.returncode == 0:
+            assert "</html>" in out.read_text()
+        else:
+            assert q.returncode == 1 and "no calls recorded yet" in q.stderr
+        assert "still running" in q.stderr
+    finally:
+        p.communicate("\n", timeout=60)
+    cli("report", "-o", tmp_path / "r2.html", check=0)
+    assert "__main__.step" in (tmp_path / "r2.html").read_text()
