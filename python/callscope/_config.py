@@ -80,8 +80,8 @@ def validate(path, table):
                                   " a list of strings")
         elif kind == "print":
             if value not in (True, False, "json", "text"):
-                raise ConfigError(f"{path}: [tool.callscope]: 'print' must be true, false or"
-                                  ' "json"')
+                raise ConfigError(f"{path}: [tool.callscope]: 'print' must be true, false,"
+                                  ' "text" or "json"')
         elif kind is int:
             limit = _INT_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:

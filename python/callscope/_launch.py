@@ -24,9 +24,10 @@ def _configure(start):
             _trace._apply(sel)
         else:
             os.environ.pop("CALLSCOPE_TRACE", None)
-            if sel["excludes"] or any(sel[k] for k in ("cpu", "memory", "args", "result")):
-                print("callscope: warning: run: --exclude, --cpu, --memory, --args and"
-                      " --result apply to a selection (-t or --module); nothing is selected",
+            if sel["excludes"] or any(sel[k] for k in ("cpu", "memory", "args", "result",
+                                                       "print")):
+                print("callscope: warning: run: --exclude, --cpu, --memory, --args, --result"
+                      " and --print apply to a selection (-t or --module); nothing is selected",
                       file=sys.stderr)
     except NotImplementedError:
         pass  # reported below

@@ -558,11 +558,12 @@ timeline(FILE *f, report *r)
         rows += (size_t)used[i];
     }
     int height = (int)rows * rowh + (int)nl * 6 + 24;
-    char a[32], b[32];
+    char a[32], b[32], col[32];
     fprintf(f, "<p class=\"note\">From %s to %s after the start of the run; each column is %s."
                " Scroll to zoom, drag to move, double-click to reset.%s</p>\n",
-            fmt_ns(0, a, sizeof a), fmt_ns((double)(r->t1 - r->t0), b, sizeof b),
-            fmt_ns((double)(r->t1 - r->t0) / COLS, a, sizeof a),
+            fmt_ns(r->o->start * 1e9, a, sizeof a),
+            fmt_ns(r->o->start * 1e9 + (double)(r->t1 - r->t0), b, sizeof b),
+            fmt_ns((double)(r->t1 - r->t0) / COLS, col, sizeof col),
             r->nlanes > nl ? " Only the busiest threads are drawn." : "");
     fprintf(f, "<svg id=\"timeline\" class=\"chart zoom\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\">\n",
             w, height, w, height);

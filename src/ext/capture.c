@@ -164,7 +164,7 @@ cap_preview(const cs_buf *b, size_t max_chars, int call)
         cs_buf_free(&t);
         return NULL;
     }
-    return t.data; /* owned by the caller now */
+    return t.data ? t.data : cs__strdup(""); /* owned by the caller now */
 }
 
 /* "module.qualname" of an ident tuple. New reference. */
