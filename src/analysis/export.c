@@ -549,64 +549,274 @@ m_key(FILE *f, const char *file, int64_t line, const char *name)
     m_str(f, name);
 }
 
+/* pstats counts as cProfile does. A function's key is (file, line, name);
+ * functions of several processes with the same key are one entry. */
+typedef struct pkey {
+    char *file, *name;
+    int64_t line;
+    uint64_t nc, cc;
+    double tt, ct;
+} pkey;
+
+typedef struct pedge {
+    int32_t caller, callee; /* -1: free slot */
+    uint64_t nc, cc;
+    double tt, ct;
+} pedge;
+
+typedef struct pstate {
+    pkey *k;
+    size_t nk;
+    int32_t *key_of; /* functions.id -> key */
+    int64_t maxid;
+    pedge *e;
+    size_t ecap, en;
+    uint32_t *open; /* per key: its calls open on the current thread's stack */
+} pstate;
+
+static pedge *
+edge(pstate *p, int32_t caller, int32_t callee)
+{
+    if (p->en * 2 >= p->ecap) {
+        size_t cap = p->ecap ? p->ecap * 2 : 1024;
+        pedge *v = cs__malloc(cap * sizeof *v);
+        if (v == NULL)
+            return NULL;
+        for (size_t i = 0; i < cap; i++)
+            v[i].caller = -1;
+        for (size_t i = 0; i < p->ecap; i++) {
+            if (p->e[i].caller < 0)
+                continue;
+            uint64_t h = ((uint64_t)(uint32_t)p->e[i].caller << 32 | (uint32_t)p->e[i].callee) *
+                         0x9E3779B97F4A7C15ull;
+            size_t j = (size_t)(h >> 20) & (cap - 1);
+            while (v[j].caller >= 0)
+                j = (j + 1) & (cap - 1);
+            v[j] = p->e[i];
+        }
+        cs__free(p->e);
+        p->e = v;
+        p->ecap = cap;
+    }
+    uint64_t h = ((uint64_t)(uint32_t)caller << 32 | (uint32_t)callee) * 0x9E3779B97F4A7C15ull;
+    size_t j = (size_t)(h >> 20) & (p->ecap - 1);
+    while (p->e[j].caller >= 0) {
+        if (p->e[j].caller == caller && p->e[j].callee == callee)
+            return &p->e[j];
+        j = (j + 1) & (p->ecap - 1);
+    }
+    p->e[j] = (pedge){.caller = caller, .callee = callee};
+    p->en++;
+    return &p->e[j];
+}
+
+static int
+cmp_edge(const void *a, const void *b)
+{
+    const pedge *x = a, *y = b;
+    return x->callee != y->callee ? (x->callee > y->callee) - (x->callee < y->callee)
+                                  : (x->caller > y->caller) - (x->caller < y->caller);
+}
+
+static int
+pstats_keys(sqlite3 *db, pstate *p)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT IFNULL(max(id), 0) FROM functions", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return CS_EDB;
+    }
+    p->maxid = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    p->key_of = cs__malloc((size_t)(p->maxid + 1) * sizeof *p->key_of);
+    if (p->key_of == NULL)
+        return CS_ENOMEM;
+    memset(p->key_of, 0xff, (size_t)(p->maxid + 1) * sizeof *p->key_of);
+    if (sqlite3_prepare_v2(db, "SELECT id, file, line, qualname FROM functions ORDER BY file,"
+                               " line, qualname, id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return CS_EDB;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *file = col_text(st, 1), *name = col_text(st, 3);
+        int64_t line = sqlite3_column_int64(st, 2);
+        /* sorted by key: equal keys are neighbours */
+        if (p->nk == 0 || p->k[p->nk - 1].line != line ||
+            strcmp(p->k[p->nk - 1].file, file) != 0 || strcmp(p->k[p->nk - 1].name, name) != 0) {
+            pkey *v = cs__realloc(p->k, (p->nk + 1) * sizeof *v);
+            if (v == NULL) {
+                sqlite3_finalize(st);
+                return CS_ENOMEM;
+            }
+            p->k = v;
+            p->k[p->nk] = (pkey){.file = cs__strdup(file), .name = cs__strdup(name), .line = line};
+            p->nk++;
+        }
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (id >= 0 && id <= p->maxid)
+            p->key_of[id] = (int32_t)(p->nk - 1);
+    }
+    sqlite3_finalize(st);
+    p->open = cs__calloc(p->nk ? p->nk : 1, sizeof *p->open);
+    return p->open ? CS_OK : CS_ENOMEM;
+}
+
 /* A dict {(file, line, name): (cc, nc, tt, ct, callers)} that
- * pstats.Stats loads: per function its calls (nc), calls not made from
- * inside itself (cc), self time (tt) and total time of outermost calls
- * (ct), in seconds, and per caller the same four for its calls. Functions
- * profiled in aggregate (--all) come from the profile table. */
+ * pstats.Stats loads, counted as cProfile counts: per function its calls
+ * (nc), the calls not made while another call of it was open on the same
+ * thread (cc, its primitive calls), self time (tt) and the total time of
+ * those outermost calls (ct), in seconds; per caller (the function of the
+ * enclosing call) the same four for the calls it made. Functions profiled
+ * in aggregate (--all) come from the profile table, without callers. */
 static int
 export_pstats(sqlite3 *db, FILE *f, uint64_t *rows)
 {
-    sqlite3_stmt *fn = NULL, *cl = NULL;
-    const char *fsql =
-        "SELECT f.id, f.file, f.line, f.qualname, count(c.id),"
-        " sum(c.parent IS NULL OR pc.function != c.function),"
-        " IFNULL(sum(c.self_ns), 0),"
-        " IFNULL(sum(CASE WHEN c.parent IS NULL OR pc.function != c.function THEN c.wall_ns"
-        " END), 0)"
-        " FROM functions f JOIN calls c ON c.function = f.id LEFT JOIN calls pc ON pc.id ="
-        " c.parent GROUP BY f.id"
-        " UNION ALL SELECT f.id, f.file, f.line, f.qualname, sum(pr.calls), sum(pr.calls),"
-        " sum(pr.self_ns), sum(pr.total_ns) FROM profile pr JOIN functions f ON f.id ="
-        " pr.function WHERE f.id NOT IN (SELECT function FROM calls) GROUP BY f.id";
-    const char *csql =
-        "SELECT pf.file, pf.line, pf.qualname, count(*),"
-        " sum(pc.function != c.function), IFNULL(sum(c.self_ns), 0),"
-        " IFNULL(sum(c.wall_ns), 0) FROM calls c JOIN calls pc ON pc.id = c.parent"
-        " JOIN functions pf ON pf.id = pc.function WHERE c.function = ? GROUP BY pf.id";
-    if (sqlite3_prepare_v2(db, fsql, -1, &fn, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, csql, -1, &cl, NULL) != SQLITE_OK) {
-        int rc = efail(CS_EDB, "run.db", db);
-        sqlite3_finalize(fn);
-        return rc;
-    }
-    fputc('{', f); /* TYPE_DICT */
-    int src;
-    while ((src = sqlite3_step(fn)) == SQLITE_ROW) {
-        m_key(f, col_text(fn, 1), sqlite3_column_int64(fn, 2), col_text(fn, 3));
-        m_tuple(f, 5);
-        m_int(f, sqlite3_column_int64(fn, 5));
-        m_int(f, sqlite3_column_int64(fn, 4));
-        m_float(f, (double)sqlite3_column_int64(fn, 6) / 1e9);
-        m_float(f, (double)sqlite3_column_int64(fn, 7) / 1e9);
-        fputc('{', f);
-        sqlite3_reset(cl);
-        sqlite3_bind_int64(cl, 1, sqlite3_column_int64(fn, 0));
-        while (sqlite3_step(cl) == SQLITE_ROW) {
-            m_key(f, col_text(cl, 0), sqlite3_column_int64(cl, 1), col_text(cl, 2));
-            m_tuple(f, 4);
-            m_int(f, sqlite3_column_int64(cl, 4));
-            m_int(f, sqlite3_column_int64(cl, 3));
-            m_float(f, (double)sqlite3_column_int64(cl, 5) / 1e9);
-            m_float(f, (double)sqlite3_column_int64(cl, 6) / 1e9);
+    pstate p;
+    memset(&p, 0, sizeof p);
+    int rc = pstats_keys(db, &p);
+    sqlite3_stmt *st = NULL;
+    typedef struct pframe {
+        int64_t end;
+        int32_t key;
+    } pframe;
+    pframe *stack = NULL;
+    size_t depth = 0, cap = 0;
+    int64_t thread = -1;
+    /* every call once, by id: each thread's calls come in start order */
+    if (rc == CS_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT c.function, c.thread, c.start_ns, c.wall_ns, c.self_ns"
+                           " FROM calls c WHERE c.wall_ns IS NOT NULL ORDER BY c.id",
+                           -1, &st, NULL) != SQLITE_OK)
+        rc = CS_EDB;
+    int src = SQLITE_DONE;
+    while (rc == CS_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t fid = sqlite3_column_int64(st, 0);
+        if (fid < 0 || fid > p.maxid || p.key_of[fid] < 0)
+            continue;
+        int32_t k = p.key_of[fid];
+        int64_t th = sqlite3_column_int64(st, 1), start = sqlite3_column_int64(st, 2);
+        int64_t wall = sqlite3_column_int64(st, 3);
+        double self = (double)sqlite3_column_int64(st, 4) / 1e9;
+        if (th != thread) {
+            while (depth > 0)
+                p.open[stack[--depth].key]--;
+            thread = th;
         }
-        fputc('0', f); /* TYPE_NULL: the end of the callers */
-        (*rows)++;
+        while (depth > 0 && stack[depth - 1].end <= start)
+            p.open[stack[--depth].key]--;
+        int outer = p.open[k] == 0;
+        pkey *x = &p.k[k];
+        x->nc++;
+        x->cc += (uint64_t)outer;
+        x->tt += self;
+        if (outer)
+            x->ct += (double)wall / 1e9;
+        if (depth > 0) {
+            pedge *e = edge(&p, stack[depth - 1].key, k);
+            if (e == NULL) {
+                rc = CS_ENOMEM;
+                break;
+            }
+            e->nc++;
+            e->cc += (uint64_t)outer;
+            e->tt += self;
+            if (outer)
+                e->ct += (double)wall / 1e9;
+        }
+        if (depth == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            pframe *v = cs__realloc(stack, nc * sizeof *v);
+            if (v == NULL) {
+                rc = CS_ENOMEM;
+                break;
+            }
+            stack = v;
+            cap = nc;
+        }
+        stack[depth++] = (pframe){start + wall, k};
+        p.open[k]++;
     }
-    fputc('0', f);
-    sqlite3_finalize(fn);
-    sqlite3_finalize(cl);
-    return src == SQLITE_DONE ? CS_OK : efail(CS_EDB, "run.db", db);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == CS_OK && src != SQLITE_DONE)
+        rc = CS_EDB;
+    /* functions profiled in aggregate */
+    if (rc == CS_OK &&
+        sqlite3_prepare_v2(db, "SELECT function, sum(calls), sum(self_ns), sum(total_ns) FROM"
+                               " profile GROUP BY function",
+                           -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t fid = sqlite3_column_int64(st, 0);
+            if (fid < 0 || fid > p.maxid || p.key_of[fid] < 0)
+                continue;
+            pkey *x = &p.k[p.key_of[fid]];
+            uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+            x->nc += n;
+            x->cc += n;
+            x->tt += (double)sqlite3_column_int64(st, 2) / 1e9;
+            x->ct += (double)sqlite3_column_int64(st, 3) / 1e9;
+        }
+    }
+    sqlite3_finalize(st);
+    /* the edges by callee, to write each function's callers together */
+    pedge *byc = NULL;
+    size_t ne = 0;
+    if (rc == CS_OK && p.en) {
+        byc = cs__malloc(p.en * sizeof *byc);
+        if (byc == NULL)
+            rc = CS_ENOMEM;
+        for (size_t j = 0; byc && j < p.ecap; j++)
+            if (p.e[j].caller >= 0)
+                byc[ne++] = p.e[j];
+        if (byc)
+            qsort(byc, ne, sizeof *byc, cmp_edge);
+    }
+    if (rc == CS_OK) {
+        fputc('{', f); /* TYPE_DICT */
+        size_t at = 0;
+        for (size_t i = 0; i < p.nk; i++) {
+            pkey *x = &p.k[i];
+            while (at < ne && byc[at].callee < (int32_t)i)
+                at++;
+            if (x->nc == 0)
+                continue;
+            m_key(f, x->file, x->line, x->name);
+            m_tuple(f, 5);
+            m_int(f, (int64_t)x->cc);
+            m_int(f, (int64_t)x->nc);
+            m_float(f, x->tt);
+            m_float(f, x->ct);
+            fputc('{', f);
+            for (; at < ne && byc[at].callee == (int32_t)i; at++) {
+                pedge *e = &byc[at];
+                pkey *c = &p.k[e->caller];
+                m_key(f, c->file, c->line, c->name);
+                m_tuple(f, 4);
+                m_int(f, (int64_t)e->cc);
+                m_int(f, (int64_t)e->nc);
+                m_float(f, e->tt);
+                m_float(f, e->ct);
+            }
+            fputc('0', f); /* TYPE_NULL: the end of the callers */
+            (*rows)++;
+        }
+        fputc('0', f);
+    } else {
+        efail(rc, "run.db", rc == CS_ENOMEM ? NULL : db);
+    }
+    for (size_t i = 0; i < p.nk; i++) {
+        cs__free(p.k[i].file);
+        cs__free(p.k[i].name);
+    }
+    cs__free(p.k);
+    cs__free(p.key_of);
+    cs__free(p.e);
+    cs__free(p.open);
+    cs__free(stack);
+    cs__free(byc);
+    return rc;
 }
 
 /* ---- the entry point ------------------------------------------------------------------- */

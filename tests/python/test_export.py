@@ -180,3 +180,32 @@ def test_bad_usage(run, cli, tmp_path):
     assert "cannot write" in p.stderr
     with pytest.raises(ValueError, match="unknown format"):
         run.export("svg", tmp_path / "x")
+
+
+def test_pstats_counts_as_cprofile_does(run_py, root, tmp_path):
+    """Indirect recursion (a -> b -> a): the same primitive calls and
+    cumulative times as cProfile, counted on one program."""
+    out = tmp_path / "cp.pstats"
+    run_py(f"""
+        import cProfile, pstats, callscope
+        def a(n):
+            return b(n) if n else 0
+        def b(n):
+            return a(n - 1) + 1
+        callscope.trace("a", "b")
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(3):
+            a(4)
+        prof.disable()
+        prof.dump_stats({str(out)!r})
+    """)
+    run = callscope.load(root=root)
+    mine = tmp_path / "mine.pstats"
+    run.export("pstats", mine)
+    theirs = {k[2]: v[:2] for k, v in pstats.Stats(str(out)).stats.items() if k[2] in "ab"}
+    ours = {k[2]: v[:2] for k, v in pstats.Stats(str(mine)).stats.items()}
+    assert ours == theirs == {"a": (3, 15), "b": (3, 12)}
+    cc, nc, tt, ct, callers = pstats.Stats(str(mine)).stats[
+        next(k for k in pstats.Stats(str(mine)).stats if k[2] == "b")]
+    assert {k[2]: v[1] for k, v in callers.items()} == {"a": 12}
