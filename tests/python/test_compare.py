@@ -830,3 +830,20 @@ def test_result_missing_in_some_runs_is_reported(cli, tmp_path, root):
 def test_gates_on_digits_and_changed_take_plain_numbers(cli, expr):
     p = cli("compare", "a", "b", "--fail-if", expr, check=2)
     assert "takes a plain number" in error_line(p)
+
+
+def test_report_shows_the_stability_view(cli, tmp_path, root):
+    dirs = record(cli, tmp_path, root, KNOWN, "rep", [(s, 4) for s in range(4)])
+    out = tmp_path / "before.html"
+    cli("report", dirs[0], "-o", out, check=0)
+    assert 'id="stability-view"' not in out.read_text()
+    cli("compare", "--runs", "rep*", check=0)
+    cli("report", dirs[0], "-o", out, check=0)
+    html = out.read_text()
+    view = html[html.index('id="stability-view"'):]
+    table = view[view.index('<table id="stability">'):view.index("</table>")]
+    assert "__main__.f" in table and "result" in table
+    # a plot of digits per call, one point per call
+    poly = view[view.index("<polyline"):]
+    points = poly[poly.index('points="') + 8:poly.index('"', poly.index('points="') + 8)]
+    assert len(points.split()) == 3
