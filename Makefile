@@ -29,6 +29,7 @@ venv: $(VENV)/.installed
 demo: venv
 	cd examples && CALLSCOPE_DIR=../callscope-runs ../$(VENV)/bin/callscope run demo.py
 	$(VENV)/bin/callscope top --dir callscope-runs
+	$(VENV)/bin/callscope report --dir callscope-runs --title "callscope demo"
 
 # Every test: C tests (plain, AddressSanitizer+UBSan, ThreadSanitizer) and
 # the Python tests on each supported Python found on this machine.

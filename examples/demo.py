@@ -1,6 +1,6 @@
 """A small numerical program, monitored with callscope.
 
-    callscope run demo.py        # then: callscope top
+    callscope run demo.py        # then: callscope top, callscope report
 
 It relaxes a 1-D heat equation with a few solver steps on worker threads,
 streams results through a generator, and hits (and handles) one error.
@@ -27,7 +27,8 @@ def residual(u, v):
     return max(abs(a - b) for a, b in zip(u, v))
 
 
-@callscope.monitor(name="solver.relax")
+# its inputs and result are kept: callscope.load().get_args("solver.relax", 1)
+@callscope.monitor(name="solver.relax", args=True, result=True)
 def relax(u, tol=1e-4, max_steps=400):
     for n in range(max_steps):
         v = step(u)
