@@ -366,7 +366,43 @@ gather(report *r)
         cur->stack[cur->depth++] = (frame){end, node >= 0 ? node : parent};
     }
     sqlite3_finalize(st);
-    return src == SQLITE_DONE ? CS_OK : CS_ENOTDB;
+    if (src != SQLITE_DONE)
+        return CS_ENOTDB;
+    /* functions profiled in aggregate (--all): their counts, times and
+     * histograms join the tables and charts (not the timeline or tree) */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT function, calls, total_ns, self_ns, min_ns, max_ns, hist"
+                           " FROM profile",
+                           -1, &st, NULL) != SQLITE_OK)
+        return CS_OK; /* an older run.db */
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t fid = sqlite3_column_int64(st, 0);
+        if (fid < 0 || fid > r->maxid || r->fidx[fid] < 0)
+            continue;
+        fn *x = &r->fns[r->fidx[fid]];
+        if (!x->keep)
+            continue;
+        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+        x->calls += n;
+        r->calls += n;
+        x->total += (uint64_t)sqlite3_column_int64(st, 2);
+        x->self += (uint64_t)sqlite3_column_int64(st, 3);
+        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4), mx = (uint64_t)sqlite3_column_int64(st, 5);
+        if (n && mn < x->min)
+            x->min = mn;
+        if (mx > x->max)
+            x->max = mx;
+        const uint32_t *h = sqlite3_column_blob(st, 6);
+        int hn = sqlite3_column_bytes(st, 6);
+        if (h && hn == (int)(CS_HIST_BUCKETS * sizeof(uint32_t)))
+            for (unsigned b = 0; b < CS_HIST_BUCKETS; b++) {
+                uint32_t v;
+                memcpy(&v, (const char *)h + b * sizeof v, sizeof v);
+                x->hist[b] += v;
+            }
+    }
+    sqlite3_finalize(st);
+    return CS_OK;
 }
 
 /* ---- the views --------------------------------------------------------------------- */

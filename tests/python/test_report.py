@@ -202,3 +202,17 @@ def test_report_of_a_run_still_in_progress(cli, root, tmp_path):
         p.communicate("\n", timeout=60)
     cli("report", "-o", tmp_path / "r2.html", check=0)
     assert "__main__.step" in (tmp_path / "r2.html").read_text()
+
+
+def test_report_of_a_profile_all_run(cli, root, tmp_path):
+    (tmp_path / "prog.py").write_text(
+        "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(15)\n")
+    cli("run", "-q", "--all", "--", "prog.py", check=0)
+    out = tmp_path / "r.html"
+    cli("report", "-o", out, check=0)
+    html = out.read_text()
+    table = html[html.index('id="functions"'):html.index("</table>", html.index('id="functions"'))]
+    row = table[table.index("__main__.fib"):]
+    assert 'data-v="1973"' in row[:200]  # fib(15) makes 1973 calls
+    top = html[html.index('id="top10"'):html.index("</svg>", html.index('id="top10"'))]
+    assert "__main__.fib" in top
