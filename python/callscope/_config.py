@@ -21,7 +21,7 @@ import os
 
 KEYS = {"trace": list, "module": list, "exclude": list, "cpu": bool, "memory": bool,
         "args": bool, "result": bool, "redact": list, "max_arg_length": int, "max_bytes": int,
-        "print": "print"}
+        "print": "print", "c_functions": bool}
 _INT_LIMITS = {"max_arg_length": 2**31 - 1, "max_bytes": 2**29}
 
 

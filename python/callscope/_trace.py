@@ -11,7 +11,7 @@ def _empty():
     """No selection: patterns, modules, excludes, and the recording options."""
     return {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False,
             "args": False, "result": False, "redact": [], "sanitize": None,
-            "max_arg_length": None, "max_bytes": None, "print": False}
+            "max_arg_length": None, "max_bytes": None, "print": False, "c_functions": False}
 
 
 # the selection in force
@@ -40,7 +40,8 @@ def _apply(sel):
                                 sel["cpu"], sel["memory"], _OWN, args=sel["args"],
                                 result=sel["result"], redact=sel["redact"] or None,
                                 sanitize=sel["sanitize"], max_arg_length=sel["max_arg_length"],
-                                max_bytes=sel["max_bytes"], print=sel["print"])
+                                max_bytes=sel["max_bytes"], print=sel["print"],
+                                c_functions=sel["c_functions"])
     else:
         _callscope._trace_stop()
     _current.clear()
@@ -53,7 +54,7 @@ def _copy(sel):
 
 def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=False,
           result=False, redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
-          print=False):
+          print=False, c_functions=False):
     """Record every call of the functions that ``patterns`` name, in any
     code: yours, a library's, the standard library's.
 
@@ -72,7 +73,13 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
 
     ``args``, ``result``, ``redact``, ``sanitize``, ``max_arg_length``,
     ``max_bytes`` and ``print`` capture and show values as
-    ``@callscope.monitor`` does; they apply to the whole selection."""
+    ``@callscope.monitor`` does; they apply to the whole selection.
+
+    ``c_functions=True`` (Python 3.12+) lets the patterns select C
+    functions too: builtins (``"sorted"``), functions of extension modules
+    (``"math.sqrt"``) and methods of built-in types (``"str.join"``). Their
+    calls are timed; arguments and results are not captured. It costs a
+    callback on every call of the program while it is on."""
     sel = _copy(_current)
     for p in patterns:
         sel["patterns"].extend(_as_list(p, "trace"))
@@ -85,6 +92,7 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     sel["redact"].extend(_as_list(redact, "redact"))
     if print:
         sel["print"] = print
+    sel["c_functions"] = sel["c_functions"] or bool(c_functions)
     for key, value in (("sanitize", sanitize), ("max_arg_length", max_arg_length),
                        ("max_bytes", max_bytes)):
         if value is not None:
@@ -111,7 +119,7 @@ def tracing(*patterns, **options):
 
 _ENV_KEYS = {"t": "patterns", "m": "modules", "x": "excludes", "r": "redact"}
 _ENV_INTS = {"l": "max_arg_length", "b": "max_bytes"}
-_FLAGS = ("cpu", "memory", "args", "result")
+_FLAGS = ("cpu", "memory", "args", "result", "c_functions")
 
 
 def _parse_env(spec):

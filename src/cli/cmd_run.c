@@ -39,6 +39,9 @@ const char cs_usage_run[] =
     "  --redact PAT     never write arguments (or dict items) whose name matches\n"
     "                   the glob PAT, e.g. 'password' or '*token*' (repeatable)\n"
     "  --max-arg-length N  cut captured strings and reprs to N characters\n"
+    "  --c-functions    -t also selects C functions: builtins (sorted), extension\n"
+    "                   functions (math.sqrt), methods of built-in types (str.join);\n"
+    "                   Python 3.12+, a callback on every call of the program\n"
     "  --print[=json]   with -t/--module: print each finished call to stderr, as a\n"
     "                   line (with its arguments and result) or as JSON\n"
     "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"
@@ -93,6 +96,7 @@ cs_cmd_run(int argc, char **argv)
         {"max-arg-length", required_argument, NULL, 'L'},
         {"max-bytes", required_argument, NULL, 'B'},
         {"print", optional_argument, NULL, 'p'},
+        {"c-functions", no_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
@@ -128,8 +132,13 @@ cs_cmd_run(int argc, char **argv)
         case 'R':
         case 'a':
         case 'r':
+        case 'c':
             cs_buf_printf(&sel, "%so:%s", sel.len ? "\n" : "",
-                          c == 'C' ? "cpu" : c == 'R' ? "memory" : c == 'a' ? "args" : "result");
+                          c == 'C'   ? "cpu"
+                          : c == 'R' ? "memory"
+                          : c == 'a' ? "args"
+                          : c == 'r' ? "result"
+                                     : "c_functions");
             break;
         case 'p':
             if (optarg && strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {

@@ -41,6 +41,8 @@ typedef struct trace_state {
     char *own_prefix;    /* callscope's package directory: never selected */
     cap_conf *cap;       /* argument and result capture, or NULL */
     ext_state *st;
+    int cfuncs;          /* C functions (builtins, extension methods) too */
+    PyObject *cdecided;  /* dict: C function pointer -> (ident, packed id) or None */
 } trace_state;
 
 #define TRACE_SANITIZE (ts->cap ? ts->cap->sanitize : NULL)
@@ -81,21 +83,32 @@ add_all(cs_select *sel, int kind, PyObject *seq, const char *key, char *why)
 /* The selection that _trace_start's arguments describe, validated. NULL
  * with an error set when a pattern is bad. */
 static cs_select *
-parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, cap_conf **cap)
+parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, cap_conf **cap,
+                int *cfuncs)
 {
     static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own",
                              "args", "result", "redact", "sanitize", "max_arg_length",
-                             "max_bytes", "capture_self", "print", NULL};
+                             "max_bytes", "capture_self", "print", "c_functions", NULL};
     PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
     PyObject *redact = Py_None, *sanitize = Py_None, *mal = Py_None, *mb = Py_None;
     PyObject *print = Py_False;
     int cpu = 0, memory = 0, cargs = 0, cresult = 0, cself = 0;
     *own = NULL;
     *cap = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOpO:_trace_start", kwlist,
+    *cfuncs = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOpOp:_trace_start", kwlist,
                                      &patterns, &modules, &excludes, &cpu, &memory, own, &cargs,
-                                     &cresult, &redact, &sanitize, &mal, &mb, &cself, &print))
+                                     &cresult, &redact, &sanitize, &mal, &mb, &cself, &print,
+                                     cfuncs))
         return NULL;
+#if !CS_HAVE_MONITORING
+    if (*cfuncs) {
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "trace: selecting C functions (c_functions=True, --c-functions) needs"
+                        " Python 3.12 or newer (sys.monitoring)");
+        return NULL;
+    }
+#endif
     cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself, print);
     if (c == NULL)
         return NULL;
@@ -138,7 +151,8 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
     uint32_t opts = 0;
     const char *own = NULL;
     cap_conf *cap = NULL;
-    cs_select *sel = parse_selection(args, kw, &opts, &own, &cap);
+    int cfuncs = 0;
+    cs_select *sel = parse_selection(args, kw, &opts, &own, &cap, &cfuncs);
     if (sel == NULL)
         return NULL;
     PyObject *r = trace_stop(mod, NULL);
@@ -164,10 +178,12 @@ new_selection(PyObject *mod, PyObject *args, PyObject *kw)
     ts->opts = opts;
     ts->cap = cap;
     ts->st = st;
+    ts->cfuncs = cfuncs;
     ts->own_prefix = own ? cs__strdup(own) : NULL;
     ts->selected = PyDict_New();
+    ts->cdecided = PyDict_New();
     ts->gens = PyDict_New();
-    if (!ts->selected || !ts->gens || (own && !ts->own_prefix)) {
+    if (!ts->selected || !ts->gens || !ts->cdecided || (own && !ts->own_prefix)) {
         r = trace_stop(mod, NULL);
         Py_XDECREF(r);
         PyErr_NoMemory();
@@ -189,6 +205,7 @@ forget_selection(trace_state *ts)
     cap_conf_free(ts->cap);
     ts->cap = NULL;
     Py_CLEAR(ts->selected);
+    Py_CLEAR(ts->cdecided);
     Py_CLEAR(ts->gens);
 #if CS_HAVE_MONITORING
     Py_CLEAR(ts->mon);
@@ -789,10 +806,195 @@ cb_resume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return mark_gen(mod, args, nargs, CS_MARK_RESUME);
 }
 
+/* ---- C functions (3.12+): CALL, C_RETURN and C_RAISE -------------------
+ * A C function is known by its C entry point (ml_meth), the same whether
+ * it is called as a builtin, a module function, a method descriptor or a
+ * bound method. The first call of each decides, from its qualified name,
+ * as for Python code. */
+
+/* The PyMethodDef behind `callable`, or NULL if it is no C function. */
+static PyMethodDef *
+c_method(PyObject *callable)
+{
+    if (PyCFunction_Check(callable))
+        return ((PyCFunctionObject *)callable)->m_ml;
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        return ((PyMethodDescrObject *)callable)->d_method;
+    return NULL;
+}
+
+/* (module, qualname) of a C function: its module's name and its own for a
+ * module function; the type's module and "Type.name" for a method. */
+static PyObject *
+c_ident(PyObject *callable, PyMethodDef *ml)
+{
+    PyObject *owner = NULL;
+    if (PyCFunction_Check(callable))
+        owner = ((PyCFunctionObject *)callable)->m_self;
+    else
+        owner = (PyObject *)((PyMethodDescrObject *)callable)->d_common.d_type;
+    PyObject *module = NULL, *qual = NULL;
+    if (owner && PyModule_Check(owner)) {
+        module = PyModule_GetNameObject(owner);
+        qual = PyUnicode_FromString(ml->ml_name);
+    } else if (owner) {
+        PyTypeObject *tp = PyType_Check(owner) ? (PyTypeObject *)owner : Py_TYPE(owner);
+        PyObject *tq = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+        module = PyObject_GetAttrString((PyObject *)tp, "__module__");
+        qual = tq && PyUnicode_Check(tq) ? PyUnicode_FromFormat("%U.%s", tq, ml->ml_name) : NULL;
+        Py_XDECREF(tq);
+    } else {
+        PyObject *m = PyObject_GetAttrString(callable, "__module__");
+        module = m && PyUnicode_Check(m) ? m : (Py_XDECREF(m), PyUnicode_FromString("builtins"));
+        qual = PyUnicode_FromString(ml->ml_name);
+    }
+    PyErr_Clear();
+    if (module == NULL || !PyUnicode_Check(module)) {
+        Py_XDECREF(module);
+        module = PyUnicode_FromString("");
+    }
+    PyObject *r = module && qual ? Py_BuildValue("(OOsi)", module, qual, "", 0) : NULL;
+    Py_XDECREF(module);
+    Py_XDECREF(qual);
+    PyErr_Clear();
+    return r;
+}
+
+/* The function id of selected C function `callable` (0 when not
+ * selected), its FUNC record written into the current log if needed. */
+static uint32_t
+c_selected(trace_state *ts, PyObject *callable, cs_tstate *t, void **meth_out)
+{
+    PyMethodDef *ml = c_method(callable);
+    if (ml == NULL)
+        return 0;
+    PyObject *key = PyLong_FromVoidPtr((void *)ml->ml_meth);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *v = PyDict_GetItemWithError(ts->cdecided, key); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        PyObject *ident = c_ident(callable, ml);
+        int yes = 0;
+        if (ident) {
+            const char *m = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
+            const char *q = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
+            yes = m && q && cs_select_match(ts->sel, m, q);
+            PyErr_Clear();
+        }
+        PyObject *nv = yes ? Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id())
+                           : Py_NewRef(Py_None);
+        Py_XDECREF(ident);
+        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0) {
+            PyErr_Clear();
+            Py_XDECREF(nv);
+            Py_DECREF(key);
+            return 0;
+        }
+        Py_DECREF(nv);
+        v = PyDict_GetItem(ts->cdecided, key);
+    }
+    if (v == NULL || v == Py_None) {
+        Py_DECREF(key);
+        return 0;
+    }
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
+    uint32_t id = (uint32_t)packed;
+    if (t && (uint32_t)(packed >> 32) != t->epoch) {
+        rec_define(t, id, PyTuple_GET_ITEM(v, 0), CS_FUNC_FUNCTION, NULL);
+        PyObject *nv = Py_BuildValue("(OK)", PyTuple_GET_ITEM(v, 0),
+                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
+        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0)
+            PyErr_Clear();
+        Py_XDECREF(nv);
+    }
+    Py_DECREF(key);
+    *meth_out = (void *)ml->ml_meth;
+    return id;
+}
+
+static PyObject *
+cb_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (nargs < 3 || ts == NULL || ts->tool < 0 || !ts->cfuncs || c_method(args[2]) == NULL)
+        Py_RETURN_NONE;
+    if (ts->own_prefix && PyCode_Check(args[0])) {
+        /* calls made by callscope's own code are not the program's */
+        const char *file = PyUnicode_AsUTF8(((PyCodeObject *)args[0])->co_filename);
+        if (file == NULL)
+            PyErr_Clear();
+        else if (strncmp(file, ts->own_prefix, strlen(ts->own_prefix)) == 0)
+            Py_RETURN_NONE;
+    }
+    PyObject *exc = cs_exc_fetch();
+    cs_tstate *t = rec_tstate();
+    void *meth = NULL;
+    uint32_t id = t ? c_selected(ts, args[2], t, &meth) : 0;
+    if (id) {
+        rec_extra x;
+        if (ts->opts)
+            rec_read_extras(ts->opts, &x, 1);
+        uint64_t t0 = cs_clock_mono_ns();
+        uint64_t seq = cs_log_enter(t, id, 0, t0);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+        tstack *s = my_stack();
+        if (s)
+            push(s, meth, seq, t->epoch, t0, NULL); /* its C entry point names it */
+    }
+    cs_exc_restore(exc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+c_end(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, int raised)
+{
+    ext_state *st = (ext_state *)PyModule_GetState(mod);
+    trace_state *ts = st->trace;
+    if (nargs < 3 || ts == NULL || ts->tool < 0 || !ts->cfuncs || c_method(args[2]) == NULL)
+        Py_RETURN_NONE;
+    uint64_t now = cs_clock_mono_ns();
+    PyObject *exc = cs_exc_fetch();
+    cs_tstate *t = cs_log_tstate();
+    void *meth = NULL;
+    if (t && c_selected(ts, args[2], NULL, &meth)) {
+        tstack *s = my_stack();
+        tframe f;
+        if (s && pop(s, meth, &f) && f.epoch == t->epoch) {
+            rec_extra x;
+            if (ts->opts)
+                rec_read_extras(ts->opts, &x, 0);
+            cs_log_exit(t, f.seq, raised ? CS_STATUS_RAISED : CS_STATUS_OK, now);
+            if (ts->opts)
+                rec_put_extras(t, ts->opts, &x);
+        }
+    }
+    PyErr_Clear();
+    cs_exc_restore(exc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cb_c_return(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    return c_end(mod, args, nargs, 0);
+}
+
+static PyObject *
+cb_c_raise(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    return c_end(mod, args, nargs, 1);
+}
+
 /* The callbacks, by the name of their sys.monitoring.events member (the
  * event numbers are read from there, not assumed). */
-static const char *const callback_events[] = {"PY_START",  "PY_RESUME", "PY_RETURN",
-                                              "PY_YIELD",  "PY_UNWIND", "PY_THROW"};
+static const char *const callback_events[] = {"PY_START", "PY_RESUME", "PY_RETURN",
+                                              "PY_YIELD", "PY_UNWIND", "PY_THROW",
+                                              "CALL",     "C_RETURN",  "C_RAISE"};
 
 static PyMethodDef callback_defs[] = {
     {"_cs_py_start", (PyCFunction)(void (*)(void))cb_start, METH_FASTCALL, NULL},
@@ -801,6 +1003,9 @@ static PyMethodDef callback_defs[] = {
     {"_cs_py_yield", (PyCFunction)(void (*)(void))cb_yield, METH_FASTCALL, NULL},
     {"_cs_py_unwind", (PyCFunction)(void (*)(void))cb_unwind, METH_FASTCALL, NULL},
     {"_cs_py_throw", (PyCFunction)(void (*)(void))cb_resume, METH_FASTCALL, NULL},
+    {"_cs_call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL, NULL},
+    {"_cs_c_return", (PyCFunction)(void (*)(void))cb_c_return, METH_FASTCALL, NULL},
+    {"_cs_c_raise", (PyCFunction)(void (*)(void))cb_c_raise, METH_FASTCALL, NULL},
 };
 
 /* sys.monitoring.events.<name>, or -1 with an error set. */
@@ -860,8 +1065,8 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
         goto fail;
     if ((ts->tool = claim_tool(ts->mon)) < 0)
         goto fail;
-    int bits[6];
-    for (size_t i = 0; i < 6; i++)
+    int bits[9];
+    for (size_t i = 0; i < 9; i++)
         if ((bits[i] = event_bit(ts->mon, callback_events[i])) < 0)
             goto fail;
     ts->local_events = bits[1] | bits[2] | bits[3];
@@ -878,8 +1083,11 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
         Py_DECREF(fn);
         Py_DECREF(ok);
     }
-    /* PY_START, PY_UNWIND and PY_THROW for all code; the rest per code */
-    r = PyObject_CallMethod(ts->mon, "set_events", "ii", ts->tool, bits[0] | bits[4] | bits[5]);
+    /* PY_START, PY_UNWIND and PY_THROW for all code; the rest per code.
+     * C functions need CALL everywhere (C_RETURN and C_RAISE follow it):
+     * every call of the program then costs a callback. */
+    r = PyObject_CallMethod(ts->mon, "set_events", "ii", ts->tool,
+                            bits[0] | bits[4] | bits[5] | (ts->cfuncs ? bits[6] : 0));
     if (r == NULL)
         goto fail;
     Py_DECREF(r);

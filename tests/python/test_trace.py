@@ -293,3 +293,58 @@ def test_options_without_a_selection_warn(cli, tmp_path):
     (tmp_path / "app.py").write_text("print('ran')\n")
     p = cli("run", "--cpu", "app.py", check=0)
     assert "ran" in p.stdout and "nothing is selected" in p.stderr
+
+
+# -- C functions (3.12+) --------------------------------------------------------
+
+needs_312 = pytest.mark.skipif(sys.version_info < (3, 12),
+                               reason="C functions are selected through sys.monitoring")
+
+
+@needs_312
+def test_c_functions_selected_by_name(run_py, root):
+    """Builtins, extension functions and methods of built-in types, with
+    exact counts, errors, and Python callbacks nested inside them."""
+    run_py("""
+        import math, callscope
+        calls = {"sorted": 0, "sqrt": 0, "join": 0, "key": 0}
+        def key(x):
+            calls["key"] += 1
+            return -x
+        callscope.trace("sorted", "math.sqrt", "str.join", "key", c_functions=True)
+        for i in range(5):
+            sorted([3, 1, 2], key=key); calls["sorted"] += 1
+        for i in range(4):
+            math.sqrt(i); calls["sqrt"] += 1
+        "-".join(["a", "b"]); calls["join"] += 1
+        try:
+            sorted([1, "a"])
+        except TypeError:
+            calls["sorted"] += 1
+        callscope.untrace()
+        callscope._callscope._finish()
+        run = callscope.load()
+        got = {fn.qualname.split(".")[-1]: fn.calls for fn in run.functions()}
+        assert got == calls, (got, calls)
+        errs = run.calls("builtins.sorted", status="raised")
+        assert len(errs) == 1
+        # key's calls are children of the sorted calls
+        parents = {c.id for c in run.calls("builtins.sorted")}
+        assert all(c.parent in parents for c in run.calls("key"))
+        print("ok")
+    """)
+
+
+@needs_312
+def test_cli_c_functions(cli, tmp_path, root):
+    (tmp_path / "prog.py").write_text("import math\nfor i in range(3):\n    math.sqrt(i)\n")
+    cli("run", "-q", "--c-functions", "-t", "math.sqrt", "--", "prog.py", check=0)
+    run = callscope.load(root=root)
+    assert [(f.name, f.calls) for f in run.functions()] == [("math.sqrt", 3)]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.10 and 3.11 only")
+def test_c_functions_need_312(root):
+    with pytest.raises(NotImplementedError, match="3.12"):
+        callscope.trace("sorted", c_functions=True)
+    assert not callscope._callscope._trace_active()
