@@ -75,11 +75,13 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     ``max_bytes`` and ``print`` capture and show values as
     ``@callscope.monitor`` does; they apply to the whole selection.
 
-    ``c_functions=True`` (Python 3.12+) lets the patterns select C
-    functions too: builtins (``"sorted"``), functions of extension modules
+    ``c_functions=True`` lets the patterns select C functions too:
+    builtins (``"sorted"``), functions of extension modules
     (``"math.sqrt"``) and methods of built-in types (``"str.join"``). Their
     calls are timed; arguments and results are not captured. It costs a
-    callback on every call of the program while it is on."""
+    callback on every call of the program while it is on (3.12+:
+    sys.monitoring CALL events; 3.10 and 3.11: the C profile hook, which
+    another profiler must not hold)."""
     sel = _copy(_current)
     for p in patterns:
         sel["patterns"].extend(_as_list(p, "trace"))

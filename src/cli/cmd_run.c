@@ -41,7 +41,7 @@ const char cs_usage_run[] =
     "  --max-arg-length N  cut captured strings and reprs to N characters\n"
     "  --c-functions    -t also selects C functions: builtins (sorted), extension\n"
     "                   functions (math.sqrt), methods of built-in types (str.join);\n"
-    "                   Python 3.12+, a callback on every call of the program\n"
+    "                   a callback on every call of the program\n"
     "  --print[=json]   with -t/--module: print each finished call to stderr, as a\n"
     "                   line (with its arguments and result) or as JSON\n"
     "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"

@@ -101,14 +101,7 @@ parse_selection(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, 
                                      &cresult, &redact, &sanitize, &mal, &mb, &cself, &print,
                                      cfuncs))
         return NULL;
-#if !CS_HAVE_MONITORING
-    if (*cfuncs) {
-        PyErr_SetString(PyExc_NotImplementedError,
-                        "trace: selecting C functions (c_functions=True, --c-functions) needs"
-                        " Python 3.12 or newer (sys.monitoring)");
-        return NULL;
-    }
-#endif
+
     cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself, print);
     if (c == NULL)
         return NULL;
@@ -535,10 +528,6 @@ decide(ext_state *st, PyObject *co, PyObject *globals)
     return yes;
 }
 
-#if CS_HAVE_MONITORING
-
-/* ---- per-thread stack of plain calls -------------------------------------- */
-
 typedef struct tframe {
     void *code;
     uint64_t seq;
@@ -622,6 +611,180 @@ pop(tstack *s, void *code, tframe *out)
     return 0;
 }
 
+
+/* ---- C functions: selected by their C entry point ---------------------------
+ * A C function is known by its C entry point (ml_meth), the same whether
+ * it is called as a builtin, a module function, a method descriptor or a
+ * bound method. The first call of each decides, from its qualified name,
+ * as for Python code. */
+
+/* The PyMethodDef behind `callable`, or NULL if it is no C function. */
+static PyMethodDef *
+c_method(PyObject *callable)
+{
+    if (PyCFunction_Check(callable))
+        return ((PyCFunctionObject *)callable)->m_ml;
+    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
+        return ((PyMethodDescrObject *)callable)->d_method;
+    return NULL;
+}
+
+/* (module, qualname) of a C function: its module's name and its own for a
+ * module function; the type's module and "Type.name" for a method. */
+static PyObject *
+c_ident(PyObject *callable, PyMethodDef *ml)
+{
+    PyObject *owner = NULL;
+    if (PyCFunction_Check(callable))
+        owner = ((PyCFunctionObject *)callable)->m_self;
+    else
+        owner = (PyObject *)((PyMethodDescrObject *)callable)->d_common.d_type;
+    PyObject *module = NULL, *qual = NULL;
+    if (owner && PyModule_Check(owner)) {
+        module = PyModule_GetNameObject(owner);
+        qual = PyUnicode_FromString(ml->ml_name);
+    } else if (owner) {
+        PyTypeObject *tp = PyType_Check(owner) ? (PyTypeObject *)owner : Py_TYPE(owner);
+        PyObject *tq = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+        module = PyObject_GetAttrString((PyObject *)tp, "__module__");
+        qual = tq && PyUnicode_Check(tq) ? PyUnicode_FromFormat("%U.%s", tq, ml->ml_name) : NULL;
+        Py_XDECREF(tq);
+    } else {
+        PyObject *m = PyObject_GetAttrString(callable, "__module__");
+        module = m && PyUnicode_Check(m) ? m : (Py_XDECREF(m), PyUnicode_FromString("builtins"));
+        qual = PyUnicode_FromString(ml->ml_name);
+    }
+    PyErr_Clear();
+    if (module == NULL || !PyUnicode_Check(module)) {
+        Py_XDECREF(module);
+        module = PyUnicode_FromString("");
+    }
+    PyObject *r = module && qual ? Py_BuildValue("(OOsi)", module, qual, "", 0) : NULL;
+    Py_XDECREF(module);
+    Py_XDECREF(qual);
+    PyErr_Clear();
+    return r;
+}
+
+/* The function id of selected C function `callable` (0 when not
+ * selected), its FUNC record written into the current log if needed. */
+static uint32_t
+c_selected(trace_state *ts, PyObject *callable, cs_tstate *t, void **meth_out)
+{
+    PyMethodDef *ml = c_method(callable);
+    if (ml == NULL)
+        return 0;
+    PyObject *key = PyLong_FromVoidPtr((void *)ml->ml_meth);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *v = PyDict_GetItemWithError(ts->cdecided, key); /* borrowed */
+    if (v == NULL) {
+        PyErr_Clear();
+        PyObject *ident = c_ident(callable, ml);
+        int yes = 0;
+        if (ident) {
+            const char *m = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
+            const char *q = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
+            yes = m && q && cs_select_match(ts->sel, m, q);
+            PyErr_Clear();
+        }
+        PyObject *nv = yes ? Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id())
+                           : Py_NewRef(Py_None);
+        Py_XDECREF(ident);
+        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0) {
+            PyErr_Clear();
+            Py_XDECREF(nv);
+            Py_DECREF(key);
+            return 0;
+        }
+        Py_DECREF(nv);
+        v = PyDict_GetItem(ts->cdecided, key);
+    }
+    if (v == NULL || v == Py_None) {
+        Py_DECREF(key);
+        return 0;
+    }
+    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
+    uint32_t id = (uint32_t)packed;
+    if (t && (uint32_t)(packed >> 32) != t->epoch) {
+        rec_define(t, id, PyTuple_GET_ITEM(v, 0), CS_FUNC_FUNCTION, NULL);
+        PyObject *nv = Py_BuildValue("(OK)", PyTuple_GET_ITEM(v, 0),
+                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
+        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0)
+            PyErr_Clear();
+        Py_XDECREF(nv);
+    }
+    Py_DECREF(key);
+    *meth_out = (void *)ml->ml_meth;
+    return id;
+}
+
+/* A call of C function `callable` begins: recorded if it is selected. */
+static void
+c_begin(trace_state *ts, PyObject *callable)
+{
+    PyObject *exc = cs_exc_fetch();
+    cs_tstate *t = rec_tstate();
+    void *meth = NULL;
+    uint32_t id = t ? c_selected(ts, callable, t, &meth) : 0;
+    if (id) {
+        rec_extra x;
+        if (ts->opts)
+            rec_read_extras(ts->opts, &x, 1);
+        uint64_t t0 = cs_clock_mono_ns();
+        uint64_t seq = cs_log_enter(t, id, 0, t0);
+        if (ts->opts)
+            rec_put_extras(t, ts->opts, &x);
+        tstack *s = my_stack();
+        if (s)
+            push(s, meth, seq, t->epoch, t0, NULL); /* its C entry point names it */
+    }
+    cs_exc_restore(exc);
+}
+
+/* A call of C function `callable` ends, returned or `raised`. */
+static void
+c_finish(trace_state *ts, PyObject *callable, int raised)
+{
+    uint64_t now = cs_clock_mono_ns();
+    PyObject *exc = cs_exc_fetch();
+    cs_tstate *t = cs_log_tstate();
+    void *meth = NULL;
+    if (t && c_selected(ts, callable, NULL, &meth)) {
+        tstack *s = my_stack();
+        tframe f;
+        if (s && pop(s, meth, &f) && f.epoch == t->epoch) {
+            rec_extra x;
+            if (ts->opts)
+                rec_read_extras(ts->opts, &x, 0);
+            cs_log_exit(t, f.seq, raised ? CS_STATUS_RAISED : CS_STATUS_OK, now);
+            if (ts->opts)
+                rec_put_extras(t, ts->opts, &x);
+        }
+    }
+    PyErr_Clear();
+    cs_exc_restore(exc);
+}
+
+/* 1 if `code` is callscope's own: its calls are not the program's. */
+static int
+own_code(trace_state *ts, PyCodeObject *code)
+{
+    if (ts->own_prefix == NULL || code == NULL)
+        return 0;
+    const char *file = PyUnicode_AsUTF8(code->co_filename);
+    if (file == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return strncmp(file, ts->own_prefix, strlen(ts->own_prefix)) == 0;
+}
+
+#if CS_HAVE_MONITORING
+
+/* ---- per-thread stack of plain calls -------------------------------------- */
 
 /* A traced generator went away while its call was open (closed without an
  * event, or dropped): its call ends now, as a decorated one's does. */
@@ -806,115 +969,6 @@ cb_resume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return mark_gen(mod, args, nargs, CS_MARK_RESUME);
 }
 
-/* ---- C functions (3.12+): CALL, C_RETURN and C_RAISE -------------------
- * A C function is known by its C entry point (ml_meth), the same whether
- * it is called as a builtin, a module function, a method descriptor or a
- * bound method. The first call of each decides, from its qualified name,
- * as for Python code. */
-
-/* The PyMethodDef behind `callable`, or NULL if it is no C function. */
-static PyMethodDef *
-c_method(PyObject *callable)
-{
-    if (PyCFunction_Check(callable))
-        return ((PyCFunctionObject *)callable)->m_ml;
-    if (Py_IS_TYPE(callable, &PyMethodDescr_Type))
-        return ((PyMethodDescrObject *)callable)->d_method;
-    return NULL;
-}
-
-/* (module, qualname) of a C function: its module's name and its own for a
- * module function; the type's module and "Type.name" for a method. */
-static PyObject *
-c_ident(PyObject *callable, PyMethodDef *ml)
-{
-    PyObject *owner = NULL;
-    if (PyCFunction_Check(callable))
-        owner = ((PyCFunctionObject *)callable)->m_self;
-    else
-        owner = (PyObject *)((PyMethodDescrObject *)callable)->d_common.d_type;
-    PyObject *module = NULL, *qual = NULL;
-    if (owner && PyModule_Check(owner)) {
-        module = PyModule_GetNameObject(owner);
-        qual = PyUnicode_FromString(ml->ml_name);
-    } else if (owner) {
-        PyTypeObject *tp = PyType_Check(owner) ? (PyTypeObject *)owner : Py_TYPE(owner);
-        PyObject *tq = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
-        module = PyObject_GetAttrString((PyObject *)tp, "__module__");
-        qual = tq && PyUnicode_Check(tq) ? PyUnicode_FromFormat("%U.%s", tq, ml->ml_name) : NULL;
-        Py_XDECREF(tq);
-    } else {
-        PyObject *m = PyObject_GetAttrString(callable, "__module__");
-        module = m && PyUnicode_Check(m) ? m : (Py_XDECREF(m), PyUnicode_FromString("builtins"));
-        qual = PyUnicode_FromString(ml->ml_name);
-    }
-    PyErr_Clear();
-    if (module == NULL || !PyUnicode_Check(module)) {
-        Py_XDECREF(module);
-        module = PyUnicode_FromString("");
-    }
-    PyObject *r = module && qual ? Py_BuildValue("(OOsi)", module, qual, "", 0) : NULL;
-    Py_XDECREF(module);
-    Py_XDECREF(qual);
-    PyErr_Clear();
-    return r;
-}
-
-/* The function id of selected C function `callable` (0 when not
- * selected), its FUNC record written into the current log if needed. */
-static uint32_t
-c_selected(trace_state *ts, PyObject *callable, cs_tstate *t, void **meth_out)
-{
-    PyMethodDef *ml = c_method(callable);
-    if (ml == NULL)
-        return 0;
-    PyObject *key = PyLong_FromVoidPtr((void *)ml->ml_meth);
-    if (key == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *v = PyDict_GetItemWithError(ts->cdecided, key); /* borrowed */
-    if (v == NULL) {
-        PyErr_Clear();
-        PyObject *ident = c_ident(callable, ml);
-        int yes = 0;
-        if (ident) {
-            const char *m = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
-            const char *q = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 1));
-            yes = m && q && cs_select_match(ts->sel, m, q);
-            PyErr_Clear();
-        }
-        PyObject *nv = yes ? Py_BuildValue("(OK)", ident, (unsigned long long)rec_new_func_id())
-                           : Py_NewRef(Py_None);
-        Py_XDECREF(ident);
-        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0) {
-            PyErr_Clear();
-            Py_XDECREF(nv);
-            Py_DECREF(key);
-            return 0;
-        }
-        Py_DECREF(nv);
-        v = PyDict_GetItem(ts->cdecided, key);
-    }
-    if (v == NULL || v == Py_None) {
-        Py_DECREF(key);
-        return 0;
-    }
-    uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
-    uint32_t id = (uint32_t)packed;
-    if (t && (uint32_t)(packed >> 32) != t->epoch) {
-        rec_define(t, id, PyTuple_GET_ITEM(v, 0), CS_FUNC_FUNCTION, NULL);
-        PyObject *nv = Py_BuildValue("(OK)", PyTuple_GET_ITEM(v, 0),
-                                     (unsigned long long)id | ((unsigned long long)t->epoch << 32));
-        if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0)
-            PyErr_Clear();
-        Py_XDECREF(nv);
-    }
-    Py_DECREF(key);
-    *meth_out = (void *)ml->ml_meth;
-    return id;
-}
-
 static PyObject *
 cb_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -922,31 +976,9 @@ cb_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     trace_state *ts = st->trace;
     if (nargs < 3 || ts == NULL || ts->tool < 0 || !ts->cfuncs || c_method(args[2]) == NULL)
         Py_RETURN_NONE;
-    if (ts->own_prefix && PyCode_Check(args[0])) {
-        /* calls made by callscope's own code are not the program's */
-        const char *file = PyUnicode_AsUTF8(((PyCodeObject *)args[0])->co_filename);
-        if (file == NULL)
-            PyErr_Clear();
-        else if (strncmp(file, ts->own_prefix, strlen(ts->own_prefix)) == 0)
-            Py_RETURN_NONE;
-    }
-    PyObject *exc = cs_exc_fetch();
-    cs_tstate *t = rec_tstate();
-    void *meth = NULL;
-    uint32_t id = t ? c_selected(ts, args[2], t, &meth) : 0;
-    if (id) {
-        rec_extra x;
-        if (ts->opts)
-            rec_read_extras(ts->opts, &x, 1);
-        uint64_t t0 = cs_clock_mono_ns();
-        uint64_t seq = cs_log_enter(t, id, 0, t0);
-        if (ts->opts)
-            rec_put_extras(t, ts->opts, &x);
-        tstack *s = my_stack();
-        if (s)
-            push(s, meth, seq, t->epoch, t0, NULL); /* its C entry point names it */
-    }
-    cs_exc_restore(exc);
+    if (PyCode_Check(args[0]) && own_code(ts, (PyCodeObject *)args[0]))
+        Py_RETURN_NONE;
+    c_begin(ts, args[2]);
     Py_RETURN_NONE;
 }
 
@@ -957,24 +989,7 @@ c_end(PyObject *mod, PyObject *const *args, Py_ssize_t nargs, int raised)
     trace_state *ts = st->trace;
     if (nargs < 3 || ts == NULL || ts->tool < 0 || !ts->cfuncs || c_method(args[2]) == NULL)
         Py_RETURN_NONE;
-    uint64_t now = cs_clock_mono_ns();
-    PyObject *exc = cs_exc_fetch();
-    cs_tstate *t = cs_log_tstate();
-    void *meth = NULL;
-    if (t && c_selected(ts, args[2], NULL, &meth)) {
-        tstack *s = my_stack();
-        tframe f;
-        if (s && pop(s, meth, &f) && f.epoch == t->epoch) {
-            rec_extra x;
-            if (ts->opts)
-                rec_read_extras(ts->opts, &x, 0);
-            cs_log_exit(t, f.seq, raised ? CS_STATUS_RAISED : CS_STATUS_OK, now);
-            if (ts->opts)
-                rec_put_extras(t, ts->opts, &x);
-        }
-    }
-    PyErr_Clear();
-    cs_exc_restore(exc);
+    c_finish(ts, args[2], raised);
     Py_RETURN_NONE;
 }
 
@@ -1281,6 +1296,78 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
     return res;
 }
 
+/* C functions on 3.10 and 3.11: the C profile hook, in every thread (an
+ * evaluation hook never sees a C call). It costs: 3.11 runs every
+ * bytecode unspecialised while a profile hook is set. */
+static int
+c_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    (void)obj;
+    if (what != PyTrace_C_CALL && what != PyTrace_C_RETURN && what != PyTrace_C_EXCEPTION)
+        return 0;
+    ext_state *st = hook_st;
+    trace_state *ts = st ? st->trace : NULL;
+    if (ts == NULL || ts->tool < 0 || !ts->cfuncs || arg == NULL || c_method(arg) == NULL)
+        return 0;
+    if (what == PyTrace_C_CALL) {
+        PyCodeObject *co = frame ? PyFrame_GetCode(frame) : NULL;
+        int own = own_code(ts, co);
+        Py_XDECREF(co);
+        if (!own)
+            c_begin(ts, arg);
+    } else {
+        c_finish(ts, arg, what == PyTrace_C_EXCEPTION);
+    }
+    return 0;
+}
+
+/* threading.setprofile: a new thread's first event puts the C hook in. */
+static PyObject *
+c_profile_starter(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    (void)args;
+    PyEval_SetProfile(c_profile, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef starter_def = {"_cs_c_profile_starter", c_profile_starter, METH_VARARGS,
+                                  NULL};
+
+/* Set (on) or remove (off) the C hook in every thread, and for threads
+ * started later. -1 with an error set when another profiler holds a
+ * thread (cProfile, a debugger): there is one profile slot per thread. */
+static int
+c_profile_all(PyObject *mod, int on)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (on) {
+        for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t;
+             t = PyThreadState_Next(t))
+            if (t->c_profilefunc != NULL && t->c_profilefunc != c_profile) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "trace: c_functions needs the profile hook, and another"
+                                " profiler (cProfile, a debugger?) is using it");
+                return -1;
+            }
+    }
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t; t = PyThreadState_Next(t)) {
+        if (on)
+            _PyEval_SetProfile(t, c_profile, NULL);
+        else if (t->c_profilefunc == c_profile)
+            _PyEval_SetProfile(t, NULL, NULL);
+    }
+    PyErr_Clear();
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *fn = on ? PyCFunction_NewEx(&starter_def, mod, NULL) : Py_NewRef(Py_None);
+    PyObject *r = threading && fn ? PyObject_CallMethod(threading, "setprofile", "O", fn) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(fn);
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return 0;
+}
+
 PyObject *
 trace_start(PyObject *mod, PyObject *args, PyObject *kw)
 {
@@ -1296,6 +1383,13 @@ trace_start(PyObject *mod, PyObject *args, PyObject *kw)
     cs_eval_hook_install(cs_eval, &prev_eval); /* chained to one before ours */
     hook_st = st;
     ts->tool = 0; /* active */
+    if (ts->cfuncs && c_profile_all(mod, 1) < 0) {
+        PyObject *exc = cs_exc_fetch();
+        PyObject *r = trace_stop(mod, NULL);
+        Py_XDECREF(r);
+        cs_exc_restore(exc);
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1308,6 +1402,8 @@ trace_stop(PyObject *mod, PyObject *unused)
         Py_RETURN_NONE;
     if (ts->tool >= 0) {
         /* the hook stays only while something is selected */
+        if (ts->cfuncs)
+            c_profile_all(mod, 0);
         cs_eval_hook_remove(cs_eval, &prev_eval);
         hook_st = NULL;
         selection_gen++;

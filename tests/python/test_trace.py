@@ -295,18 +295,14 @@ def test_options_without_a_selection_warn(cli, tmp_path):
     assert "ran" in p.stdout and "nothing is selected" in p.stderr
 
 
-# -- C functions (3.12+) --------------------------------------------------------
+# -- C functions -----------------------------------------------------------------
 
-needs_312 = pytest.mark.skipif(sys.version_info < (3, 12),
-                               reason="C functions are selected through sys.monitoring")
-
-
-@needs_312
 def test_c_functions_selected_by_name(run_py, root):
     """Builtins, extension functions and methods of built-in types, with
-    exact counts, errors, and Python callbacks nested inside them."""
+    exact counts, errors, calls in a thread started later, and Python
+    callbacks nested inside them."""
     run_py("""
-        import math, callscope
+        import math, threading, callscope
         calls = {"sorted": 0, "sqrt": 0, "join": 0, "key": 0}
         def key(x):
             calls["key"] += 1
@@ -321,7 +317,14 @@ def test_c_functions_selected_by_name(run_py, root):
             sorted([1, "a"])
         except TypeError:
             calls["sorted"] += 1
+        def worker():
+            for i in range(3):
+                math.sqrt(i)
+        t = threading.Thread(target=worker)
+        t.start(); t.join()
+        calls["sqrt"] += 3
         callscope.untrace()
+        sorted([2, 1])  # not recorded
         callscope._callscope._finish()
         run = callscope.load()
         got = {fn.qualname.split(".")[-1]: fn.calls for fn in run.functions()}
@@ -331,11 +334,11 @@ def test_c_functions_selected_by_name(run_py, root):
         # key's calls are children of the sorted calls
         parents = {c.id for c in run.calls("builtins.sorted")}
         assert all(c.parent in parents for c in run.calls("key"))
+        assert len({c.thread for c in run.calls("math.sqrt")}) == 2
         print("ok")
     """)
 
 
-@needs_312
 def test_cli_c_functions(cli, tmp_path, root):
     (tmp_path / "prog.py").write_text("import math\nfor i in range(3):\n    math.sqrt(i)\n")
     cli("run", "-q", "--c-functions", "-t", "math.sqrt", "--", "prog.py", check=0)
@@ -343,8 +346,17 @@ def test_cli_c_functions(cli, tmp_path, root):
     assert [(f.name, f.calls) for f in run.functions()] == [("math.sqrt", 3)]
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.10 and 3.11 only")
-def test_c_functions_need_312(root):
-    with pytest.raises(NotImplementedError, match="3.12"):
-        callscope.trace("sorted", c_functions=True)
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="3.12+ selects C functions through sys.monitoring, beside cProfile")
+def test_c_functions_and_another_profiler(root):
+    """3.10 and 3.11 need the one profile hook of each thread: with
+    cProfile running, selecting C functions is refused, clearly."""
+    import cProfile
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        with pytest.raises(RuntimeError, match="another profiler"):
+            callscope.trace("sorted", c_functions=True)
+    finally:
+        prof.disable()
     assert not callscope._callscope._trace_active()
