@@ -1,6 +1,9 @@
 """Selection by name on a real program callscope did not write: pygments
 highlighting a large Python file, plain and with one rarely called function
 selected (and with a hot one), side by side, each in a fresh process.
+Beside them, the baseline: a sys.settrace tracer written the way the seed
+tool writes one (a global trace function that matches on the name and
+times the calls it selects).
 
     python bench/bench_select.py [--repeat N]
 """
@@ -15,7 +18,19 @@ CHILD = r"""
 import sys, time, inspect, typing, os
 mode = sys.argv[1]
 import pygments, pygments.lexers, pygments.formatters
-if mode != "plain":
+if mode.startswith("settrace:"):
+    name, times, stack = mode.split(":", 1)[1].rsplit(".", 1)[-1], [], []
+    def local(frame, event, arg):
+        if event == "return":
+            times.append(time.perf_counter() - stack.pop())
+        return local
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == name:
+            stack.append(time.perf_counter())
+            return local
+        return None
+    sys.settrace(tracer)
+elif mode != "plain":
     import callscope
     callscope.trace(mode)
 src = inspect.getsource(typing) * 4
@@ -41,9 +56,13 @@ def main():
         import pygments  # noqa: F401
     except ImportError:
         sys.exit("bench_select: needs pygments (pip install pygments)")
+    rare, hot = ("pygments.lexers.get_lexer_by_name",
+                 "pygments.lexer.RegexLexer.get_tokens_unprocessed")
     modes = [("plain", "plain"),
-             ("one rare function selected", "pygments.lexers.get_lexer_by_name"),
-             ("a hot function selected", "pygments.lexer.RegexLexer.get_tokens_unprocessed")]
+             ("one rare function selected", rare),
+             ("a hot function selected", hot),
+             ("settrace (seed), rare function", "settrace:" + rare),
+             ("settrace (seed), hot function", "settrace:" + hot)]
     with tempfile.TemporaryDirectory() as root:
         best = {}
         for _ in range(args.repeat):
