@@ -167,7 +167,7 @@ cmp_str(const void *a, const void *b)
 static int
 names_has(const names *x, const char *s)
 {
-    return bsearch(&s, x->v, x->n, sizeof *x->v, cmp_str) != NULL;
+    return x->n > 0 && bsearch(&s, x->v, x->n, sizeof *x->v, cmp_str) != NULL;
 }
 
 /* The functions of a run that have captured values, sorted. */
@@ -189,7 +189,7 @@ captured_functions(runh *r, names *out)
     sqlite3_finalize(st);
     if (rc == CS_OK && src != SQLITE_DONE)
         rc = fail(CS_ENOTDB, "%s: %s", r->dbpath, sqlite3_errmsg(r->db));
-    if (rc == CS_OK)
+    if (rc == CS_OK && out->n > 1)
         qsort(out->v, out->n, sizeof *out->v, cmp_str);
     return rc;
 }
@@ -490,7 +490,7 @@ load_keys(runh *r, const char *name, const cs_compare_opts *o, keys *out, uint64
     cs_buf_free(&hold);
     names_free(&pos);
     cs__free(star);
-    if (rc == CS_OK && o->align != CS_ALIGN_NUMBER)
+    if (rc == CS_OK && o->align != CS_ALIGN_NUMBER && out->n > 1)
         qsort(out->v, out->n, sizeof *out->v, cmp_key);
     return rc;
 }
@@ -1335,7 +1335,8 @@ cs_diff(const char *a, const char *b, const char *filter, cs_diff_result *out)
                    (x->results_changed ? 1 : 0) + (x->in_a != x->in_b ? 2 : 0) +
                    (x->calls[0] != x->calls[1] ? 0.5 : 0);
     }
-    qsort(d.rows, d.n, sizeof *d.rows, cmp_diff);
+    if (d.n > 1)
+        qsort(d.rows, d.n, sizeof *d.rows, cmp_diff);
     cs_stats_free(st[0], ns[0]);
     cs_stats_free(st[1], ns[1]);
     for (int k = 0; k < opened; k++)

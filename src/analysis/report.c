@@ -579,7 +579,8 @@ timeline(FILE *f, report *r)
         }
     }
     sqlite3_finalize(st);
-    qsort(r->lanes, r->nlanes, sizeof *r->lanes, cmp_busy);
+    if (r->nlanes > 1)
+        qsort(r->lanes, r->nlanes, sizeof *r->lanes, cmp_busy);
     size_t nl = r->nlanes < MAX_LANES ? r->nlanes : MAX_LANES;
     int rowh = 14, lw = 190, w = lw + COLS;
     /* rows used per lane */
