@@ -105,6 +105,10 @@ CS_EXPORT int cs_stats_by(cs_store *s, const cs_stats_query *q, cs_group_by by,
                           cs_groups *out /* OUT */);
 CS_EXPORT void cs_groups_free(cs_groups *g);
 
+/* The p-quantile (nearest rank) of `n` durations counted in histogram `h`
+ * (CS_HIST_BUCKETS buckets, cs_hist_bucket), as its bucket's middle. */
+CS_EXPORT uint64_t cs_hist_rank(const uint64_t *h, uint64_t n, double p);
+
 /* 1 if `name` matches `filter` in the sense of cs_stats_query.filter. */
 CS_EXPORT int cs_name_matches(const char *filter, const char *name);
 

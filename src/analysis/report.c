@@ -69,33 +69,8 @@ typedef struct fn {
     uint64_t calls, errors, unfinished, total, self, cpu, cpu_calls, min, max;
     int64_t rss_sum;
     uint64_t rss_calls;
-    uint32_t hist[CS_HIST_BUCKETS];
+    uint64_t hist[CS_HIST_BUCKETS];
 } fn;
-
-/* The middle of histogram bucket `b`, in ns. */
-static uint64_t
-bucket_mid(unsigned b)
-{
-    if (b < 4)
-        return b;
-    unsigned lg = b / 4 + 1, sub = b % 4;
-    uint64_t lo = (uint64_t)(4 + sub) << (lg - 2), width = 1ull << (lg - 2);
-    return lo + width / 2;
-}
-
-static uint64_t
-hist_rank(const uint32_t *h, uint64_t count, double q)
-{
-    if (count == 0)
-        return 0;
-    uint64_t want = (uint64_t)ceil(q * (double)count), seen = 0;
-    for (unsigned b = 0; b < CS_HIST_BUCKETS; b++) {
-        seen += h[b];
-        if (seen >= want && h[b])
-            return bucket_mid(b);
-    }
-    return 0;
-}
 
 /* ---- the call tree --------------------------------------------------------------------- */
 
@@ -486,7 +461,7 @@ l_mean(const fn *x, char *b, size_t n)
 {
     char t[32], p[32];
     snprintf(b, n, "mean %s, p95 %s", fmt_ns(v_mean(x), t, sizeof t),
-             fmt_ns((double)hist_rank(x->hist, x->calls - x->unfinished, 0.95), p, sizeof p));
+             fmt_ns((double)cs_hist_rank(x->hist, x->calls - x->unfinished, 0.95), p, sizeof p));
     return b;
 }
 
@@ -509,7 +484,7 @@ histograms(FILE *f, fn **v, size_t n)
         if (x->calls <= x->unfinished)
             continue;
         unsigned lo = CS_HIST_BUCKETS, hi = 0;
-        uint32_t top = 0;
+        uint64_t top = 0;
         for (unsigned b = 0; b < CS_HIST_BUCKETS; b++)
             if (x->hist[b]) {
                 if (b < lo)
@@ -532,8 +507,8 @@ histograms(FILE *f, fn **v, size_t n)
             fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"", pad + (b - lo) * bw, h - bh, bw > 1.5 ? bw - 0.5 : bw, bh);
             colour(f, x->id);
             char t[32];
-            fprintf(f, "\"><title>%u calls near %s</title></rect>", x->hist[b],
-                    fmt_ns((double)bucket_mid(b), t, sizeof t));
+            fprintf(f, "\"><title>%llu calls near %s</title></rect>", (unsigned long long)x->hist[b],
+                    fmt_ns((double)cs_hist_mid(b), t, sizeof t));
         }
         char a[32], z[32];
         fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"lbl\">%s</text><text x=\"%d\" y=\"%d\" text-anchor=\"end\" class=\"lbl\">%s</text></svg></figure>\n",
@@ -687,7 +662,7 @@ table(FILE *f, fn **v, size_t n)
         const fn *x = v[i];
         uint64_t done = x->calls - x->unfinished;
         double mean = v_mean(x);
-        uint64_t p50 = hist_rank(x->hist, done, 0.5), p95 = hist_rank(x->hist, done, 0.95);
+        uint64_t p50 = cs_hist_rank(x->hist, done, 0.5), p95 = cs_hist_rank(x->hist, done, 0.95);
         char b[6][32];
         fputs("<tr><td>", f);
         esc(f, x->name);

@@ -50,19 +50,8 @@ typedef struct acc {
     uint64_t *hist; /* set when the function was profiled in aggregate */
 } acc;
 
-/* The middle of bucket `b`. */
-static uint64_t
-bucket_mid(unsigned b)
-{
-    if (b < 4)
-        return b;
-    unsigned lg = b / 4 + 1, sub = b % 4;
-    uint64_t lo = (uint64_t)(4 + sub) << (lg - 2), width = 1ull << (lg - 2);
-    return lo + width / 2;
-}
-
-static uint64_t
-hist_rank(const uint64_t *h, uint64_t n, double p)
+uint64_t
+cs_hist_rank(const uint64_t *h, uint64_t n, double p)
 {
     uint64_t k = (uint64_t)(p * (double)n + 0.999999), seen = 0;
     if (k < 1)
@@ -70,7 +59,7 @@ hist_rank(const uint64_t *h, uint64_t n, double p)
     for (unsigned b = 0; b < HIST; b++) {
         seen += h[b];
         if (seen >= k)
-            return bucket_mid(b);
+            return cs_hist_mid(b);
     }
     return 0;
 }
@@ -326,8 +315,8 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
             }
             for (unsigned b = 0; b < HIST; b++)
                 count += x->hist[b];
-            x->st.p50_ns = hist_rank(x->hist, count, 0.50);
-            x->st.p95_ns = hist_rank(x->hist, count, 0.95);
+            x->st.p50_ns = cs_hist_rank(x->hist, count, 0.50);
+            x->st.p95_ns = cs_hist_rank(x->hist, count, 0.95);
             /* a bucket's middle may lie outside what was seen */
             if (x->st.min_ns != UINT64_MAX) {
                 uint64_t *ps[2] = {&x->st.p50_ns, &x->st.p95_ns};

@@ -412,28 +412,6 @@ rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyObject *
     cs_buf_free(&b);
 }
 
-static PyObject *
-type_name(PyObject *exc)
-{
-    PyTypeObject *tp = Py_TYPE(exc);
-    PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
-    PyObject *qn = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
-    PyObject *r = NULL;
-    if (mod && qn && PyUnicode_Check(mod) && PyUnicode_Check(qn)) {
-        if (PyUnicode_CompareWithASCIIString(mod, "builtins") == 0)
-            r = Py_NewRef(qn);
-        else
-            r = PyUnicode_FromFormat("%U.%U", mod, qn);
-    }
-    Py_XDECREF(mod);
-    Py_XDECREF(qn);
-    if (r == NULL) {
-        PyErr_Clear();
-        r = PyUnicode_FromString(tp->tp_name);
-    }
-    return r;
-}
-
 /* An exception that propagates out through many monitored calls keeps its
  * object, and its traceback grows outwards. Formatting it at every level
  * would cost O(depth^2) for a deep recursion, so each thread keeps the
@@ -524,7 +502,7 @@ rec_error_obj(ext_state *st, cs_tstate *t, uint64_t seq, uint32_t stream, PyObje
     int same = tb != NULL && same_propagation(exc, tb);
     if (tb != NULL)
         hold(exc, tb);
-    PyObject *tname = type_name(exc);
+    PyObject *tname = cap_type_name(Py_TYPE(exc));
     put_str(&b, tname);
     Py_XDECREF(tname);
     PyObject *msg = PyObject_Str(exc);

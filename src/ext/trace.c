@@ -392,6 +392,35 @@ trace_print(trace_state *ts, PyObject *co, uint64_t wall, const char *shown, PyO
     cap_print(ts->st, ts->cap, PyTuple_GET_ITEM(v, 0), wall, shown, res, exc);
 }
 
+/* Enter a selected plain call of `co` (function `id`), starting now in
+ * `frame` (unused on 3.12+): its arguments captured and written after
+ * the ENTER record, with the extras. Returns its seq; *t0 is its start,
+ * *shown its arguments' preview for --print (or NULL; owned). */
+static uint64_t
+trace_enter(trace_state *ts, cs_tstate *t, PyObject *co, void *frame, uint32_t id,
+            uint64_t *t0, char **shown)
+{
+    cs_buf ab;
+    cs_buf_init(&ab);
+    if (ts->cap && ts->cap->args && !cap_busy) {
+        PyObject *exc = cs_exc_fetch();
+        trace_args(ts, t, (PyCodeObject *)co, frame, &ab);
+        cs_exc_restore(exc);
+    }
+    *shown = ts->cap && ts->cap->print ? trace_shown(ts, co, frame, &ab) : NULL;
+    rec_extra x;
+    if (ts->opts)
+        rec_read_extras(ts->opts, &x, 1);
+    *t0 = cs_clock_mono_ns();
+    uint64_t seq = cs_log_enter(t, id, 0, *t0);
+    if (ts->opts)
+        rec_put_extras(t, ts->opts, &x);
+    if (ab.len && cs_log_tstate() == t)
+        cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
+    cs_buf_free(&ab);
+    return seq;
+}
+
 /* A generator's or coroutine's event; `begin` starts its call. `frame`
  * (stable for the generator's life) names the call. */
 static void
@@ -845,20 +874,9 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1, PyEval_GetFrame(), NULL);
         } else {
             uint32_t id = func_of_code(ts, co, t);
-            cs_buf ab;
-            cs_buf_init(&ab);
-            trace_begin_args(ts, t, co, NULL, &ab);
-            rec_extra x;
-            if (ts->opts)
-                rec_read_extras(ts->opts, &x, 1);
-            char *shown = ts->cap && ts->cap->print ? trace_shown(ts, co, NULL, &ab) : NULL;
-            uint64_t t0 = cs_clock_mono_ns();
-            uint64_t seq = cs_log_enter(t, id, 0, t0);
-            if (ts->opts)
-                rec_put_extras(t, ts->opts, &x);
-            if (ab.len && cs_log_tstate() == t)
-                cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
-            cs_buf_free(&ab);
+            uint64_t t0;
+            char *shown;
+            uint64_t seq = trace_enter(ts, t, co, NULL, id, &t0, &shown);
             tstack *s = my_stack();
             if (s)
                 push(s, co, seq, t->epoch, t0, shown);
@@ -1251,25 +1269,11 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
         return res;
     }
     uint32_t id = func_of_code(ts, (PyObject *)co, t);
-    cs_buf ab;
-    cs_buf_init(&ab);
-    if (ts->cap && ts->cap->args && !cap_busy) {
-        exc = cs_exc_fetch();
-        trace_args(ts, t, co, f, &ab);
-        cs_exc_restore(exc);
-    }
-    char *shown = ts->cap && ts->cap->print ? trace_shown(ts, (PyObject *)co, f, &ab) : NULL;
-    rec_extra x;
-    if (ts->opts)
-        rec_read_extras(ts->opts, &x, 1);
     uint32_t epoch = t->epoch;
-    uint64_t t0 = cs_clock_mono_ns();
-    uint64_t seq = cs_log_enter(t, id, 0, t0);
-    if (ts->opts)
-        rec_put_extras(t, ts->opts, &x);
-    if (ab.len && cs_log_tstate() == t)
-        cap_write(t, CS_VAR_ARGS, seq, t->stream, &ab);
-    cs_buf_free(&ab);
+    uint64_t t0;
+    char *shown;
+    uint64_t seq = trace_enter(ts, t, (PyObject *)co, f, id, &t0, &shown);
+    rec_extra x;
     PyObject *res = call_prev(tstate, f, throwflag);
     uint64_t now = cs_clock_mono_ns();
     t = cs_log_tstate();

@@ -118,6 +118,18 @@ cs_hist_bucket(uint64_t ns)
     return b < CS_HIST_BUCKETS ? b : CS_HIST_BUCKETS - 1;
 }
 
+/* The middle of histogram bucket `b`, in ns: what a duration in it is
+ * reported as. */
+static inline uint64_t
+cs_hist_mid(unsigned b)
+{
+    if (b < 4)
+        return b;
+    unsigned lg = b / 4 + 1, sub = b % 4;
+    uint64_t lo = (uint64_t)(4 + sub) << (lg - 2), width = 1ull << (lg - 2);
+    return lo + width / 2;
+}
+
 /* Function kinds, in a FUNC record and in the functions table. */
 enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1 };
 
