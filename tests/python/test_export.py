@@ -161,13 +161,23 @@ def test_to_pandas(run):
 
 
 def test_empty_run_and_stdout(cli, tmp_path, root, run_py):
-    run_py("import callscope\ncallscope.span('x')\n")  # records nothing
+    run_py("import callscope\ncallscope.span('x')\n")  # records nothing: no run at all
     p = cli("export", "-F", "jsonl", "-o", "-")
     assert p.returncode in (0, 1)
-    if p.returncode == 1:
-        assert "no calls" in p.stderr or "no runs" in p.stderr
-    else:
-        assert p.stdout == ""
+    assert p.returncode == 1 and "no runs" in p.stderr
+    # a run that recorded nothing (callscope run describes it first): empty output
+    (tmp_path / "idle.py").write_text("x = 1\n")
+    cli("run", "-q", "--", "idle.py", check=0)
+    p = cli("export", "-F", "jsonl", "-o", "-", check=0)
+    assert p.stdout == ""
+    p = cli("export", "-F", "csv", "-o", "-", check=0)
+    assert p.stdout.startswith("id,function,time,") and p.stdout.count("\n") == 1
+
+
+def test_export_to_stdout(run, cli):
+    p = cli("export", run.path, "-F", "jsonl", "-o", "-", check=0)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(rows) == n_calls(run) and p.stderr == ""
 
 
 def test_bad_usage(run, cli, tmp_path):
