@@ -791,6 +791,15 @@ c_finish(trace_state *ts, PyObject *callable, int raised)
             cs_log_exit(t, f.seq, raised ? CS_STATUS_RAISED : CS_STATUS_OK, now);
             if (ts->opts)
                 rec_put_extras(t, ts->opts, &x);
+            if (ts->cap && ts->cap->print && !cap_busy) {
+                /* the ident is the decision kept for this C function */
+                PyObject *key = PyLong_FromVoidPtr(meth);
+                PyObject *v = key ? PyDict_GetItemWithError(ts->cdecided, key) : NULL;
+                Py_XDECREF(key);
+                if (v && v != Py_None)
+                    cap_print(ts->st, ts->cap, PyTuple_GET_ITEM(v, 0), now - f.start, NULL,
+                              NULL, raised ? exc : NULL);
+            }
         }
     }
     PyErr_Clear();

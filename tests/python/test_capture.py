@@ -1474,3 +1474,31 @@ def test_cli_print_for_calls_selected_by_name(cli, tmp_path, root):
     import json
     docs = [json.loads(l) for l in p.stderr.splitlines() if l.startswith("{")]
     assert [d["result"] for d in docs] == ["6", "20"]
+
+
+def test_trace_captures_from_python(root, finish):
+    """callscope.trace(..., args=, result=, redact=, sanitize=): values of
+    calls selected by name, from inside a program."""
+    ns = {}
+    exec(compile("def login(user, password, note=''):\n    return note.upper()\n",
+                 "cap_trace_mod.py", "exec"), ns)
+    login = ns["login"]
+    import re
+    with callscope.tracing("login", args=True, result=True, redact=["password"],
+                           sanitize=lambda s: re.sub("hunter2", "*******", s, flags=re.I)):
+        login("ann", "pw-secret-trace", note="hunter2 here")
+    run = finish()
+    assert run.get("login", 1) == (["ann", callscope.Redacted, "******* here"], {})
+    assert run.get_result("login", 1) == "******* HERE"
+
+
+def test_pyproject_print_and_c_functions(cli, tmp_path, root):
+    (tmp_path / "prog.py").write_text("import math\nfor i in range(3):\n    math.sqrt(i)\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.callscope]\ntrace = ["math.sqrt"]\nc_functions = true\nprint = "json"\n')
+    p = cli("run", "-q", "prog.py", check=0)
+    import json
+    lines = [json.loads(l) for l in p.stderr.splitlines() if l.startswith("{")]
+    assert [d["function"] for d in lines] == ["math.sqrt"] * 3
+    assert [(f.name, f.calls) for f in callscope.load(root=root).functions()] == \
+        [("math.sqrt", 3)]
