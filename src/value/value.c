@@ -314,34 +314,38 @@ pv_value(pv *v, int depth)
         break;
     case CS_V_ARRAY: {
         k = cs_vr_name(&v->r, &s);
-        cs_buf_printf(o, "<ndarray %.*s (", (int)k, s);
         unsigned ndim = cs_vr_u8(&v->r);
-        if (ndim > CS_VAL_MAX_NDIM)
+        if (ndim > CS_VAL_MAX_NDIM) {
             v->r.bad = 1;
-        for (unsigned i = 0; i < ndim && !v->r.bad; i++)
-            cs_buf_printf(o, i ? ", %" PRIu64 : "%" PRIu64, cs_vr_u64(&v->r));
-        cs_buf_puts(o, ndim == 1 ? ",)>" : ")>");
-        unsigned order = cs_vr_u8(&v->r);
-        const unsigned char *at = v->r.p;
-        skip_data(&v->r);
-        if (order == 'S' && !v->r.bad && ndim == 0 && k == 3 && s[0] == '<' &&
-            (s[1] == 'f' || s[1] == 'i') && s[2] == '8') {
-            /* a numpy scalar: its value, as numpy shows it */
-            uint32_t n;
-            memcpy(&n, at, 4);
-            if (n == 8) {
-                o->len -= strlen("<ndarray <f8 ()>");
-                if (s[1] == 'f') {
-                    double x;
-                    memcpy(&x, at + 4, 8);
-                    pv_double(o, x, 0);
-                } else {
-                    int64_t x;
-                    memcpy(&x, at + 4, 8);
-                    cs_buf_printf(o, "%" PRId64, x);
-                }
-            }
+            break;
         }
+        uint64_t shape[CS_VAL_MAX_NDIM];
+        for (unsigned i = 0; i < ndim; i++)
+            shape[i] = cs_vr_u64(&v->r);
+        unsigned order = cs_vr_u8(&v->r);
+        const char *d;
+        int blob;
+        uint64_t h, n = cs_vr_data(&v->r, &d, &blob, &h);
+        if (v->r.bad)
+            break;
+        if (order == 'S' && ndim == 0 && d && n == 8 && k == 3 && s[0] == '<' && s[2] == '8' &&
+            (s[1] == 'f' || s[1] == 'i')) {
+            /* a numpy scalar: its value, as numpy shows it */
+            if (s[1] == 'f') {
+                double x;
+                memcpy(&x, d, 8);
+                pv_double(o, x, 0);
+            } else {
+                int64_t x;
+                memcpy(&x, d, 8);
+                cs_buf_printf(o, "%" PRId64, x);
+            }
+            break;
+        }
+        cs_buf_printf(o, "<ndarray %.*s (", (int)k, s);
+        for (unsigned i = 0; i < ndim; i++)
+            cs_buf_printf(o, i ? ", %" PRIu64 : "%" PRIu64, shape[i]);
+        cs_buf_puts(o, ndim == 1 ? ",)>" : ")>");
         break;
     }
     case CS_V_PICKLE:
