@@ -214,62 +214,64 @@ csv_secs(FILE *f, sqlite3_stmt *st, int i)
         fprintf(f, "%.9f", (double)sqlite3_column_int64(st, i) / 1e9);
 }
 
-static const char CSV_HEADER[] =
-    "id,function,time,cpu,memory,pid,ppid,process_name,parent_process_name,broken,"
-    "error_type,error_value,traceback,parent,start,self,status,thread,thread_name,host,rank,"
-    "args,result\r\n";
+/* The CSV columns: the seed tool's first, then the rest of the call. */
+enum { K_INT, K_SECS, K_TEXT, K_BROKEN };
+static const struct {
+    const char *name;
+    int col, kind;
+} csv_cols[] = {
+    {"id", C_ID, K_INT},
+    {"function", C_NAME, K_TEXT},
+    {"time", C_WALL, K_SECS},
+    {"cpu", C_CPU, K_SECS},
+    {"memory", C_RSS, K_INT},
+    {"pid", C_PID, K_INT},
+    {"ppid", C_PPID, K_INT},
+    {"process_name", C_PNAME, K_TEXT},
+    {"parent_process_name", C_PPNAME, K_TEXT},
+    {"broken", C_STATUS, K_BROKEN},
+    {"error_type", C_ETYPE, K_TEXT},
+    {"error_value", C_EMSG, K_TEXT},
+    {"traceback", C_TB, K_TEXT},
+    {"parent", C_PARENT, K_INT},
+    {"start", C_START, K_SECS},
+    {"self", C_SELF, K_SECS},
+    {"status", C_STATUS, K_TEXT},
+    {"thread", C_TID, K_INT},
+    {"thread_name", C_TNAME, K_TEXT},
+    {"host", C_HOST, K_TEXT},
+    {"rank", C_RANK, K_INT},
+    {"args", C_ARGS, K_TEXT},
+    {"result", C_RESULT, K_TEXT},
+};
 
 static int
 export_csv(sqlite3 *db, sqlite3_stmt *st, FILE *f, uint64_t *rows)
 {
-    fputs(CSV_HEADER, f);
+    size_t n = sizeof csv_cols / sizeof *csv_cols;
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%s", i ? "," : "", csv_cols[i].name);
+    fputs("\r\n", f);
     int src;
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        csv_int(f, st, C_ID);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_NAME));
-        fputc(',', f);
-        csv_secs(f, st, C_WALL);
-        fputc(',', f);
-        csv_secs(f, st, C_CPU);
-        fputc(',', f);
-        csv_int(f, st, C_RSS);
-        fputc(',', f);
-        csv_int(f, st, C_PID);
-        fputc(',', f);
-        csv_int(f, st, C_PPID);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_PNAME));
-        fputc(',', f);
-        csv_field(f, col_text(st, C_PPNAME));
-        fputc(',', f);
-        fputs(strcmp(col_text(st, C_STATUS), "ok") == 0 ? "False" : "True", f);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_ETYPE));
-        fputc(',', f);
-        csv_field(f, col_text(st, C_EMSG));
-        fputc(',', f);
-        csv_field(f, col_text(st, C_TB));
-        fputc(',', f);
-        csv_int(f, st, C_PARENT);
-        fputc(',', f);
-        fprintf(f, "%.9f", (double)sqlite3_column_int64(st, C_START) / 1e9);
-        fputc(',', f);
-        csv_secs(f, st, C_SELF);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_STATUS));
-        fputc(',', f);
-        csv_int(f, st, C_TID);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_TNAME));
-        fputc(',', f);
-        csv_field(f, col_text(st, C_HOST));
-        fputc(',', f);
-        csv_int(f, st, C_RANK);
-        fputc(',', f);
-        csv_field(f, col_text(st, C_ARGS));
-        fputc(',', f);
-        csv_field(f, col_text(st, C_RESULT));
+        for (size_t i = 0; i < n; i++) {
+            int c = csv_cols[i].col;
+            if (i)
+                fputc(',', f);
+            switch (csv_cols[i].kind) {
+            case K_INT:
+                csv_int(f, st, c);
+                break;
+            case K_SECS:
+                csv_secs(f, st, c);
+                break;
+            case K_TEXT:
+                csv_field(f, col_text(st, c));
+                break;
+            default: /* broken: anything but a call that returned */
+                fputs(strcmp(col_text(st, c), "ok") == 0 ? "False" : "True", f);
+            }
+        }
         fputs("\r\n", f);
         (*rows)++;
     }
