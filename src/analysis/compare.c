@@ -210,13 +210,11 @@ typedef struct keys {
 static int
 keys_add(keys *k, uint64_t key, int64_t call, uint64_t ordinal)
 {
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? k->cap * 2 : 256;
-        ckey *v = cs__realloc(k->v, cap * sizeof *v);
+    {
+        ckey *v = cs__grow(k->v, k->n, &k->cap, sizeof *v, 256);
         if (v == NULL)
             return CS_ENOMEM;
         k->v = v;
-        k->cap = cap;
     }
     k->v[k->n++] = (ckey){key, call, ordinal};
     return CS_OK;
@@ -349,13 +347,11 @@ typedef struct slots {
 static void
 slots_add(slots *s, const char *name, const unsigned char *p, size_t n)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        slot *v = cs__realloc(s->v, cap * sizeof *v);
+    {
+        slot *v = cs__grow(s->v, s->n, &s->cap, sizeof *v, 8);
         if (v == NULL)
             return;
         s->v = v;
-        s->cap = cap;
     }
     slot *x = &s->v[s->n++];
     snprintf(x->name, sizeof x->name, "%s", name);
@@ -567,13 +563,11 @@ row_for(cmp_state *c, const char *function, const char *value)
         if (strcmp(c->rows[i].row.function, function) == 0 &&
             strcmp(c->rows[i].row.value, value) == 0)
             return &c->rows[i];
-    if (c->nrows == c->caprows) {
-        size_t cap = c->caprows ? c->caprows * 2 : 16;
-        acc_row *v = cs__realloc(c->rows, cap * sizeof *v);
+    {
+        acc_row *v = cs__grow(c->rows, c->nrows, &c->caprows, sizeof *v, 16);
         if (v == NULL)
             return NULL;
         c->rows = v;
-        c->caprows = cap;
     }
     acc_row *a = &c->rows[c->nrows];
     memset(a, 0, sizeof *a);
@@ -1126,13 +1120,11 @@ diff_row(dstate *d, const char *name)
     for (size_t i = 0; i < d->n; i++)
         if (strcmp(d->rows[i].function, name) == 0)
             return &d->rows[i];
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 32;
-        cs_diff_row *v = cs__realloc(d->rows, cap * sizeof *v);
+    {
+        cs_diff_row *v = cs__grow(d->rows, d->n, &d->cap, sizeof *v, 32);
         if (v == NULL)
             return NULL;
         d->rows = v;
-        d->cap = cap;
     }
     cs_diff_row *x = &d->rows[d->n];
     memset(x, 0, sizeof *x);

@@ -117,13 +117,11 @@ tree_node(tree *t, int32_t parent, int64_t func)
             return t->slots[j];
         j = (j + 1) & (t->scap - 1);
     }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 1024;
-        tnode *v = cs__realloc(t->v, cap * sizeof *v);
+    {
+        tnode *v = cs__grow(t->v, t->n, &t->cap, sizeof *v, 1024);
         if (v == NULL)
             return -1;
         t->v = v;
-        t->cap = cap;
     }
     int32_t id = (int32_t)t->n++;
     t->v[id] = (tnode){.func = func, .parent = parent, .first_child = -1, .next = -1};
@@ -330,13 +328,11 @@ gather(report *r)
                 tn->self += unfinished ? 0 : (uint64_t)sqlite3_column_int64(st, 4);
             }
         }
-        if (cur->depth == cur->cap) {
-            size_t cap = cur->cap ? cur->cap * 2 : 32;
-            frame *v = cs__realloc(cur->stack, cap * sizeof *v);
+        {
+            frame *v = cs__grow(cur->stack, cur->depth, &cur->cap, sizeof *v, 32);
             if (v == NULL)
                 return CS_ENOMEM;
             cur->stack = v;
-            cur->cap = cap;
         }
         cur->stack[cur->depth++] = (frame){end, node >= 0 ? node : parent};
     }

@@ -94,3 +94,15 @@ cs_alloc_fail_after(long n)
 {
     atomic_store(&fail_after, n);
 }
+
+void *
+cs__grow(void *p, size_t n, size_t *cap, size_t size, size_t first)
+{
+    if (n < *cap)
+        return p;
+    size_t c = *cap ? *cap * 2 : first;
+    void *v = cs__realloc(p, c * size);
+    if (v != NULL)
+        *cap = c;
+    return v;
+}

@@ -61,6 +61,11 @@ void *cs__malloc(size_t n);
 void *cs__calloc(size_t count, size_t n);
 void *cs__realloc(void *p, size_t n);
 void cs__free(void *p);
+/* The array `p` of `n` used elements of `size` bytes, with room for one
+ * more: `p` itself while n < *cap, else reallocated to twice *cap (or
+ * `first` elements) with *cap updated. NULL when memory runs out, with `p`
+ * and *cap unchanged. */
+void *cs__grow(void *p, size_t n, size_t *cap, size_t size, size_t first);
 /* Duplicate `s` (NULL gives NULL). Caller frees with cs__free(). */
 char *cs__strdup(const char *s);
 /* Duplicate the `n` bytes at `s` and add a NUL. Caller frees with cs__free(). */

@@ -160,13 +160,11 @@ prof_push(PyObject *code, PyObject *globals)
     agg *a = d ? lookup(d, code, globals) : NULL;
     if (a == NULL || a->skip)
         return;
-    if (d->sn == d->scap) {
-        size_t cap = d->scap ? d->scap * 2 : 128;
-        pframe *v = cs__realloc(d->stack, cap * sizeof *v);
+    {
+        pframe *v = cs__grow(d->stack, d->sn, &d->scap, sizeof *v, 128);
         if (v == NULL)
             return;
         d->stack = v;
-        d->scap = cap;
     }
     a->calls++;
     a->active++;

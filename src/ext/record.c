@@ -34,13 +34,11 @@ rec_child_exit(uint64_t pid, int64_t code)
         cs_log_put_child_exit(t, pid, code);
         return;
     }
-    if (n_pending == cap_pending) {
-        size_t cap = cap_pending ? cap_pending * 2 : 8;
-        struct child_exit *v = cs__realloc(pending_exits, cap * sizeof *v);
+    {
+        struct child_exit *v = cs__grow(pending_exits, n_pending, &cap_pending, sizeof *v, 8);
         if (v == NULL)
             return;
         pending_exits = v;
-        cap_pending = cap;
     }
     pending_exits[n_pending].pid = pid;
     pending_exits[n_pending].code = code;

@@ -87,13 +87,11 @@ cs_select_add(cs_select *s, int kind, const char *pattern, char *why)
     int rc = check(kind, pattern, why);
     if (rc != CS_OK)
         return rc;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        pat *v = cs__realloc(s->v, cap * sizeof *v);
+    {
+        pat *v = cs__grow(s->v, s->n, &s->cap, sizeof *v, 8);
         if (v == NULL)
             return CS_ENOMEM;
         s->v = v;
-        s->cap = cap;
     }
     pat *p = &s->v[s->n];
     p->kind = kind;

@@ -283,13 +283,11 @@ collect_var(void *ctx, const cs_event *ev)
         ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD &&
         ev->var_kind != CS_VAR_PROFILE && ev->var_kind != CS_VAR_SIG)
         return CS_OK;
-    if (g->vn == g->vcap) {
-        size_t cap = g->vcap ? g->vcap * 2 : 64;
-        pending_var *v = cs__realloc(g->vars, cap * sizeof *v);
+    {
+        pending_var *v = cs__grow(g->vars, g->vn, &g->vcap, sizeof *v, 64);
         if (v == NULL)
             return CS_ENOMEM;
         g->vars = v;
-        g->vcap = cap;
     }
     pending_var *v = &g->vars[g->vn];
     v->body = cs__malloc(ev->body_len + 1);
@@ -630,13 +628,11 @@ thread_of(ing *g, uint32_t stream)
 static int
 stack_push(ing *g, uint64_t key)
 {
-    if (g->sn == g->scap) {
-        size_t cap = g->scap ? g->scap * 2 : 64;
-        uint64_t *s = cs__realloc(g->stack, cap * sizeof *s);
+    {
+        uint64_t *s = cs__grow(g->stack, g->sn, &g->scap, sizeof *s, 64);
         if (s == NULL)
             return CS_ENOMEM;
         g->stack = s;
-        g->scap = cap;
     }
     g->stack[g->sn++] = key;
     return CS_OK;
@@ -813,13 +809,11 @@ on_error_var(ing *g, const cs_event *ev)
     /* "^": the same exception propagating from this thread's previous
      * error; its traceback is stored there (see errors.origin). */
     int same = ref < end && body_strlen(ref, end) == 1 && ref[0] == '^' && g->last_err_id != 0;
-    if (g->en == g->ecap) {
-        size_t cap = g->ecap ? g->ecap * 2 : 16;
-        err_row *e = cs__realloc(g->errs, cap * sizeof *e);
+    {
+        err_row *e = cs__grow(g->errs, g->en, &g->ecap, sizeof *e, 16);
         if (e == NULL)
             return CS_ENOMEM;
         g->errs = e;
-        g->ecap = cap;
     }
     err_row *e = &g->errs[g->en];
     e->call = c->id;
@@ -998,13 +992,11 @@ insert_errors(ing *g)
 static int
 defer(ing *g, const cs_event *ev)
 {
-    if (g->dn == g->dcap) {
-        size_t cap = g->dcap ? g->dcap * 2 : 16;
-        struct deferred *d = cs__realloc(g->deferred, cap * sizeof *d);
+    {
+        struct deferred *d = cs__grow(g->deferred, g->dn, &g->dcap, sizeof *d, 16);
         if (d == NULL)
             return CS_ENOMEM;
         g->deferred = d;
-        g->dcap = cap;
     }
     struct deferred *d = &g->deferred[g->dn];
     d->ev = *ev;
