@@ -228,12 +228,12 @@ code_ident(PyCodeObject *co, PyObject *globals)
 }
 
 /* The function id of selected code `co` (0 if it is not selected), its
- * FUNC record written into the current log if needed. */
+ * FUNC record written into the current log if needed. `v` is its entry in
+ * ts->selected when the caller has looked it up already, else NULL. */
 static uint32_t
-func_of_code(trace_state *ts, PyObject *co, cs_tstate *t)
+func_of_code(trace_state *ts, PyObject *co, cs_tstate *t, PyObject *v)
 {
-    PyObject *v = PyDict_GetItemWithError(ts->selected, co); /* borrowed */
-    if (v == NULL) {
+    if (v == NULL && (v = PyDict_GetItemWithError(ts->selected, co)) == NULL) {
         PyErr_Clear();
         return 0;
     }
@@ -440,7 +440,7 @@ gen_event(ext_state *st, PyObject *co, cs_tstate *t, unsigned mark, unsigned sta
     uint64_t now = cs_clock_mono_ns();
     rec_extra x;
     if (begin) {
-        uint32_t id = func_of_code(ts, co, t);
+        uint32_t id = func_of_code(ts, co, t, NULL);
         cs_buf ab;
         cs_buf_init(&ab);
         trace_begin_args(ts, t, co, frame, &ab);
@@ -868,21 +868,22 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     PyObject *co = args[0];
     PyObject *exc = cs_exc_fetch();
-    int known = PyDict_Contains(ts->selected, co);
-    if (known < 0) {
+    /* one lookup (a code object's hash is not cached): the entry, if any */
+    PyObject *entry = PyDict_GetItemWithError(ts->selected, co);
+    if (entry == NULL) {
         PyErr_Clear();
-        known = 0;
+        if (!decide(st, co, PyEval_GetGlobals())) {
+            cs_exc_restore(exc);
+            return Py_NewRef(ts->disable); /* never again for this code */
+        }
     }
-    if (!known && !decide(st, co, PyEval_GetGlobals())) {
-        cs_exc_restore(exc);
-        return Py_NewRef(ts->disable); /* never again for this code */
-    }
+    Py_XINCREF(entry); /* held: opening the log below may run Python code */
     cs_tstate *t = rec_tstate();
     if (t != NULL) {
         if (is_gen(co)) {
             gen_event(st, co, t, CS_MARK_RESUME, 0, NULL, 1, PyEval_GetFrame(), NULL);
         } else {
-            uint32_t id = func_of_code(ts, co, t);
+            uint32_t id = func_of_code(ts, co, t, entry);
             uint64_t t0;
             char *shown;
             uint64_t seq = trace_enter(ts, t, co, NULL, id, &t0, &shown);
@@ -893,6 +894,7 @@ cb_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                 cs__free(shown);
         }
     }
+    Py_XDECREF(entry);
     cs_exc_restore(exc);
     Py_RETURN_NONE;
 }
@@ -1277,7 +1279,7 @@ cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
         cs_exc_restore(exc);
         return res;
     }
-    uint32_t id = func_of_code(ts, (PyObject *)co, t);
+    uint32_t id = func_of_code(ts, (PyObject *)co, t, NULL);
     uint32_t epoch = t->epoch;
     uint64_t t0;
     char *shown;
