@@ -156,17 +156,69 @@ key_cmp(const void *a, const void *b, void *ctx)
     return strcmp(x->name, y->name);
 }
 
-static uint64_t
-nearest_rank(const uint64_t *v, size_t n, double p)
+/* The 0-based index of the nearest-rank p-quantile of n values. */
+static size_t
+nearest_rank(size_t n, double p)
 {
-    if (n == 0)
-        return 0;
     size_t k = (size_t)(p * (double)n + 0.999999);
     if (k < 1)
         k = 1;
     if (k > n)
         k = n;
-    return v[k - 1];
+    return k - 1;
+}
+
+static void
+swap_u64(uint64_t *a, uint64_t *b)
+{
+    uint64_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Put the k-th smallest of v[lo, hi) at v[k], the smaller ones before it
+ * and the larger ones after (quickselect, median-of-three pivot). Linear
+ * on average; after too many rounds the rest is sorted, so it stays
+ * O(n log n) on inputs made to defeat the pivot. */
+static void
+select_k(uint64_t *v, size_t lo, size_t hi, size_t k)
+{
+    unsigned rounds = 0, limit = 64;
+    while (hi - lo > 16) {
+        if (++rounds > limit) {
+            qsort(v + lo, hi - lo, sizeof *v, cmp_u64);
+            return;
+        }
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < v[lo])
+            swap_u64(&v[mid], &v[lo]);
+        if (v[hi - 1] < v[lo])
+            swap_u64(&v[hi - 1], &v[lo]);
+        if (v[hi - 1] < v[mid])
+            swap_u64(&v[hi - 1], &v[mid]);
+        uint64_t pivot = v[mid];
+        /* Hoare partition: v[lo, j] <= pivot <= v[j+1, hi) */
+        size_t i = lo - 1, j = hi;
+        for (;;) {
+            do
+                i++;
+            while (v[i] < pivot);
+            do
+                j--;
+            while (v[j] > pivot);
+            if (i >= j)
+                break;
+            swap_u64(&v[i], &v[j]);
+        }
+        if (k <= j)
+            hi = j + 1;
+        else
+            lo = j + 1;
+    }
+    /* a short range: insertion sort */
+    for (size_t i = lo + 1; i < hi; i++)
+        for (size_t j = i; j > lo && v[j - 1] > v[j]; j--)
+            swap_u64(&v[j - 1], &v[j]);
 }
 
 static void
@@ -228,8 +280,11 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         x->keep = 1;
         x->st.id = id;
         x->st.name = cs__strdup(name);
-        x->st.kind = cs__strdup((const char *)sqlite3_column_text(st, 2));
-        x->st.file = cs__strdup((const char *)sqlite3_column_text(st, 3));
+        /* NULL text (a database not written by an ingest) reads as "" */
+        const char *kind = (const char *)sqlite3_column_text(st, 2);
+        const char *file = (const char *)sqlite3_column_text(st, 3);
+        x->st.kind = cs__strdup(kind ? kind : "");
+        x->st.file = cs__strdup(file ? file : "");
         x->st.line = sqlite3_column_int64(st, 4);
         x->st.min_ns = UINT64_MAX;
         if (!x->st.name || !x->st.kind || !x->st.file) {
@@ -331,11 +386,19 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
             if (x->st.min_ns == UINT64_MAX)
                 x->st.min_ns = 0;
         } else if (x->nw) {
-            qsort(x->walls, x->nw, sizeof *x->walls, cmp_u64);
-            x->st.min_ns = x->walls[0];
-            x->st.max_ns = x->walls[x->nw - 1];
-            x->st.p50_ns = nearest_rank(x->walls, x->nw, 0.50);
-            x->st.p95_ns = nearest_rank(x->walls, x->nw, 0.95);
+            /* exact percentiles by selection, not by sorting every call */
+            uint64_t lo = UINT64_MAX, hi = 0;
+            for (size_t k = 0; k < x->nw; k++) {
+                lo = x->walls[k] < lo ? x->walls[k] : lo;
+                hi = x->walls[k] > hi ? x->walls[k] : hi;
+            }
+            size_t k50 = nearest_rank(x->nw, 0.50), k95 = nearest_rank(x->nw, 0.95);
+            select_k(x->walls, 0, x->nw, k50);
+            select_k(x->walls, k50, x->nw, k95);
+            x->st.min_ns = lo;
+            x->st.max_ns = hi;
+            x->st.p50_ns = x->walls[k50];
+            x->st.p95_ns = x->walls[k95];
             x->st.mean_ns = (double)x->st.total_ns / (double)x->nw;
         } else {
             x->st.min_ns = 0;

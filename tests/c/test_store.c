@@ -109,6 +109,70 @@ test_store_newer_schema(void)
     cs__free(db);
 }
 
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p50 and p95 are exact nearest ranks, whatever the order of the calls:
+ * random, sorted, reversed, all equal, few distinct values, organ pipe. */
+void
+test_store_stats_percentiles(void)
+{
+    const char *dir = test_tmpdir();
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    enum { N = 20011 };
+    static int64_t w[N], sorted[N];
+    for (int shape = 0; shape < 6; shape++) {
+        unlink(db);
+        cs_store *s = NULL;
+        ASSERT_OK(cs_store_open(db, 1, &s));
+        sqlite3 *h = cs_store_db(s);
+        ASSERT_EQ(sqlite3_exec(h, "BEGIN; INSERT INTO functions(id, kind, module, qualname)"
+                                  " VALUES(1, 'function', 'm', 'f')",
+                               NULL, NULL, NULL),
+                  SQLITE_OK);
+        sqlite3_stmt *st;
+        ASSERT_EQ(sqlite3_prepare_v2(h, "INSERT INTO calls(function, wall_ns, self_ns, status)"
+                                        " VALUES(1, ?, ?, 'ok')",
+                                     -1, &st, NULL),
+                  SQLITE_OK);
+        uint64_t x = 88172645463325252ull;
+        for (int i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            w[i] = shape == 0   ? (int64_t)(x % 1000000) + 1
+                   : shape == 1 ? i + 1
+                   : shape == 2 ? N - i
+                   : shape == 3 ? 7
+                   : shape == 4 ? (int64_t)(x % 3) + 1
+                                : (i < N / 2 ? i : N - i) + 1;
+            sqlite3_bind_int64(st, 1, w[i]);
+            sqlite3_bind_int64(st, 2, w[i]);
+            ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+            sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+        ASSERT_EQ(sqlite3_exec(h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        memcpy(sorted, w, sizeof w);
+        qsort(sorted, N, sizeof *sorted, cmp_i64);
+        cs_stats_query q = {.sort = CS_SORT_TOTAL};
+        cs_fstat *v = NULL;
+        size_t n = 0;
+        ASSERT_OK(cs_stats(s, &q, &v, &n));
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(v[0].calls, N);
+        ASSERT_EQ(v[0].min_ns, sorted[0]);
+        ASSERT_EQ(v[0].max_ns, sorted[N - 1]);
+        ASSERT_EQ(v[0].p50_ns, sorted[(N + 1) / 2 - 1]); /* rank ceil(0.5 N) */
+        ASSERT_EQ(v[0].p95_ns, sorted[(95 * N + 99) / 100 - 1]);
+        cs_stats_free(v, n);
+        cs_store_close(s);
+    }
+    cs__free(db);
+}
+
 void
 test_store_stats(void)
 {
