@@ -162,6 +162,7 @@ typedef struct ing {
     int64_t pid;    /* of the process whose log this is */
     char host[64];
     int64_t next_id;
+    int64_t top_id; /* highest id in the calls table (the writer's) */
     int64_t *func_map; /* local function id -> functions.id */
     size_t func_cap;
     int64_t *thread_map; /* stream -> threads.id */
@@ -951,7 +952,7 @@ flush_values(ing *g)
         cs_buf_init(&g->vals);
     }
     if (rc == CS_OK)
-        rc = cs__rowpipe_start(&g->pipe, g->s->db, map_func, g);
+        rc = cs__rowpipe_start(&g->pipe, g->s->db, map_func, g, &g->top_id);
     return rc;
 }
 
@@ -1170,7 +1171,8 @@ cs_store_ingest(cs_store *s, const char *logpath, int recovered, cs_ingest_resul
     if ((rc = next_call_id(&g)) != CS_OK)
         goto fail;
 
-    if ((rc = cs__rowpipe_start(&g.pipe, s->db, map_func, &g)) != CS_OK)
+    g.top_id = g.next_id - 1;
+    if ((rc = cs__rowpipe_start(&g.pipe, s->db, map_func, &g, &g.top_id)) != CS_OK)
         goto fail;
     cs_scan_info info2;
     if ((rc = cs_log_scan(logpath, 0, visit_event, &g, &info2)) != CS_OK)

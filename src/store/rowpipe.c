@@ -17,6 +17,7 @@ struct cs__rowpipe {
     sqlite3_stmt *one, *many;
     int64_t (*map)(void *, uint32_t);
     void *ctx;
+    int64_t *top; /* the highest id in the calls table */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -28,10 +29,22 @@ struct cs__rowpipe {
     char msg[256];
 };
 
+/* A row whose id is one past the highest in the table gets a NULL id:
+ * SQLite then appends it with that same id, without the lookup that an
+ * explicit id costs (a quarter of the insert). Rows come in the order
+ * calls end, so most do: only a caller comes after its callees. */
 static void
-bind_row(sqlite3_stmt *st, int base, const cs__row *r)
+bind_row(sqlite3_stmt *st, int base, const cs__row *r, int64_t *top)
 {
-    for (int i = 0; i < CS_ROW_COLS - 1; i++) {
+    if (r->v[0] == *top + 1) {
+        sqlite3_bind_null(st, base + 1);
+        *top = r->v[0];
+    } else {
+        sqlite3_bind_int64(st, base + 1, r->v[0]);
+        if (r->v[0] > *top)
+            *top = r->v[0];
+    }
+    for (int i = 1; i < CS_ROW_COLS - 1; i++) {
         if (r->null & (1u << i))
             sqlite3_bind_null(st, base + i + 1);
         else
@@ -57,7 +70,7 @@ write_batch(cs__rowpipe *p, cs__row *rows, int n)
         sqlite3_stmt *st = per == STMT_ROWS ? p->many : p->one;
         sqlite3_reset(st);
         for (int k = 0; k < per; k++)
-            bind_row(st, k * CS_ROW_COLS, &rows[at + k]);
+            bind_row(st, k * CS_ROW_COLS, &rows[at + k], p->top);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_DONE) {
             snprintf(p->msg, sizeof p->msg, "%s", sqlite3_errmsg(p->db));
@@ -106,7 +119,7 @@ destroy(cs__rowpipe *p)
 
 int
 cs__rowpipe_start(cs__rowpipe **out, sqlite3 *db, int64_t (*map_func)(void *, uint32_t),
-                  void *ctx)
+                  void *ctx, int64_t *top)
 {
     *out = NULL;
     cs__rowpipe *p = cs__calloc(1, sizeof *p);
@@ -115,6 +128,7 @@ cs__rowpipe_start(cs__rowpipe **out, sqlite3 *db, int64_t (*map_func)(void *, ui
     p->db = db;
     p->map = map_func;
     p->ctx = ctx;
+    p->top = top;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     int rc = CS_OK;

@@ -24,9 +24,11 @@ typedef struct cs__rowpipe cs__rowpipe;
 
 /* Start the writer thread on `db`. `map_func(ctx, local)` gives the
  * functions.id of a local function id (0 for none); it runs in the writer
- * thread and may use `db`. */
+ * thread and may use `db`. `*top` is the highest id in the calls table
+ * (0 when empty); the writer keeps it so until cs__rowpipe_finish(), and
+ * nothing else may insert calls meanwhile. Every row must carry an id. */
 int cs__rowpipe_start(cs__rowpipe **out, sqlite3 *db, int64_t (*map_func)(void *, uint32_t),
-                      void *ctx);
+                      void *ctx, int64_t *top);
 
 /* Queue one row (copied). Returns CS_OK, or the writer's error. */
 int cs__rowpipe_push(cs__rowpipe *p, const cs__row *r);

@@ -65,6 +65,57 @@ test_store_ingest_idempotent(void)
     cs__free(db);
 }
 
+/* Callers end after their callees, so call rows reach the database out of
+ * id order. Ids still follow entry order, stay contiguous across two
+ * ingests into one table, and every parent link is right. */
+static int
+make_tree(const char *dir)
+{
+    cs_tstate *t = th_open_log(dir);
+    if (t == NULL)
+        return -1;
+    def_func(t, 1, "m", "a");
+    def_func(t, 2, "m", "b");
+    def_func(t, 3, "m", "c");
+    uint64_t ts = 1000;
+    for (int r = 0; r < 50; r++) {
+        uint64_t a = cs_log_enter(t, 1, 0, ts++);
+        for (int k = 0; k < 5; k++) {
+            uint64_t b = cs_log_enter(t, 2, 0, ts++);
+            uint64_t c = cs_log_enter(t, 3, 0, ts++);
+            cs_log_exit(t, c, CS_STATUS_OK, ts++);
+            cs_log_exit(t, b, CS_STATUS_OK, ts++);
+        }
+        cs_log_exit(t, a, CS_STATUS_OK, ts++);
+    }
+    return th_close_and_ingest(dir, NULL);
+}
+
+void
+test_store_ids_entry_order(void)
+{
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_tree(dir));
+    ASSERT_OK(make_tree(dir));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls"), 1100);
+    ASSERT_EQ(test_db_int(db, "SELECT max(id) - min(id) + 1 FROM calls"), 1100);
+    /* within a thread, id order is start order */
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM calls x JOIN calls y ON x.thread = y.thread"
+                              " AND x.id < y.id AND x.start_ns >= y.start_ns"),
+              0);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM call_view c JOIN call_view p"
+                              " ON p.id = c.parent WHERE p.id < c.id AND p.start_ns < c.start_ns"
+                              " AND p.end_ns > c.end_ns AND ((c.function = 'm.b'"
+                              " AND p.function = 'm.a') OR (c.function = 'm.c'"
+                              " AND p.function = 'm.b'))"),
+              1000);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM call_view WHERE function = 'm.a'"
+                              " AND parent IS NULL"),
+              100);
+    cs__free(db);
+}
+
 void
 test_store_not_a_db(void)
 {
