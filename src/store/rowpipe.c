@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define STMT_ROWS 32    /* rows per INSERT statement */
+#define STMT_ROWS 128   /* rows per INSERT statement */
 #define BATCH 1024      /* rows handed over at a time */
 #define NBATCH 4        /* batches in flight */
 
