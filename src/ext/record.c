@@ -585,26 +585,18 @@ rec_finish(int quiet)
         cs__free(dir);
         return rc;
     }
-    cs_ingest_result r;
-    Py_BEGIN_ALLOW_THREADS
-    rc = cs_run_ingest_own(dir, path, &r);
-    Py_END_ALLOW_THREADS
+    /* Let go of the log, then merge it (and any other finished process's)
+     * into run.db, unless another process is merging: that one takes it. */
     cs_log_release();
+    const char *python = Py_GetVersion();
+    cs_sync_result sr;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_run_finish(dir, python, &sr);
+    Py_END_ALLOW_THREADS
     if (rc != CS_OK && !quiet)
         fprintf(stderr, "callscope: warning: could not store the calls of this process (%s);"
                         " the log %s is kept and will be recovered\n",
                 cs_store_last_error(), path);
-    if (rc == CS_OK) {
-        /* the Python that ran it, once per run (the first process's) */
-        (void)cs_run_set_meta(dir, "python", Py_GetVersion(), 0);
-        /* children that ended without closing their logs (os._exit) */
-        cs_sync_result sr;
-        int src;
-        Py_BEGIN_ALLOW_THREADS
-        src = cs_run_sync(dir, &sr);
-        Py_END_ALLOW_THREADS
-        (void)src;
-    }
     if (dropped && !quiet)
         fprintf(stderr, "callscope: warning: %llu record(s) were dropped (the disk is full?)\n",
                 (unsigned long long)dropped);

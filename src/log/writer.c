@@ -453,13 +453,20 @@ cs_log_open(const char *rundir, const cs_proc_info *info)
     for (char *c = name; *c; c++)
         if (*c == '/')
             *c = '_';
+    /* The log is made under a hidden name, locked and given its header,
+     * and only then linked under its own name: a merge, which takes the
+     * lock of every log it finds free, never sees one that is not yet
+     * locked by its writer. */
+    char tmpname[176];
+    snprintf(tmpname, sizeof tmpname, ".%s.new", name);
     char *path = cs__path_join(rundir, name);
+    char *tmp = cs__path_join(rundir, tmpname);
     char *dir = cs__strdup(rundir);
-    if (path == NULL || dir == NULL) {
+    if (path == NULL || dir == NULL || tmp == NULL) {
         rc = CS_ENOMEM;
         goto fail;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
         rc = cs_from_errno(errno);
         goto fail;
@@ -469,6 +476,7 @@ cs_log_open(const char *rundir, const cs_proc_info *info)
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         rc = cs_from_errno(errno);
         close(fd);
+        unlink(tmp);
         goto fail;
     }
     char page[CS_LOG_HEADER_SIZE];
@@ -477,9 +485,24 @@ cs_log_open(const char *rundir, const cs_proc_info *info)
     if (pwrite(fd, page, sizeof page, 0) != (ssize_t)sizeof page) {
         rc = CS_EIO;
         close(fd);
-        unlink(path);
+        unlink(tmp);
         goto fail;
     }
+    /* link, not rename: an existing log of that name is never replaced.
+     * File systems without hard links get a rename. */
+    int linked = link(tmp, path) == 0;
+    if (!linked && (errno == EPERM || errno == EOPNOTSUPP || errno == ENOSYS) &&
+        access(path, F_OK) != 0 && errno == ENOENT)
+        linked = rename(tmp, path) == 0;
+    if (!linked) {
+        rc = cs_from_errno(errno);
+        close(fd);
+        unlink(tmp);
+        goto fail;
+    }
+    unlink(tmp);
+    cs__free(tmp);
+    tmp = NULL;
     pthread_mutex_lock(&W.mu);
     W.fd = fd;
     W.chunk_size = h.chunk_size;
@@ -495,6 +518,7 @@ cs_log_open(const char *rundir, const cs_proc_info *info)
     pthread_mutex_unlock(&W.mu);
     return CS_OK;
 fail:
+    cs__free(tmp);
     cs__free(path);
     cs__free(dir);
     return rc;

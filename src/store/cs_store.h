@@ -78,6 +78,7 @@ typedef struct cs_sync_result {
     int failed;    /* logs that could not be read at all */
     uint64_t bad_records;
     char message[256]; /* the first failure, if any */
+    int handed_off;    /* cs_run_finish: another process merges */
 } cs_sync_result;
 
 /* Bring run.db of `rundir` up to date: every log whose writer is gone
@@ -99,6 +100,21 @@ CS_EXPORT int cs_run_set_meta(const char *rundir, const char *key, const char *v
 /* Record in run.db of `rundir` that child `pid` of this process ended
  * with exit code `code` (>= 0) or by signal -`code`. */
 CS_EXPORT int cs_run_record_exit(const char *rundir, int64_t pid, int64_t code);
+
+/* The hidden file in a run directory whose lock marks the one process
+ * merging logs into run.db at a time (see cs_run_finish). */
+#define CS_MERGE_LOCK ".merge.lock"
+
+/* At the end of a process: its log is closed and its lock released. If no
+ * other process is merging logs into the run's run.db, become the merger:
+ * ingest every log whose writer is gone, this process's own included, and
+ * set meta "python" to `python` unless set (NULL: leave it). If another
+ * process is merging, return at once with out->handed_off set: that one
+ * takes this log too, for a merger looks again after it lets go of the
+ * lock. So the processes of a job never queue for run.db at exit, and the
+ * last one out leaves the run complete. */
+CS_EXPORT int cs_run_finish(const char *rundir, const char *python,
+                            cs_sync_result *out /* OUT */);
 
 /* Ingest the calling process's own closed log, whose lock it holds. */
 CS_EXPORT int cs_run_ingest_own(const char *rundir, const char *logpath,

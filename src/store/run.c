@@ -200,6 +200,67 @@ cs_run_ingest_own(const char *rundir, const char *logpath, cs_ingest_result *out
     return rc;
 }
 
+/* Count the logs of a run whose writer is gone. */
+static int
+free_log_cb(void *ctx, const char *path)
+{
+    int busy;
+    int fd = lock_log(path, &busy);
+    if (fd >= 0) {
+        close(fd);
+        ++*(int *)ctx;
+    }
+    return CS_OK;
+}
+
+int
+cs_run_finish(const char *rundir, const char *python, cs_sync_result *out)
+{
+    memset(out, 0, sizeof *out);
+    char *lockpath = cs__path_join(rundir, CS_MERGE_LOCK);
+    if (lockpath == NULL)
+        return CS_ENOMEM;
+    int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    cs__free(lockpath);
+    if (fd < 0) {
+        /* no lock file (read-only directory?): merge anyway, waiting */
+        int rc = cs_run_sync(rundir, out);
+        if (rc == CS_OK && python)
+            rc = cs_run_set_meta(rundir, "python", python, 0);
+        return rc;
+    }
+    int rc = CS_OK;
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            out->handed_off = 1; /* the merger that holds it takes our log */
+            break;
+        }
+        cs_sync_result r;
+        rc = cs_run_sync(rundir, &r);
+        out->ingested += r.ingested;
+        out->failed += r.failed;
+        out->bad_records += r.bad_records;
+        if (out->message[0] == '\0')
+            memcpy(out->message, r.message, sizeof out->message);
+        if (rc == CS_OK && python) {
+            rc = cs_run_set_meta(rundir, "python", python, 0);
+            python = NULL;
+        }
+        flock(fd, LOCK_UN);
+        if (rc != CS_OK)
+            break;
+        /* A process that found the lock taken while we held it left its
+         * log to us, after closing it: look once more, now that the lock
+         * is free again, so that no log is left behind. Damaged logs stay
+         * where they are; only a log beyond those starts another round. */
+        int left = 0;
+        if (each_log(rundir, free_log_cb, &left) != CS_OK || left <= r.failed)
+            break;
+    }
+    close(fd);
+    return rc;
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {

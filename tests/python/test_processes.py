@@ -275,3 +275,36 @@ def test_generator_raising_in_another_thread(root, finish):
     assert c.status == "raised" and c.error_type == "OSError"
     ((_, _, typ, msg, tb),) = run.errors()
     assert typ == "OSError" and msg == "late" and "raise OSError" in tb
+
+
+def test_processes_ending_together_leave_a_complete_run(tmp_path):
+    """Twelve processes end at the same moment. None waits for another to
+    store its log: one merges while the others hand theirs over, and the
+    last one out leaves run.db complete, with no log left and no read
+    needed to finish the job."""
+    import sqlite3
+    rundir = tmp_path / "shared"
+    rundir.mkdir()
+    prog = tmp_path / "p.py"
+    prog.write_text(
+        "import callscope, sys, time\n"
+        "@callscope.monitor\n"
+        "def work(i):\n    return i\n"
+        "for i in range(20000):\n    work(i)\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n")
+    env = dict(os.environ, CALLSCOPE_RUN_DIR=str(rundir))
+    at = time.time() + 1.5  # a common moment to end at, once all have started
+    ps = [subprocess.Popen([sys.executable, str(prog), str(at)], env=env,
+                           stderr=subprocess.PIPE) for _ in range(12)]
+    for p in ps:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and b"warning" not in err, err
+    assert sorted(f for f in os.listdir(rundir) if f.endswith(".cslog")) == []
+    db = sqlite3.connect(rundir / "run.db")
+    try:
+        assert db.execute("SELECT count(*) FROM calls").fetchone() == (12 * 20000,)
+        assert db.execute("SELECT count(*), count(DISTINCT pid) FROM processes"
+                          " WHERE state = 'complete'").fetchone() == (12, 12)
+        assert db.execute("SELECT value FROM meta WHERE key = 'python'").fetchone()
+    finally:
+        db.close()
