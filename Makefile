@@ -74,6 +74,7 @@ bench: venv
 	$(VENV)/bin/python bench/run.py --floors build-bench
 	./build-bench/bench_log 2000000 build-bench/log-run
 	./build-bench/bench_merge 64 100000 build-bench/merge-run
+	$(VENV)/bin/python bench/bench_merge.py
 	$(VENV)/bin/python bench/bench_select.py
 	$(VENV)/bin/python bench/bench_all.py
 	$(VENV)/bin/python bench/bench_capture.py

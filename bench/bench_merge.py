@@ -23,8 +23,8 @@ Python).
 """
 import argparse
 import os
-import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,23 +48,27 @@ PROGRAM = textwrap.dedent("""
 
 
 def launch(py, prog, mode, procs, calls, env):
+    """Wall time of the processes, and the CPU time they used together."""
     t0 = time.perf_counter()
     ps = [subprocess.Popen([py, prog, mode, str(calls)], env=env) for _ in range(procs)]
+    cpu = 0.0
     for p in ps:
-        if p.wait() != 0:
-            raise SystemExit(f"a {mode} process failed: {p.returncode}")
-    return time.perf_counter() - t0
+        _, status, ru = os.wait4(p.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"a {mode} process failed: {status}")
+        cpu += ru.ru_utime + ru.ru_stime
+    return time.perf_counter() - t0, cpu
 
 
 def timed(cmd):
-    """Wall time and peak RSS (KiB) of one command."""
+    """Wall time, CPU time and peak RSS (KiB) of one command."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{cmd} failed")
-    return wall, ru.ru_maxrss
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
 
 
 def main():
@@ -90,25 +94,36 @@ def main():
             run = os.path.join(tmp, f"run-{r}")
             os.mkdir(run)
             env = dict(os.environ, CALLSCOPE_RUN_DIR=run)
-            keep("plain", launch(py, prog, "plain", args.procs, args.calls, env))
-            keep("write", launch(py, prog, "leave", args.procs, args.calls, env))
-            merge, rss = timed([cli, "info", run])
+            keep("plain", launch(py, prog, "plain", args.procs, args.calls, env)[0])
+            wall, cpu = launch(py, prog, "leave", args.procs, args.calls, env)
+            keep("write", wall)
+            keep("write_cpu", cpu)
+            merge, cpu, rss = timed([cli, "info", run])
             keep("merge", merge)
+            keep("merge_cpu", cpu)
             best["rss"] = rss
             keep("top", timed([cli, "top", run])[0])
             size = os.path.getsize(os.path.join(run, "run.db"))
             shutil.rmtree(run)
             os.mkdir(run)
-            keep("exit", launch(py, prog, "exit", args.procs, args.calls, env))
+            keep("exit", launch(py, prog, "exit", args.procs, args.calls, env)[0])
+            # the last process out left the run complete: no log, every call
+            left = [f for f in os.listdir(run) if f.endswith(".cslog")]
+            with sqlite3.connect(os.path.join(run, "run.db")) as db:
+                n = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+            if left or n != total:
+                raise SystemExit(f"incomplete run: {len(left)} logs left, {n} calls")
             shutil.rmtree(run)
         print(f"{args.procs} Python processes x {args.calls} monitored calls = "
               f"{total / 1e6:.1f}M calls (Python {sys.version.split()[0]}, best of "
               f"{args.repeat})")
         print(f"  the processes, unmonitored (wall)        {best['plain']:.2f} s")
-        print(f"  the processes, writing their logs (wall)  {best['write']:.2f} s")
+        print(f"  the processes, writing their logs (wall)  {best['write']:.2f} s"
+              f"  (CPU {best['write_cpu']:.2f} s)")
         print(f"  ingest and merge of {args.procs} logs          {best['merge']:.2f} s  "
               f"({total / best['merge'] / 1e6:.2f} M calls/s; "
-              f"{best['merge'] / best['write']:.2f}x the writing time)")
+              f"{best['merge'] / best['write']:.2f}x the writing time; CPU "
+              f"{best['merge_cpu']:.2f} s, {best['merge_cpu'] / best['write_cpu']:.2f}x)")
         print(f"  peak RSS of the merge                     {best['rss'] / 1024:.0f} MiB")
         print(f"  run.db                                    {size / 2**20:.0f} MiB, "
               f"{size / total:.0f} bytes per call")
