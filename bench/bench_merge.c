@@ -3,7 +3,10 @@
  * then every log is ingested into run.db (as `callscope` does on first
  * read) and the per-function table is computed (as `callscope top`).
  *
- *   build-bench/bench_merge [PROCS] [CALLS] [DIR]
+ *   build-bench/bench_merge [PROCS] [CALLS] [DIR] [write-only]
+ *
+ * With "write-only", the logs are left in DIR for a merge to be timed or
+ * profiled by itself (`callscope info DIR`).
  */
 #include "cs_analysis.h"
 #include "cs_log.h"
@@ -58,6 +61,11 @@ main(int argc, char **argv)
     while (wait(&status) > 0)
         ;
     uint64_t t1 = cs_clock_mono_ns();
+    if (argc > 4 && strcmp(argv[4], "write-only") == 0) {
+        printf("%d logs of %ld calls written in %.2f s, left in %s\n", procs, calls,
+               (double)(t1 - t0) / 1e9, dir);
+        return 0;
+    }
     cs_sync_result sr;
     int rc = cs_run_sync(dir, &sr);
     uint64_t t2 = cs_clock_mono_ns();
