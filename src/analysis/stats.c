@@ -325,16 +325,12 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
             x->st.cpu_ns += (uint64_t)sqlite3_column_int64(st, 3);
             x->st.cpu_calls++;
         }
-        if (x->nw == x->cw) {
-            size_t cap = x->cw ? x->cw * 2 : 16;
-            uint64_t *w = cs__realloc(x->walls, cap * sizeof *w);
-            if (w == NULL) {
-                rc = CS_ENOMEM;
-                goto out;
-            }
-            x->walls = w;
-            x->cw = cap;
+        uint64_t *w = cs__grow(x->walls, x->nw, &x->cw, sizeof *w, 16);
+        if (w == NULL) {
+            rc = CS_ENOMEM;
+            goto out;
         }
+        x->walls = w;
         x->walls[x->nw++] = wall;
     }
     if (src != SQLITE_DONE) {
@@ -357,17 +353,18 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         acc *x = &a[i];
         if (!x->keep || x->st.calls == 0)
             continue;
+        for (size_t k = 0; k < x->nw; k++) {
+            if (x->walls[k] < x->st.min_ns)
+                x->st.min_ns = x->walls[k];
+            if (x->walls[k] > x->st.max_ns)
+                x->st.max_ns = x->walls[k];
+        }
         if (x->hist) {
             /* profiled in aggregate: percentiles from the histogram, to a
              * quarter of a power of two */
             uint64_t count = 0;
-            for (size_t k = 0; k < x->nw; k++) {
+            for (size_t k = 0; k < x->nw; k++)
                 x->hist[cs_hist_bucket(x->walls[k])]++;
-                if (x->walls[k] < x->st.min_ns)
-                    x->st.min_ns = x->walls[k];
-                if (x->walls[k] > x->st.max_ns)
-                    x->st.max_ns = x->walls[k];
-            }
             for (unsigned b = 0; b < HIST; b++)
                 count += x->hist[b];
             x->st.p50_ns = cs_hist_rank(x->hist, count, 0.50);
@@ -383,26 +380,17 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
                 }
             }
             x->st.mean_ns = count ? (double)x->st.total_ns / (double)count : 0;
-            if (x->st.min_ns == UINT64_MAX)
-                x->st.min_ns = 0;
         } else if (x->nw) {
             /* exact percentiles by selection, not by sorting every call */
-            uint64_t lo = UINT64_MAX, hi = 0;
-            for (size_t k = 0; k < x->nw; k++) {
-                lo = x->walls[k] < lo ? x->walls[k] : lo;
-                hi = x->walls[k] > hi ? x->walls[k] : hi;
-            }
             size_t k50 = nearest_rank(x->nw, 0.50), k95 = nearest_rank(x->nw, 0.95);
             select_k(x->walls, 0, x->nw, k50);
             select_k(x->walls, k50, x->nw, k95);
-            x->st.min_ns = lo;
-            x->st.max_ns = hi;
             x->st.p50_ns = x->walls[k50];
             x->st.p95_ns = x->walls[k95];
             x->st.mean_ns = (double)x->st.total_ns / (double)x->nw;
-        } else {
-            x->st.min_ns = 0;
         }
+        if (x->st.min_ns == UINT64_MAX)
+            x->st.min_ns = 0;
         v[j++] = x->st;
         memset(&x->st, 0, sizeof x->st); /* strings moved */
     }

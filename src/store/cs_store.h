@@ -78,7 +78,6 @@ typedef struct cs_sync_result {
     int failed;    /* logs that could not be read at all */
     uint64_t bad_records;
     char message[256]; /* the first failure, if any */
-    int handed_off;    /* cs_run_finish: another process merges */
 } cs_sync_result;
 
 /* Bring run.db of `rundir` up to date: every log whose writer is gone
@@ -109,16 +108,12 @@ CS_EXPORT int cs_run_record_exit(const char *rundir, int64_t pid, int64_t code);
  * other process is merging logs into the run's run.db, become the merger:
  * ingest every log whose writer is gone, this process's own included, and
  * set meta "python" to `python` unless set (NULL: leave it). If another
- * process is merging, return at once with out->handed_off set: that one
- * takes this log too, for a merger looks again after it lets go of the
- * lock. So the processes of a job never queue for run.db at exit, and the
- * last one out leaves the run complete. */
+ * process is merging, return at once: that one takes this log too, for a
+ * merger looks again after it lets go of the lock. So the processes of a
+ * job never queue for run.db at exit, and the last one out leaves the run
+ * complete. `out` sums what this process merged. */
 CS_EXPORT int cs_run_finish(const char *rundir, const char *python,
                             cs_sync_result *out /* OUT */);
-
-/* Ingest the calling process's own closed log, whose lock it holds. */
-CS_EXPORT int cs_run_ingest_own(const char *rundir, const char *logpath,
-                                cs_ingest_result *out /* OUT */);
 
 /* The run directories below `root`, oldest first. *dirs is an array of
  * paths; free it with cs_run_list_free(). */

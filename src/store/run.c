@@ -188,18 +188,6 @@ cs_run_sync(const char *rundir, cs_sync_result *out)
     return rc;
 }
 
-int
-cs_run_ingest_own(const char *rundir, const char *logpath, cs_ingest_result *out)
-{
-    memset(out, 0, sizeof *out);
-    cs_store *s = NULL;
-    int rc = open_run_db(rundir, &s);
-    if (rc == CS_OK)
-        rc = cs_store_ingest(s, logpath, 0, out);
-    cs_store_close(s);
-    return rc;
-}
-
 /* Count the logs of a run whose writer is gone. */
 static int
 free_log_cb(void *ctx, const char *path)
@@ -213,6 +201,27 @@ free_log_cb(void *ctx, const char *path)
     return CS_OK;
 }
 
+/* One round of a merge: store every free log, then set meta "python"
+ * (once: *python is cleared). Adds to `out`; `failed` gets the round's
+ * count of logs that could not be read. */
+static int
+merge_round(const char *rundir, const char **python, cs_sync_result *out, int *failed)
+{
+    cs_sync_result r;
+    int rc = cs_run_sync(rundir, &r);
+    out->ingested += r.ingested;
+    out->failed += r.failed;
+    out->bad_records += r.bad_records;
+    if (out->message[0] == '\0')
+        memcpy(out->message, r.message, sizeof out->message);
+    *failed = r.failed;
+    if (rc == CS_OK && *python) {
+        rc = cs_run_set_meta(rundir, "python", *python, 0);
+        *python = NULL;
+    }
+    return rc;
+}
+
 int
 cs_run_finish(const char *rundir, const char *python, cs_sync_result *out)
 {
@@ -222,30 +231,13 @@ cs_run_finish(const char *rundir, const char *python, cs_sync_result *out)
         return CS_ENOMEM;
     int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     cs__free(lockpath);
-    if (fd < 0) {
-        /* no lock file (read-only directory?): merge anyway, waiting */
-        int rc = cs_run_sync(rundir, out);
-        if (rc == CS_OK && python)
-            rc = cs_run_set_meta(rundir, "python", python, 0);
-        return rc;
-    }
+    int failed;
+    if (fd < 0) /* no lock file (read-only directory?): merge anyway, waiting */
+        return merge_round(rundir, &python, out, &failed);
     int rc = CS_OK;
-    for (;;) {
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            out->handed_off = 1; /* the merger that holds it takes our log */
-            break;
-        }
-        cs_sync_result r;
-        rc = cs_run_sync(rundir, &r);
-        out->ingested += r.ingested;
-        out->failed += r.failed;
-        out->bad_records += r.bad_records;
-        if (out->message[0] == '\0')
-            memcpy(out->message, r.message, sizeof out->message);
-        if (rc == CS_OK && python) {
-            rc = cs_run_set_meta(rundir, "python", python, 0);
-            python = NULL;
-        }
+    /* Without the lock another process is merging, and takes our log. */
+    while (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        rc = merge_round(rundir, &python, out, &failed);
         flock(fd, LOCK_UN);
         if (rc != CS_OK)
             break;
@@ -254,7 +246,7 @@ cs_run_finish(const char *rundir, const char *python, cs_sync_result *out)
          * is free again, so that no log is left behind. Damaged logs stay
          * where they are; only a log beyond those starts another round. */
         int left = 0;
-        if (each_log(rundir, free_log_cb, &left) != CS_OK || left <= r.failed)
+        if (each_log(rundir, free_log_cb, &left) != CS_OK || left <= failed)
             break;
     }
     close(fd);
@@ -425,59 +417,84 @@ cs_run_summary_free(cs_run_summary *s)
     memset(s, 0, sizeof *s);
 }
 
-int
-cs_run_describe(const char *rundir, const char *command, const char *cwd)
+/* Open run.db of `rundir` (creating it if needed), write to it with
+ * `put(db, arg)`, which returns SQLITE_DONE on success, and close it. */
+static int
+write_run_db(const char *rundir, int (*put)(sqlite3 *, const void *), const void *arg)
 {
     cs_store *s = NULL;
     int rc = open_run_db(rundir, &s);
     if (rc != CS_OK)
         return rc;
-    const char *leaf = strrchr(rundir, '/');
+    if (put(s->db, arg) != SQLITE_DONE) {
+        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
+        rc = CS_EDB;
+    }
+    cs_store_close(s);
+    return rc;
+}
+
+struct describe {
+    const char *name, *command, *cwd;
+};
+
+static int
+put_describe(sqlite3 *db, const void *arg)
+{
+    const struct describe *d = arg;
     sqlite3_stmt *st = NULL;
-    int src = sqlite3_prepare_v2(s->db,
+    int src = sqlite3_prepare_v2(db,
                                  "INSERT OR IGNORE INTO runs(id, name, created_ns, command, cwd,"
                                  " launcher) VALUES(1, ?, ?, ?, ?, 'cli')",
                                  -1, &st, NULL);
     if (src == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, leaf ? leaf + 1 : rundir, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 1, d->name, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 2, (int64_t)cs_clock_wall_ns());
-        sqlite3_bind_text(st, 3, command, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 4, cwd ? cwd : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, d->command, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, d->cwd ? d->cwd : "", -1, SQLITE_TRANSIENT);
         src = sqlite3_step(st);
     }
-    if (src != SQLITE_DONE) {
-        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
-        rc = CS_EDB;
+    sqlite3_finalize(st);
+    return src;
+}
+
+int
+cs_run_describe(const char *rundir, const char *command, const char *cwd)
+{
+    const char *leaf = strrchr(rundir, '/');
+    struct describe d = {leaf ? leaf + 1 : rundir, command, cwd};
+    return write_run_db(rundir, put_describe, &d);
+}
+
+struct meta {
+    const char *key, *value;
+    int replace;
+};
+
+static int
+put_meta(sqlite3 *db, const void *arg)
+{
+    const struct meta *m = arg;
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db,
+                                 m->replace
+                                     ? "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"
+                                     : "INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, m->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, m->value, -1, SQLITE_STATIC);
+        src = sqlite3_step(st);
     }
     sqlite3_finalize(st);
-    cs_store_close(s);
-    return rc;
+    return src;
 }
 
 int
 cs_run_set_meta(const char *rundir, const char *key, const char *value, int replace)
 {
-    cs_store *s = NULL;
-    int rc = open_run_db(rundir, &s);
-    if (rc != CS_OK)
-        return rc;
-    sqlite3_stmt *st = NULL;
-    int src = sqlite3_prepare_v2(s->db,
-                                 replace ? "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)"
-                                         : "INSERT OR IGNORE INTO meta(key, value) VALUES(?, ?)",
-                                 -1, &st, NULL);
-    if (src == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-        src = sqlite3_step(st);
-    }
-    if (src != SQLITE_DONE) {
-        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
-        rc = CS_EDB;
-    }
-    sqlite3_finalize(st);
-    cs_store_close(s);
-    return rc;
+    struct meta m = {key, value, replace};
+    return write_run_db(rundir, put_meta, &m);
 }
 
 int
@@ -505,19 +522,22 @@ cs__store_put_exit(sqlite3 *db, const char *host, int64_t ppid, int64_t pid, int
     return src;
 }
 
+struct exit_row {
+    char host[64];
+    int64_t pid, code;
+};
+
+static int
+put_exit(sqlite3 *db, const void *arg)
+{
+    const struct exit_row *e = arg;
+    return cs__store_put_exit(db, e->host, (int64_t)getpid(), e->pid, e->code);
+}
+
 int
 cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
 {
-    cs_store *s = NULL;
-    int rc = open_run_db(rundir, &s);
-    if (rc != CS_OK)
-        return rc;
-    char host[64];
-    cs_hostname(host, sizeof host);
-    if (cs__store_put_exit(s->db, host, (int64_t)getpid(), pid, code) != SQLITE_DONE) {
-        cs__store_seterr("%s: %s", rundir, sqlite3_errmsg(s->db));
-        rc = CS_EDB;
-    }
-    cs_store_close(s);
-    return rc;
+    struct exit_row e = {.pid = pid, .code = code};
+    cs_hostname(e.host, sizeof e.host);
+    return write_run_db(rundir, put_exit, &e);
 }

@@ -39,8 +39,15 @@ th_close_and_ingest(const char *dir, cs_ingest_result *r)
     cs_ingest_result ignored;
     char *path = NULL;
     int rc = cs_log_close(&path);
+    cs_store *s = NULL;
+    char *db = cs__path_join(dir, CS_DB_NAME);
     if (rc == CS_OK)
-        rc = cs_run_ingest_own(dir, path, r ? r : &ignored);
+        rc = db ? cs_store_open(db, 1, &s) : CS_ENOMEM;
+    /* with the log's lock still held, as cs_store_ingest asks */
+    if (rc == CS_OK)
+        rc = cs_store_ingest(s, path, 0, r ? r : &ignored);
+    cs_store_close(s);
+    cs__free(db);
     cs_log_release();
     cs_log_forget();
     cs__free(path);

@@ -72,6 +72,7 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(log_bad_header)                                                                       \
     X(log_var_records)                                                                      \
     X(log_fork_child_own_log)                                                               \
+    X(log_named_only_when_locked)                                                           \
     X(log_crash_kill9)                                                                      \
     X(log_async_suspend)                                                                    \
     X(log_random_damage)                                                                    \

@@ -5,10 +5,13 @@
 #include "cs_log.h"
 #include "cs_store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -149,6 +152,49 @@ static char *
 find_log(const char *dir)
 {
     return th_find_log(dir, "");
+}
+
+/* A log shows under its name only once its writer holds its lock, and
+ * the hidden file it is made under is gone by then; such a file left by a
+ * writer that died while making it is no log to a reader. */
+void
+test_log_named_only_when_locked(void)
+{
+    const char *dir = test_tmpdir();
+    cs_tstate *t = th_open_log(dir);
+    ASSERT_TRUE(t != NULL);
+    char *log = find_log(dir);
+    ASSERT_TRUE(log != NULL);
+    int fd = open(log, O_RDONLY);
+    ASSERT_TRUE(fd >= 0);
+    ASSERT_TRUE(flock(fd, LOCK_EX | LOCK_NB) != 0); /* the writer holds it */
+    close(fd);
+    char *hidden = th_find_log(dir, "."); /* no ".<name>.cslog" file */
+    ASSERT_TRUE(hidden == NULL);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int names = 0;
+    while ((e = readdir(d)) != NULL)
+        names += e->d_name[0] != '.';
+    closedir(d);
+    ASSERT_EQ(names, 1); /* the log alone: the ".new" name is removed */
+    cs__free(log);
+    ASSERT_OK(th_close_and_ingest(dir, NULL));
+
+    /* what a writer killed between making and naming its log leaves */
+    char *left = cs__path_join(dir, ".vm-7-1f.cslog.new");
+    FILE *f = fopen(left, "w");
+    ASSERT_TRUE(f != NULL);
+    fputs("CSLOG, cut short", f);
+    fclose(f);
+    crash_child(dir, 10);
+    cs_sync_result sr;
+    ASSERT_OK(cs_run_sync(dir, &sr));
+    ASSERT_EQ(sr.ingested, 1);
+    ASSERT_EQ(sr.failed, 0);
+    ASSERT_EQ(sr.running, 0);
+    ASSERT_TRUE(access(left, F_OK) == 0); /* left alone */
+    cs__free(left);
 }
 
 void
