@@ -112,6 +112,65 @@ CS_EXPORT uint64_t cs_hist_rank(const uint64_t *h, uint64_t n, double p);
 /* 1 if `name` matches `filter` in the sense of cs_stats_query.filter. */
 CS_EXPORT int cs_name_matches(const char *filter, const char *name);
 
+/* ---- the calling-context tree (calltree.c) -------------------------------- */
+
+/* A function as the tree shows it. Strings owned by the tree. */
+typedef struct cs_ctfunc {
+    char *name; /* module.qualname (the function_names view) */
+    char *file;
+    int64_t line;
+    int builtin;  /* a C function */
+    int launcher; /* a launcher frame (cs_launcher_frame) */
+} cs_ctfunc;
+
+/* Node flags, as the log's CS_TN_* (cs_log.h). */
+#define CS_CT_REC_FUNC 0x1u /* its function is already on its path */
+#define CS_CT_REC_EDGE 0x2u /* so is the pair (caller, callee) */
+#define CS_CT_TRUNC 0x8u    /* past the node limit: by function, not path */
+
+/* One node of the merged tree: a distinct call path. Times in ns, over
+ * every thread and process merged into it. */
+typedef struct cs_ctnode {
+    int64_t function; /* functions.id; 0 for the head of truncated paths */
+    int32_t parent;   /* index of its parent node, -1 at the top */
+    int32_t child;    /* its first child (largest total first), -1 if none */
+    int32_t sibling;  /* the next child of its parent, -1 if none */
+    uint32_t depth;   /* 1 at the top */
+    uint32_t flags;   /* CS_CT_* of any node merged into it */
+    uint64_t calls, total_ns, self_ns, cpu_ns, max_ns;
+    uint64_t child_ns; /* the total of its children */
+} cs_ctnode;
+
+typedef struct cs_calltree {
+    cs_ctnode *nodes;
+    size_t n;
+    int32_t top;       /* the first top-level node (largest first), -1 if empty */
+    uint64_t total_ns; /* the sum of the top-level nodes' totals */
+    uint64_t folded;   /* nodes folded away as launcher frames */
+    cs_ctfunc *funcs;  /* indexed by functions.id */
+    size_t nfuncs;
+} cs_calltree;
+
+typedef struct cs_calltree_query {
+    int64_t pid;        /* 0 for every process */
+    const char *thread; /* a thread's name or tid; NULL for every thread */
+    int launcher;       /* 1: keep launcher frames */
+} cs_calltree_query;
+
+/* Load the merged tree of the run in `s` (NULL query: every process and
+ * thread, launcher frames folded). A run without --all gives an empty
+ * tree. Free with cs_calltree_free(). */
+CS_EXPORT int cs_calltree_load(cs_store *s, const cs_calltree_query *q,
+                               cs_calltree **out /* OUT */);
+CS_EXPORT void cs_calltree_free(cs_calltree *t);
+/* The display name of node `x`'s function (borrowed). */
+CS_EXPORT const char *cs_calltree_name(const cs_calltree *t, const cs_ctnode *x);
+/* 1 if the function named `name` is a launcher frame: runpy, the import
+ * system's bootstrap, or callscope's own code. */
+CS_EXPORT int cs_launcher_frame(const char *name);
+/* What went wrong in the last cs_calltree_load of this thread. */
+CS_EXPORT const char *cs_calltree_last_error(void);
+
 /* ---- significant digits (digits.c) --------------------------------------- */
 
 enum cs_digits_method { CS_DIGITS_CNH = 1, CS_DIGITS_GENERAL = 2 };
@@ -275,6 +334,8 @@ CS_EXPORT const char *cs_export_names(void);
 /* Write the run of `s` to `f` in `fmt`. *rows: calls (or, for pstats,
  * functions) written. */
 CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows /* OUT */);
+/* The pstats export (pstats.c), for cs_export. */
+int cs__export_pstats(sqlite3 *db, FILE *f, uint64_t *rows);
 /* What went wrong in the last cs_export of this thread. */
 CS_EXPORT const char *cs_export_last_error(void);
 

@@ -5,6 +5,9 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h>
+#endif
 
 /* Take the raised exception as one object (a new reference), leaving no
  * error set. Its __traceback__ is attached. */
@@ -60,6 +63,40 @@ cs_long_to_bytes(PyObject *v, unsigned char *buf, size_t n)
     return _PyLong_AsByteArray((PyLongObject *)v, buf, n, 1, 1, 1);
 #else
     return _PyLong_AsByteArray((PyLongObject *)v, buf, n, 1, 1);
+#endif
+}
+
+/* A code object's extra slots (PEP 523's co_extra): where the decision
+ * about a code object is kept. Public, if unstable, API from 3.12. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define cs_code_extra_index(fn) PyUnstable_Eval_RequestCodeExtraIndex(fn)
+#define cs_code_get_extra(co, i, p) PyUnstable_Code_GetExtra((co), (i), (p))
+#define cs_code_set_extra(co, i, p) PyUnstable_Code_SetExtra((co), (i), (p))
+#else
+#define cs_code_extra_index(fn) _PyEval_RequestCodeExtraIndex(fn)
+#define cs_code_get_extra(co, i, p) _PyCode_GetExtra((co), (i), (p))
+#define cs_code_set_extra(co, i, p) _PyCode_SetExtra((co), (i), (p))
+#endif
+
+/* The code object of a legacy profile hook's frame (borrowed). */
+static inline PyCodeObject *
+cs_frame_code_borrowed(PyFrameObject *f)
+{
+    PyCodeObject *co = PyFrame_GetCode(f); /* new reference; the frame keeps one */
+    Py_DECREF(co);
+    return co;
+}
+
+/* The globals of a legacy profile hook's frame (borrowed). */
+static inline PyObject *
+cs_frame_globals_borrowed(PyFrameObject *f)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *g = PyFrame_GetGlobals(f); /* new reference; the frame keeps one */
+    Py_XDECREF(g);
+    return g;
+#else
+    return f->f_globals;
 #endif
 }
 

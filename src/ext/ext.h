@@ -143,6 +143,10 @@ uint32_t rec_new_func_id(void);
  * with the argument and local variable names of `code` (borrowed; a code
  * object, or NULL). */
 void rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyObject *code);
+/* The same, with `label` (may be NULL): the name cProfile gives the
+ * function, for a C function ("<built-in method builtins.len>"). */
+void rec_define_label(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind,
+                      PyObject *code, const char *label);
 
 /* Make sure monitor `m`'s FUNC record is in the current log. */
 static inline void
@@ -230,9 +234,31 @@ void rec_reset(void);
 PyObject *trace_start(PyObject *mod, PyObject *args, PyObject *kw);
 PyObject *trace_stop(PyObject *mod, PyObject *unused);
 PyObject *trace_active(PyObject *mod, PyObject *unused);
+/* ---- sink_tree.c: the calling-context tree of --all ---------------------- */
+typedef struct fn_info fn_info;
+/* What is known of code object `co` (kept on it), or of C function `fn`
+ * (a PyCFunction); made at the first call. NULL on failure. Borrowed. */
+fn_info *tree_code_info(PyObject *co, PyObject *globals);
+/* The info of `co` if it was made, else NULL: the fast path. */
+fn_info *tree_code_known(PyObject *co);
+fn_info *tree_cfunc_info(PyObject *fn);
+/* The info of the C function whose PyMethodDef is `ml`, if it was seen. */
+fn_info *tree_cfunc_lookup(const void *ml);
+/* 1 if `fi` is never in the tree (callscope's own code, decorated code). */
+int tree_skipped(const fn_info *fi);
+/* A call (or resumption) of `fi` begins on this thread; one ends. */
+void tree_push(fn_info *fi);
+void tree_pop(fn_info *fi);
+/* Profiling starts: `monitored` (borrowed) is the set of decorated code,
+ * `own` the package directory, `cpu` asks for CPU time, `max_nodes` bounds
+ * each thread's tree (0: the default). -1 with an error set on failure. */
+int tree_begin(PyObject *monitored, const char *own, int cpu, uint64_t max_nodes);
+/* Profiling stops: every open call is closed into the tree. */
+void tree_end(void);
+
 /* profile.c: _profile_start(), _profile_stop(), _profile_active(). Stop
  * writes the aggregates into the log (done before the log closes). */
-PyObject *profile_start(PyObject *mod, PyObject *args);
+PyObject *profile_start(PyObject *mod, PyObject *args, PyObject *kw);
 PyObject *profile_stop(PyObject *mod, PyObject *unused);
 PyObject *profile_active(PyObject *mod, PyObject *unused);
 

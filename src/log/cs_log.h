@@ -74,7 +74,8 @@ enum cs_ev_kind {
     CS_EV_SUSPEND = 3,
     CS_EV_RESUME = 4,
     CS_EV_VAR = 8,
-    CS_EV_END = 9
+    CS_EV_END = 9,
+    CS_EV_TREE = 10 /* a tree region: body = its bytes, header first */
 };
 
 /* ENTER flags. */
@@ -131,7 +132,7 @@ cs_hist_mid(unsigned b)
 }
 
 /* Function kinds, in a FUNC record and in the functions table. */
-enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1 };
+enum cs_func_kind { CS_FUNC_FUNCTION = 0, CS_FUNC_SPAN = 1, CS_FUNC_BUILTIN = 2 };
 
 #define CS_SEQ_BITS 40
 #define CS_SEQ_MASK ((1ull << CS_SEQ_BITS) - 1)
@@ -167,6 +168,58 @@ typedef struct cs_blob_header {
     uint32_t reserved;
     uint32_t check; /* low 32 bits of cs_log_hash64 of the first 24 bytes */
 } cs_blob_header;
+
+/* ---- tree regions: the calling-context tree of `--all` ------------------
+ * A thread profiled in aggregate keeps its calling-context tree in tree
+ * regions of the log: runs of whole chunks, mapped for the life of the log
+ * and updated in place, so a process that dies (kill -9 included) leaves
+ * the tree as it stood. A region holds CS_TREE_NODE_SIZE-byte slots; slot 0
+ * is the region's header. A node is addressed by its index across the
+ * thread's regions: index >> shift is the region, index & mask the slot.
+ * Node 1 is the thread's root (function 0): the calls made at the top of
+ * the thread's stack are its children. See docs/log-format.md. */
+#define CS_LOG_TREE_MAGIC 0x52545343u /* "CSTR" little-endian */
+#define CS_TREE_NODE_SIZE 64u
+#define CS_TREE_ROOT 1u
+
+/* Node flags, fixed when the node is made: its path is fixed. */
+#define CS_TN_REC_FUNC 0x1u /* its function is already on the path above it */
+#define CS_TN_REC_EDGE 0x2u /* the pair (parent's function, its function) is too */
+#define CS_TN_CFUNC 0x4u    /* a C function (builtin, method of a C type) */
+#define CS_TN_TRUNC 0x8u    /* past the node limit: kept by function, not path */
+
+typedef struct cs_tree_header {
+    uint32_t magic;    /* CS_LOG_TREE_MAGIC */
+    uint32_t chunks;   /* the region's length in chunks */
+    uint32_t stream;   /* the thread's stream */
+    uint32_t index;    /* the region's position in the thread's tree, from 0 */
+    uint32_t slots;    /* node slots in the region, a power of two (slot 0: this) */
+    uint32_t flags;    /* CS_TREE_CPU: nodes hold CPU time */
+    uint32_t reserved;
+    uint32_t check;    /* low 32 bits of cs_log_hash64 of the first 28 bytes */
+    uint64_t used;     /* slots in use, slot 0 included; a node is written
+                          before this count covers it */
+    uint64_t alive_ns; /* region 0: when the tree was last updated */
+    uint64_t closed;   /* region 0: 1 once every open call was closed */
+    uint64_t trunc_calls; /* region 0: calls counted in CS_TN_TRUNC nodes */
+    uint64_t pad;
+} cs_tree_header;
+
+#define CS_TREE_CPU 0x1u
+
+typedef struct cs_tree_node {
+    uint32_t parent;   /* index of the parent node (the root's is 0) */
+    uint32_t func;     /* function id (FUNC record); 0 for the root */
+    uint32_t child;    /* first child, 0 for none */
+    uint32_t sibling;  /* next child of the same parent, 0 for none */
+    uint32_t flags;    /* CS_TN_* */
+    uint32_t depth;    /* the root's is 0 */
+    uint64_t calls;    /* finished calls on this path */
+    uint64_t total_ns; /* their wall time, children included */
+    uint64_t cpu_ns;   /* their thread CPU time, children included */
+    uint64_t max_ns;   /* the longest of them */
+    uint64_t open_ns;  /* start of the call open on this path, 0 for none */
+} cs_tree_node;
 
 /* The header of each chunk: its first CS_LOG_CHUNK_HEADER bytes. */
 typedef struct cs_chunk_header {
@@ -448,6 +501,14 @@ CS_EXPORT size_t cs_log_var_room(void);
  * page fault and a zeroed page per 4 KiB), and a BLOB record naming it.
  * 0 if it could not be written. */
 CS_EXPORT int cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n);
+
+/* Map a new tree region of at least `slots` node slots (rounded to a
+ * power of two and whole chunks) for `t`'s stream, as region `index` of
+ * its tree, zeroed but for its header. It stays mapped until the log is
+ * closed or the process forks; after that the pointer must not be used
+ * (the epoch tells). NULL when it cannot be made (disk full). */
+CS_EXPORT cs_tree_header *cs_log_map_tree(cs_tstate *t, uint32_t index, uint32_t slots,
+                                          uint32_t flags);
 
 /* Write the PROC record (process facts) into `t`'s stream. The opener
  * calls this once, right after cs_log_open. */

@@ -295,6 +295,48 @@ out:
     return rc;
 }
 
+/* A tree region at `off`: its length in chunks (0 if its header is not
+ * valid), after handing its used slots to `visit` on the first pass. A
+ * region cut short by a crash gives the nodes that made it to the file. */
+static int
+read_tree(int fd, uint64_t off, int only_var, cs_event_fn visit, void *ctx, cs_scan_info *info)
+{
+    cs_tree_header th;
+    if (pread(fd, &th, sizeof th, (off_t)off) != (ssize_t)sizeof th)
+        return 0;
+    if (th.check != (uint32_t)cs_log_hash64(&th, 28) || th.chunks == 0 || th.slots < 2 ||
+        th.stream == 0 || (th.slots & (th.slots - 1)) != 0 ||
+        (uint64_t)th.slots * CS_TREE_NODE_SIZE > (uint64_t)th.chunks * info->header.chunk_size)
+        return 0;
+    if (!only_var)
+        return (int)th.chunks;
+    uint64_t used = th.used < th.slots ? th.used : th.slots;
+    size_t bytes = (size_t)used * CS_TREE_NODE_SIZE;
+    char *buf = cs__calloc(1, bytes ? bytes : 1);
+    if (buf == NULL)
+        return CS_ENOMEM;
+    ssize_t n = pread(fd, buf, bytes, (off_t)off);
+    if (n < (ssize_t)sizeof th) {
+        cs__free(buf);
+        return (int)th.chunks;
+    }
+    /* the header as it was read with the nodes: `used` may have grown */
+    memcpy(buf, &th, sizeof th);
+    size_t got = (size_t)n / CS_TREE_NODE_SIZE;
+    ((cs_tree_header *)buf)->used = got < used ? got : used;
+    cs_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = CS_EV_TREE;
+    ev.stream = th.stream;
+    ev.target = th.stream;
+    ev.body = buf;
+    ev.body_len = (size_t)(got < used ? got : used) * CS_TREE_NODE_SIZE;
+    info->records++;
+    int rc = visit(ctx, &ev);
+    cs__free(buf);
+    return rc != CS_OK ? rc : (int)th.chunks;
+}
+
 int
 cs_log_scan(const char *path, int only_var, cs_event_fn visit, void *ctx, cs_scan_info *info)
 {
@@ -344,6 +386,17 @@ cs_log_scan(const char *path, int only_var, cs_event_fn visit, void *ctx, cs_sca
             memcpy(&bh, &ch, sizeof bh);
             if (bh.check == (uint32_t)cs_log_hash64(&bh, 24) && bh.chunks > 0) {
                 c += bh.chunks - 1; /* a blob region: its data is no chunk */
+                continue;
+            }
+        }
+        if (ch.magic == CS_LOG_TREE_MAGIC) {
+            int r = read_tree(fd, off, only_var, visit, ctx, info);
+            if (r < 0) {
+                rc = r;
+                goto out;
+            }
+            if (r > 0) {
+                c += (size_t)r - 1; /* the region's chunks hold nodes */
                 continue;
             }
         }

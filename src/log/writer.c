@@ -51,6 +51,11 @@ static struct {
     int atfork_done;
     pthread_key_t key;
     int key_done;
+    struct tree_map {
+        void *addr;
+        size_t len;
+    } *trees; /* tree regions, mapped until close or fork */
+    size_t ntrees, trees_cap;
 } W = {.mu = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
 
 #define GROW_CHUNKS 16u
@@ -246,6 +251,57 @@ cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n)
     return t->dropped == dropped;
 }
 
+/* Unmap every tree region. Called with mu. */
+static void
+unmap_trees(void)
+{
+    for (size_t i = 0; i < W.ntrees; i++)
+        munmap(W.trees[i].addr, W.trees[i].len);
+    W.ntrees = 0;
+}
+
+cs_tree_header *
+cs_log_map_tree(cs_tstate *t, uint32_t index, uint32_t slots, uint32_t flags)
+{
+    uint32_t n = 64;
+    while (n < slots && n < (1u << 30))
+        n <<= 1;
+    pthread_mutex_lock(&W.mu);
+    cs_tree_header *h = NULL;
+    if (!cs_log_is_open() || W.broken || t->epoch != current_epoch())
+        goto out;
+    uint64_t bytes = (uint64_t)n * CS_TREE_NODE_SIZE;
+    uint64_t chunks = (bytes + W.chunk_size - 1) / W.chunk_size;
+    uint64_t off = W.next_off, len = chunks * W.chunk_size;
+    struct tree_map *v = cs__grow(W.trees, W.ntrees, &W.trees_cap, sizeof *v, 16);
+    if (v == NULL)
+        goto out;
+    W.trees = v;
+    if (off + len > W.file_size && grow_file(off + len) != CS_OK)
+        goto out;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, W.fd, (off_t)off);
+    if (m == MAP_FAILED)
+        goto out;
+    W.next_off = off + len;
+    W.trees[W.ntrees++] = (struct tree_map){m, len};
+    h = m;
+    /* the slots past `n` in the last chunk are left unused */
+    cs_tree_header hd = {.magic = CS_LOG_TREE_MAGIC,
+                         .chunks = (uint32_t)chunks,
+                         .stream = t->stream,
+                         .index = index,
+                         .slots = n,
+                         .flags = flags,
+                         .used = 1};
+    hd.check = (uint32_t)cs_log_hash64(&hd, 28);
+    memcpy(h, &hd, sizeof hd);
+out:
+    if (h == NULL)
+        t->dropped++;
+    pthread_mutex_unlock(&W.mu);
+    return h;
+}
+
 /* The END record of a stream, if its chunk has room. Called with mu. */
 static void
 put_end(tpriv *p)
@@ -310,6 +366,7 @@ atfork_child(void)
         p->map = NULL;
         p->pub.cur = p->pub.end = NULL;
     }
+    unmap_trees();
     /* Only the forking thread exists now; keep just its state. */
     tpriv *self = (tpriv *)cs__tls;
     W.threads = NULL;
@@ -582,6 +639,7 @@ cs_log_close(char **path_out)
         p->pub.dropped = 0;
         p->pub.cur = p->pub.end = NULL;
     }
+    unmap_trees();
     /* Trim the reserved tail so the file holds only written chunks. */
     if (ftruncate(W.fd, (off_t)W.next_off) != 0) {
         /* harmless: readers skip zeroed chunks */

@@ -15,7 +15,7 @@
 
 #include <sqlite3.h>
 
-#define CS_SCHEMA_VERSION 3
+#define CS_SCHEMA_VERSION 4
 #define CS_DB_NAME "run.db"
 
 typedef struct cs_store cs_store;

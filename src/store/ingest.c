@@ -35,6 +35,7 @@ typedef struct ocall {
     uint64_t rss_start;
     int has_cpu, has_mem;
     int raised_err; /* an ERROR record was seen */
+    int recursive;  /* a call of its function was open on its thread */
 } ocall;
 
 typedef struct omap {
@@ -119,6 +120,56 @@ omap_remove(omap *m, ocall *c)
     }
 }
 
+/* ---- open calls per (stream, function): recursion ------------------------
+ * A call is recursive when a call of the same function is open on its
+ * thread as it starts; its time is then already in the outer call's. */
+
+typedef struct nslot {
+    uint64_t key; /* stream << 32 | local function id; 0 marks empty */
+    uint64_t open;
+} nslot;
+
+typedef struct nmap {
+    nslot *slots;
+    size_t cap, n;
+} nmap;
+
+static nslot *
+nmap_get(nmap *m, uint64_t key)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 256;
+        nslot *s = cs__calloc(cap, sizeof *s);
+        if (s == NULL)
+            return NULL;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (m->slots[i].key == 0)
+                continue;
+            size_t j = mix(m->slots[i].key) & (cap - 1);
+            while (s[j].key)
+                j = (j + 1) & (cap - 1);
+            s[j] = m->slots[i];
+        }
+        cs__free(m->slots);
+        m->slots = s;
+        m->cap = cap;
+    }
+    size_t i = mix(key) & (m->cap - 1);
+    while (m->slots[i].key && m->slots[i].key != key)
+        i = (i + 1) & (m->cap - 1);
+    if (m->slots[i].key == 0) {
+        m->slots[i].key = key;
+        m->n++;
+    }
+    return &m->slots[i];
+}
+
+static inline uint64_t
+nest_key(uint64_t call_key, int64_t func)
+{
+    return (call_key >> CS_SEQ_BITS) << 32 | (uint64_t)(uint32_t)func;
+}
+
 /* ---- ingest state -------------------------------------------------------- */
 
 typedef struct pending_var {
@@ -168,6 +219,7 @@ typedef struct ing {
     int64_t *thread_map; /* stream -> threads.id */
     size_t thread_cap;
     omap open;
+    nmap nest; /* open calls per (stream, function) */
     uint64_t *stack; /* keys of running calls of the current stream */
     size_t sn, scap;
     uint32_t cur_stream;
@@ -274,16 +326,29 @@ blob_record(ing *g, const cs_event *ev)
     return src == SQLITE_OK ? CS_OK : sqlerr(g, src);
 }
 
+/* The pending kind of a tree region (aux: its stream). */
+#define TREE_PART 0x100u
+
+static int keep_var(ing *g, const cs_event *ev, unsigned kind);
+
 static int
 collect_var(void *ctx, const cs_event *ev)
 {
     ing *g = ctx;
+    if (ev->kind == CS_EV_TREE)
+        return keep_var(g, ev, TREE_PART);
     if (ev->var_kind == CS_VAR_BLOB)
         return blob_record(g, ev);
     if (ev->var_kind != CS_VAR_PROC && ev->var_kind != CS_VAR_THREAD &&
         ev->var_kind != CS_VAR_FUNC && ev->var_kind != CS_VAR_CHILD &&
         ev->var_kind != CS_VAR_PROFILE && ev->var_kind != CS_VAR_SIG)
         return CS_OK;
+    return keep_var(g, ev, ev->var_kind);
+}
+
+static int
+keep_var(ing *g, const cs_event *ev, unsigned kind)
+{
     {
         pending_var *v = cs__grow(g->vars, g->vn, &g->vcap, sizeof *v, 64);
         if (v == NULL)
@@ -297,8 +362,8 @@ collect_var(void *ctx, const cs_event *ev)
     memcpy(v->body, ev->body, ev->body_len);
     v->body[ev->body_len] = '\0';
     v->len = ev->body_len;
-    v->kind = ev->var_kind;
-    v->aux = ev->aux;
+    v->kind = kind;
+    v->aux = kind == TREE_PART ? ev->stream : ev->aux;
     g->vn++;
     return CS_OK;
 }
@@ -467,19 +532,28 @@ record_exit(ing *g, uint64_t pid, const char *body)
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 
-/* The argument and local names of a function, kept once per function. */
+static const char *
+kind_name(unsigned kind)
+{
+    return kind == CS_FUNC_SPAN ? "span" : kind == CS_FUNC_BUILTIN ? "builtin" : "function";
+}
+
+/* The argument and local names of a function, and the label cProfile
+ * gives a C function, kept once per function. */
 static int
-function_names(ing *g, int64_t id, const char *args, const char *locals)
+function_names(ing *g, int64_t id, const char *args, const char *locals, const char *label)
 {
     sqlite3_stmt *st = NULL;
     int src = sqlite3_prepare_v2(g->s->db,
-                                 "UPDATE functions SET args = ?, locals = ? WHERE id = ?"
+                                 "UPDATE functions SET args = ?, locals = ?,"
+                                 " label = IFNULL(label, NULLIF(?, '')) WHERE id = ?"
                                  " AND args IS NULL",
                                  -1, &st, NULL);
     if (src == SQLITE_OK) {
         bind_text(st, 1, args);
         bind_text(st, 2, locals);
-        sqlite3_bind_int64(st, 3, id);
+        bind_text(st, 3, label);
+        sqlite3_bind_int64(st, 4, id);
         src = sqlite3_step(st);
     }
     sqlite3_finalize(st);
@@ -532,6 +606,52 @@ insert_signature(ing *g, const pending_var *v)
     return src == SQLITE_DONE ? CS_OK : sqlerr(g, src);
 }
 
+static int64_t func_of(ing *g, uint32_t local);
+
+static int64_t
+tree_func(void *ctx, uint32_t local)
+{
+    return func_of(ctx, local);
+}
+
+/* The calling-context tree of each thread profiled with --all: its
+ * regions, gathered by stream. */
+static int
+insert_trees(ing *g)
+{
+    int rc = CS_OK;
+    cs__tree_part *parts = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < g->vn && rc == CS_OK; i++) {
+        if (g->vars[i].kind != TREE_PART || g->vars[i].body == NULL)
+            continue;
+        uint64_t stream = g->vars[i].aux;
+        size_t n = 0;
+        for (size_t k = i; k < g->vn; k++) {
+            pending_var *v = &g->vars[k];
+            if (v->kind != TREE_PART || v->aux != stream || v->body == NULL)
+                continue;
+            cs__tree_part *p = cs__grow(parts, n, &cap, sizeof *p, 8);
+            if (p == NULL) {
+                rc = CS_ENOMEM;
+                break;
+            }
+            parts = p;
+            parts[n++] = (cs__tree_part){v->body, v->len};
+        }
+        int64_t thread = stream < g->thread_cap ? g->thread_map[stream] : 0;
+        uint64_t open = 0;
+        if (rc == CS_OK && thread)
+            rc = cs__store_tree(g->s, g->process_id, thread, parts, n, tree_func, g, &open);
+        g->res->unfinished += open;
+        for (size_t k = i; k < g->vn; k++) /* done with this stream */
+            if (g->vars[k].kind == TREE_PART && g->vars[k].aux == stream)
+                g->vars[k].kind = 0;
+    }
+    cs__free(parts);
+    return rc;
+}
+
 static int
 insert_defs(ing *g)
 {
@@ -577,10 +697,11 @@ insert_defs(ing *g)
             const char *file = next_str(v->body, v->len, &pos);
             const char *args = next_str(v->body, v->len, &pos);
             const char *locals = next_str(v->body, v->len, &pos);
-            rc = function_row(g, kind == CS_FUNC_SPAN ? "span" : "function", module, qualname,
-                              file, line, &g->func_map[v->aux]);
-            if (rc == CS_OK && (*args || *locals))
-                rc = function_names(g, g->func_map[v->aux], args, locals);
+            const char *label = next_str(v->body, v->len, &pos);
+            rc = function_row(g, kind_name(kind), module, qualname, file, line,
+                              &g->func_map[v->aux]);
+            if (rc == CS_OK && (*args || *locals || *label))
+                rc = function_names(g, g->func_map[v->aux], args, locals, label);
         }
     }
     sqlite3_finalize(st);
@@ -592,6 +713,8 @@ insert_defs(ing *g)
         else if (g->vars[i].kind == CS_VAR_SIG)
             rc = insert_signature(g, &g->vars[i]);
     }
+    if (rc == CS_OK)
+        rc = insert_trees(g);
     return rc;
 }
 
@@ -692,7 +815,8 @@ finish(ing *g, ocall *c, const cs_event *ev)
                                   (int64_t)self,
                                   (int64_t)c->cpu_acc,
                                   mem ? (int64_t)ev->rss - (int64_t)c->rss_start : 0,
-                                  mem ? (int64_t)ev->peak_rss : 0};
+                                  mem ? (int64_t)ev->peak_rss : 0,
+                                  c->recursive};
     memcpy(r.v, v, sizeof v);
     r.null = (c->parent_id == 0 ? 1u << 1 : 0) | (c->func_id == 0 ? 1u << 2 : 0) |
              (c->thread_id == 0 ? 1u << 3 : 0) | (!finished ? 7u << 5 : 0) |
@@ -701,6 +825,9 @@ finish(ing *g, ocall *c, const cs_event *ev)
     int rc = cs__rowpipe_push(g->pipe, &r);
     if (rc != CS_OK)
         return rc;
+    nslot *ns = nmap_get(&g->nest, nest_key(c->key, c->func_id));
+    if (ns && ns->open)
+        ns->open--;
     g->res->calls++;
     if (!finished)
         g->res->unfinished++;
@@ -726,6 +853,11 @@ on_enter(ing *g, const cs_event *ev)
     c->thread_id = thread_of(g, ev->stream);
     c->func_id = ev->func; /* local id, mapped by the writer thread */
     c->flags = ev->flags;
+    nslot *ns = nmap_get(&g->nest, nest_key(key, ev->func));
+    if (ns == NULL)
+        return CS_ENOMEM;
+    c->recursive = ns->open > 0;
+    ns->open++;
     c->start = c->mark = ev->ts;
     c->has_cpu = ev->has_cpu;
     c->cpu_mark = ev->cpu_ns;
@@ -1108,6 +1240,7 @@ ing_free(ing *g)
     cs__free(g->thread_map);
     cs__free(g->open.slots);
     cs__free(g->stack);
+    cs__free(g->nest.slots);
     for (size_t i = 0; i < g->dn; i++)
         cs__free((char *)g->deferred[i].ev.body);
     cs__free(g->deferred);

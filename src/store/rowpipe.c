@@ -136,8 +136,9 @@ cs__rowpipe_start(cs__rowpipe **out, sqlite3 *db, int64_t (*map_func)(void *, ui
         if ((p->bufs[i] = cs__malloc(BATCH * sizeof(cs__row))) == NULL)
             rc = CS_ENOMEM;
     static const char head[] = "INSERT INTO calls(id, parent, function, thread, start_ns, end_ns,"
-                               " wall_ns, self_ns, cpu_ns, rss_delta, peak_rss, status) VALUES";
-    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?)";
+                               " wall_ns, self_ns, cpu_ns, rss_delta, peak_rss, recursive, status)"
+                               " VALUES";
+    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?)";
     cs_buf sql;
     cs_buf_init(&sql);
     cs_buf_puts(&sql, head);

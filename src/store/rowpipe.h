@@ -10,12 +10,12 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
-#define CS_ROW_COLS 12
+#define CS_ROW_COLS 13
 
 /* One row of the calls table. Column 3 (function) holds the log's local
  * function id; the writer maps it with `map_func`. */
 typedef struct cs__row {
-    int64_t v[CS_ROW_COLS - 1]; /* id .. peak_rss */
+    int64_t v[CS_ROW_COLS - 1]; /* id .. peak_rss, recursive */
     unsigned null;              /* bit i: column i+1 is NULL */
     const char *status;         /* static string */
 } cs__row;

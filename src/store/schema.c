@@ -75,6 +75,22 @@ static const char *const migrations[] = {
     " worst_call INTEGER, worst_element INTEGER, unequal INTEGER);"
     "CREATE TABLE digits_calls(comparison INTEGER REFERENCES comparisons(id),"
     " function TEXT, value TEXT, call INTEGER, digits REAL);",
+    /* 4: one call model. C functions (kind 'builtin') with cProfile's
+     * label; the calling-context tree of --all; primitive (non-recursive)
+     * calls and CPU time in the profile; calls flagged recursive; one
+     * definition of a function's display name. */
+    "ALTER TABLE functions ADD COLUMN label TEXT;"
+    "ALTER TABLE profile ADD COLUMN prim_calls INTEGER;"
+    "ALTER TABLE profile ADD COLUMN cpu_ns INTEGER;"
+    "ALTER TABLE profile ADD COLUMN thread INTEGER REFERENCES threads(id);"
+    "ALTER TABLE calls ADD COLUMN recursive INTEGER;"
+    "CREATE TABLE tree(thread INTEGER REFERENCES threads(id), node INTEGER,"
+    " parent INTEGER, function INTEGER REFERENCES functions(id), depth INTEGER,"
+    " flags INTEGER, calls INTEGER, total_ns INTEGER, self_ns INTEGER, cpu_ns INTEGER,"
+    " max_ns INTEGER, PRIMARY KEY(thread, node)) WITHOUT ROWID;"
+    "CREATE VIEW function_names AS SELECT id,"
+    " CASE WHEN module = '' THEN qualname ELSE module || '.' || qualname END AS name"
+    " FROM functions;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]) - 1)

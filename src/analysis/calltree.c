@@ -1,0 +1,336 @@
+/* calltree.c -- the calling-context tree of a run, read from run.db.
+ *
+ * The tree table holds a tree per thread (callscope run --all). Readers
+ * want one tree: the threads (and processes) chosen are merged by call
+ * path, so `main -> work -> time.sleep` is one node however many threads
+ * took that path. Launcher frames (runpy, importlib's bootstrap,
+ * callscope's own, and the C functions they call) are folded away unless
+ * asked for: their children take their place under their parent. */
+#include "cs_analysis.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char errbuf[512];
+
+const char *
+cs_calltree_last_error(void)
+{
+    return errbuf;
+}
+
+static int
+tfail(int rc, sqlite3 *db)
+{
+    snprintf(errbuf, sizeof errbuf, "run.db: %s", db ? sqlite3_errmsg(db) : cs_strerror(rc));
+    return rc;
+}
+
+int
+cs_launcher_frame(const char *name)
+{
+    static const char *const prefixes[] = {"runpy.", "importlib._bootstrap.",
+                                           "importlib._bootstrap_external.",
+                                           "_frozen_importlib.", "_frozen_importlib_external.",
+                                           "callscope.", "<frozen runpy>."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return strcmp(name, "callscope") == 0;
+}
+
+/* The merged tree, built node by node: children found by hashing
+ * (parent, function). */
+typedef struct builder {
+    cs_calltree *t;
+    size_t cap;
+    int32_t *slots; /* open addressing: node index, -1 empty */
+    size_t scap;
+} builder;
+
+static uint64_t
+hkey(int32_t parent, int64_t func)
+{
+    uint64_t k = ((uint64_t)(uint32_t)parent << 32) ^ (uint64_t)func;
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    return k ^ (k >> 33);
+}
+
+static int
+rehash(builder *b)
+{
+    size_t cap = b->scap ? b->scap * 2 : 1024;
+    int32_t *s = cs__malloc(cap * sizeof *s);
+    if (s == NULL)
+        return CS_ENOMEM;
+    memset(s, 0xff, cap * sizeof *s);
+    for (size_t i = 0; i < b->t->n; i++) {
+        cs_ctnode *x = &b->t->nodes[i];
+        size_t j = hkey(x->parent, x->function) & (cap - 1);
+        while (s[j] >= 0)
+            j = (j + 1) & (cap - 1);
+        s[j] = (int32_t)i;
+    }
+    cs__free(b->slots);
+    b->slots = s;
+    b->scap = cap;
+    return CS_OK;
+}
+
+/* The merged node for `func` under merged node `parent` (-1: the top). */
+static int32_t
+child(builder *b, int32_t parent, int64_t func)
+{
+    if ((b->t->n + 1) * 2 > b->scap && rehash(b) != CS_OK)
+        return -2;
+    size_t j = hkey(parent, func) & (b->scap - 1);
+    for (; b->slots[j] >= 0; j = (j + 1) & (b->scap - 1)) {
+        cs_ctnode *x = &b->t->nodes[b->slots[j]];
+        if (x->parent == parent && x->function == func)
+            return b->slots[j];
+    }
+    cs_ctnode *v = cs__grow(b->t->nodes, b->t->n, &b->cap, sizeof *v, 256);
+    if (v == NULL)
+        return -2;
+    b->t->nodes = v;
+    int32_t i = (int32_t)b->t->n++;
+    v[i] = (cs_ctnode){.function = func, .parent = parent, .child = -1, .sibling = -1,
+                       .depth = parent >= 0 ? v[parent].depth + 1 : 1};
+    b->slots[j] = i;
+    return i;
+}
+
+static int
+cmp_total_desc(const void *a, const void *b, void *ctx)
+{
+    const cs_ctnode *v = ctx;
+    uint64_t x = v[*(const int32_t *)a].total_ns, y = v[*(const int32_t *)b].total_ns;
+    return (x < y) - (x > y);
+}
+
+/* Link each node's children, largest total first. */
+static int
+link_children(cs_calltree *t)
+{
+    int32_t *order = cs__malloc((t->n ? t->n : 1) * sizeof *order);
+    if (order == NULL)
+        return CS_ENOMEM;
+    for (size_t i = 0; i < t->n; i++)
+        order[i] = (int32_t)i;
+    qsort_r(order, t->n, sizeof *order, cmp_total_desc, t->nodes);
+    t->top = -1;
+    /* walk from the smallest so each prepend leaves the largest first */
+    int32_t last_top = -1;
+    for (size_t k = t->n; k-- > 0;) {
+        cs_ctnode *x = &t->nodes[order[k]];
+        if (x->parent >= 0) {
+            x->sibling = t->nodes[x->parent].child;
+            t->nodes[x->parent].child = order[k];
+        } else {
+            x->sibling = last_top;
+            last_top = order[k];
+        }
+    }
+    t->top = last_top;
+    cs__free(order);
+    return CS_OK;
+}
+
+static int
+load_names(sqlite3 *db, cs_calltree *t)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = CS_OK;
+    if (sqlite3_prepare_v2(db, "SELECT IFNULL(max(id), 0) FROM functions", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return tfail(CS_ENOTDB, db);
+    }
+    t->nfuncs = (size_t)sqlite3_column_int64(st, 0) + 1;
+    sqlite3_finalize(st);
+    t->funcs = cs__calloc(t->nfuncs, sizeof *t->funcs);
+    if (t->funcs == NULL)
+        return CS_ENOMEM;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT f.id, n.name, f.kind, f.file, f.line FROM functions f"
+                           " JOIN function_names n ON n.id = f.id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return tfail(CS_ENOTDB, db);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        if (id <= 0 || (size_t)id >= t->nfuncs)
+            continue;
+        cs_ctfunc *f = &t->funcs[id];
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        const char *kind = (const char *)sqlite3_column_text(st, 2);
+        const char *file = (const char *)sqlite3_column_text(st, 3);
+        f->name = cs__strdup(name ? name : "?");
+        f->file = cs__strdup(file ? file : "");
+        f->line = sqlite3_column_int64(st, 4);
+        f->builtin = kind && strcmp(kind, "builtin") == 0;
+        f->launcher = cs_launcher_frame(f->name ? f->name : "");
+        if (f->name == NULL || f->file == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Nodes of the chosen threads in (thread, node) order: a parent always
+ * comes before its children. */
+static int
+merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
+{
+    cs_calltree *t = b->t;
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        "SELECT tr.thread, tr.node, tr.parent, IFNULL(tr.function, 0), tr.flags, tr.calls,"
+        " tr.total_ns, tr.self_ns, tr.cpu_ns, tr.max_ns FROM tree tr"
+        " JOIN threads th ON th.id = tr.thread JOIN processes p ON p.id = th.process"
+        " WHERE (?1 = 0 OR p.pid = ?1) AND (?2 IS NULL OR th.name = ?2"
+        " OR CAST(th.tid AS TEXT) = ?2) ORDER BY tr.thread, tr.node";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return tfail(CS_ENOTDB, db);
+    sqlite3_bind_int64(st, 1, q ? q->pid : 0);
+    if (q && q->thread)
+        sqlite3_bind_text(st, 2, q->thread, -1, SQLITE_STATIC);
+    /* per thread: its node numbers -> merged node (-1: the top), and
+     * whether the node was folded away */
+    int32_t *map = NULL;
+    unsigned char *hid = NULL;
+    size_t mcap = 0;
+    int64_t thread = -1;
+    int rc = CS_OK, src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t th = sqlite3_column_int64(st, 0);
+        int64_t node = sqlite3_column_int64(st, 1);
+        int64_t parent = sqlite3_column_type(st, 2) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 2);
+        int64_t func = sqlite3_column_int64(st, 3);
+        if (node <= 0 || node >= (1ll << 31) || parent < 0 || parent >= node)
+            continue;
+        if (th != thread) {
+            thread = th;
+            if (mcap) {
+                memset(map, 0xff, mcap * sizeof *map);
+                memset(hid, 0, mcap);
+            }
+        }
+        if ((size_t)node >= mcap) {
+            size_t cap = mcap ? mcap : 1024;
+            while (cap <= (size_t)node)
+                cap *= 2;
+            int32_t *v = cs__realloc(map, cap * sizeof *v);
+            unsigned char *h = v ? cs__realloc(hid, cap) : NULL;
+            if (v)
+                map = v;
+            if (h == NULL) {
+                rc = CS_ENOMEM;
+                break;
+            }
+            hid = h;
+            memset(map + mcap, 0xff, (cap - mcap) * sizeof *map);
+            memset(hid + mcap, 0, cap - mcap);
+            mcap = cap;
+        }
+        int32_t up = parent > 0 ? map[parent] : -1;
+        if (func < 0 || (size_t)func >= t->nfuncs)
+            func = 0;
+        const cs_ctfunc *f = &t->funcs[func];
+        /* folded: a launcher frame, or a C function called at the top or
+         * by a folded frame (exec, compile, the import system's stat) */
+        if (!q->launcher && func && (f->launcher || (f->builtin && (parent == 0 || hid[parent])))) {
+            map[node] = up;
+            hid[node] = 1;
+            t->folded++;
+            continue;
+        }
+        int32_t m = child(b, up, func);
+        if (m < 0) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        map[node] = m;
+        cs_ctnode *x = &t->nodes[m];
+        x->calls += (uint64_t)sqlite3_column_int64(st, 5);
+        x->total_ns += (uint64_t)sqlite3_column_int64(st, 6);
+        x->self_ns += (uint64_t)sqlite3_column_int64(st, 7);
+        x->cpu_ns += (uint64_t)sqlite3_column_int64(st, 8);
+        uint64_t mx = (uint64_t)sqlite3_column_int64(st, 9);
+        if (mx > x->max_ns)
+            x->max_ns = mx;
+        x->flags |= (uint32_t)sqlite3_column_int64(st, 4);
+    }
+    if (rc == CS_OK && src != SQLITE_DONE)
+        rc = tfail(CS_ENOTDB, db);
+    sqlite3_finalize(st);
+    cs__free(map);
+    cs__free(hid);
+    return rc;
+}
+
+int
+cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
+{
+    *out = NULL;
+    errbuf[0] = '\0';
+    sqlite3 *db = cs_store_db(s);
+    cs_calltree *t = cs__calloc(1, sizeof *t);
+    if (t == NULL)
+        return CS_ENOMEM;
+    cs_calltree_query none = {0};
+    builder b = {.t = t};
+    int rc = load_names(db, t);
+    if (rc == CS_OK)
+        rc = merge_nodes(db, q ? q : &none, &b);
+    cs__free(b.slots);
+    if (rc == CS_OK) {
+        /* self = total - children, with folded frames' children counted
+         * as their parent's */
+        for (size_t i = 0; i < t->n; i++) {
+            cs_ctnode *x = &t->nodes[i];
+            if (x->parent >= 0)
+                t->nodes[x->parent].child_ns += x->total_ns;
+            else
+                t->total_ns += x->total_ns;
+        }
+        for (size_t i = 0; i < t->n; i++) {
+            cs_ctnode *x = &t->nodes[i];
+            x->self_ns = x->total_ns > x->child_ns ? x->total_ns - x->child_ns : 0;
+        }
+        rc = link_children(t);
+    }
+    if (rc != CS_OK) {
+        if (!errbuf[0])
+            tfail(rc, NULL);
+        cs_calltree_free(t);
+        return rc;
+    }
+    *out = t;
+    return CS_OK;
+}
+
+void
+cs_calltree_free(cs_calltree *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->nfuncs; i++) {
+        cs__free(t->funcs[i].name);
+        cs__free(t->funcs[i].file);
+    }
+    cs__free(t->funcs);
+    cs__free(t->nodes);
+    cs__free(t);
+}
+
+const char *
+cs_calltree_name(const cs_calltree *t, const cs_ctnode *x)
+{
+    if (x->function <= 0 || (size_t)x->function >= t->nfuncs || !t->funcs[x->function].name)
+        return x->flags & CS_CT_TRUNC ? "<paths past the node limit>" : "<unknown>";
+    return t->funcs[x->function].name;
+}

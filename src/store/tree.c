@@ -1,0 +1,256 @@
+/* tree.c -- storing the calling-context tree of `--all`.
+ *
+ * A thread profiled in aggregate leaves its tree in tree regions of its
+ * process's log (see cs_log.h and docs/log-format.md): nodes updated in
+ * place, one per distinct call path. Storing it makes two tables:
+ *
+ *   tree     a row per node: its path (parent), function, calls, total,
+ *            self, CPU and longest call;
+ *   profile  a row per function and thread, what cProfile reports for it:
+ *            calls, primitive calls, cumulative (total) and self time.
+ *
+ * A node whose path already holds a call of its function is recursive
+ * (CS_TN_REC_FUNC): its calls are not primitive and its time is already in
+ * an outer call's, so the function's total leaves it out, as cProfile's
+ * does. A tree its process did not close (killed, crashed) still has its
+ * open calls marked on their nodes: each counts as one call, timed to the
+ * tree's last update. */
+#include "store_int.h"
+#include "cs_log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct tnode {
+    cs_tree_node n;
+    uint64_t child_ns; /* the total of its children */
+    int valid;
+} tnode;
+
+typedef struct fagg {
+    uint64_t calls, prim, total, self, cpu, max;
+} fagg;
+
+static int
+sqlfail(sqlite3 *db, const char *path, int src)
+{
+    cs__store_seterr("%s: %s", path, sqlite3_errmsg(db));
+    return src == SQLITE_BUSY                              ? CS_EBUSY
+           : src == SQLITE_CORRUPT || src == SQLITE_NOTADB ? CS_ENOTDB
+                                                           : CS_EDB;
+}
+
+/* Lay the regions' nodes out by index. *out has *count entries; slot 0 of
+ * each region (its header) and slots past its use are left invalid. */
+static int
+gather(const cs__tree_part *parts, size_t n, tnode **out, uint32_t *count,
+       const cs_tree_header **head)
+{
+    *out = NULL;
+    *count = 0;
+    *head = NULL;
+    uint32_t slots = 0, nreg = 0;
+    for (size_t i = 0; i < n; i++) {
+        const cs_tree_header *h = (const cs_tree_header *)parts[i].body;
+        if (parts[i].len < sizeof *h)
+            continue;
+        if (h->index == 0)
+            *head = h;
+        if (slots == 0)
+            slots = h->slots;
+        if (h->slots == slots && h->index + 1 > nreg && h->index < (1u << 16))
+            nreg = h->index + 1;
+    }
+    if (slots < 2 || nreg == 0 || (uint64_t)slots * nreg > (1ull << 31))
+        return CS_OK;
+    uint32_t total = slots * nreg;
+    tnode *v = cs__calloc(total, sizeof *v);
+    if (v == NULL)
+        return CS_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const cs_tree_header *h = (const cs_tree_header *)parts[i].body;
+        if (parts[i].len < sizeof *h || h->slots != slots || h->index >= nreg)
+            continue;
+        size_t used = parts[i].len / CS_TREE_NODE_SIZE;
+        if (used > slots)
+            used = slots;
+        const cs_tree_node *nodes = (const cs_tree_node *)parts[i].body;
+        for (size_t k = 1; k < used; k++) {
+            tnode *t = &v[(size_t)h->index * slots + k];
+            memcpy(&t->n, &nodes[k], sizeof t->n);
+            t->valid = 1;
+        }
+    }
+    *out = v;
+    *count = total;
+    return CS_OK;
+}
+
+/* Keep only nodes whose parent came before them and is kept: a node is
+ * always made after its parent, so anything else is damage. */
+static void
+validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinished)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        tnode *t = &v[i];
+        if (!t->valid)
+            continue;
+        if (i == CS_TREE_ROOT) {
+            t->n.parent = 0;
+            continue;
+        }
+        if (t->n.parent == 0 || t->n.parent >= i || !v[t->n.parent].valid) {
+            t->valid = 0;
+            continue;
+        }
+        if (!closed && t->n.open_ns && alive >= t->n.open_ns) {
+            /* a call open when the process died: one call, timed to the
+             * tree's last sign of life */
+            uint64_t d = alive - t->n.open_ns;
+            t->n.calls++;
+            t->n.total_ns += d;
+            if (d > t->n.max_ns)
+                t->n.max_ns = d;
+            (*unfinished)++;
+        }
+        if (t->n.cpu_ns > t->n.total_ns)
+            t->n.cpu_ns = t->n.total_ns;
+    }
+    /* children before parents: indices only grow down the tree */
+    for (uint32_t i = count; i-- > CS_TREE_ROOT + 1;)
+        if (v[i].valid)
+            v[v[i].n.parent].child_ns += v[i].n.total_ns;
+}
+
+static int
+insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t thread,
+             int64_t (*func_of)(void *, uint32_t), void *ctx, fagg *agg, uint32_t nfunc)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db,
+                                 "INSERT OR REPLACE INTO tree(thread, node, parent, function,"
+                                 " depth, flags, calls, total_ns, self_ns, cpu_ns, max_ns)"
+                                 " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        return sqlfail(db, path, src);
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++) {
+        tnode *t = &v[i];
+        if (!t->valid)
+            continue;
+        uint64_t self = t->n.total_ns > t->child_ns ? t->n.total_ns - t->child_ns : 0;
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, thread);
+        sqlite3_bind_int64(st, 2, i);
+        if (t->n.parent > CS_TREE_ROOT)
+            sqlite3_bind_int64(st, 3, t->n.parent);
+        else
+            sqlite3_bind_null(st, 3);
+        int64_t f = t->n.func ? func_of(ctx, t->n.func) : 0;
+        if (f)
+            sqlite3_bind_int64(st, 4, f);
+        else
+            sqlite3_bind_null(st, 4);
+        sqlite3_bind_int64(st, 5, t->n.depth);
+        sqlite3_bind_int64(st, 6, t->n.flags);
+        sqlite3_bind_int64(st, 7, (int64_t)t->n.calls);
+        sqlite3_bind_int64(st, 8, (int64_t)t->n.total_ns);
+        sqlite3_bind_int64(st, 9, (int64_t)self);
+        sqlite3_bind_int64(st, 10, (int64_t)t->n.cpu_ns);
+        sqlite3_bind_int64(st, 11, (int64_t)t->n.max_ns);
+        if ((src = sqlite3_step(st)) != SQLITE_DONE) {
+            int rc = sqlfail(db, path, src);
+            sqlite3_finalize(st);
+            return rc;
+        }
+        if (t->n.func == 0 || t->n.func >= nfunc)
+            continue;
+        fagg *a = &agg[t->n.func];
+        a->calls += t->n.calls;
+        a->self += self;
+        if (t->n.max_ns > a->max)
+            a->max = t->n.max_ns;
+        if (!(t->n.flags & CS_TN_REC_FUNC)) {
+            a->prim += t->n.calls;
+            a->total += t->n.total_ns;
+            a->cpu += t->n.cpu_ns;
+        }
+    }
+    sqlite3_finalize(st);
+    return CS_OK;
+}
+
+static int
+insert_profile_rows(sqlite3 *db, const char *path, const fagg *agg, uint32_t nfunc,
+                    int64_t process, int64_t thread, int cpu,
+                    int64_t (*func_of)(void *, uint32_t), void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(db,
+                                 "INSERT INTO profile(function, process, thread, calls,"
+                                 " prim_calls, total_ns, self_ns, cpu_ns, max_ns)"
+                                 " VALUES(?,?,?,?,?,?,?,?,?)",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        return sqlfail(db, path, src);
+    int rc = CS_OK;
+    for (uint32_t f = 1; f < nfunc && rc == CS_OK; f++) {
+        const fagg *a = &agg[f];
+        if (a->calls == 0)
+            continue;
+        int64_t id = func_of(ctx, f);
+        if (id == 0)
+            continue;
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, process);
+        sqlite3_bind_int64(st, 3, thread);
+        sqlite3_bind_int64(st, 4, (int64_t)a->calls);
+        sqlite3_bind_int64(st, 5, (int64_t)a->prim);
+        sqlite3_bind_int64(st, 6, (int64_t)a->total);
+        sqlite3_bind_int64(st, 7, (int64_t)a->self);
+        if (cpu)
+            sqlite3_bind_int64(st, 8, (int64_t)a->cpu);
+        else
+            sqlite3_bind_null(st, 8);
+        sqlite3_bind_int64(st, 9, (int64_t)a->max);
+        if ((src = sqlite3_step(st)) != SQLITE_DONE)
+            rc = sqlfail(db, path, src);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int
+cs__store_tree(cs_store *s, int64_t process, int64_t thread, const cs__tree_part *parts,
+               size_t n, int64_t (*func_of)(void *, uint32_t), void *ctx,
+               uint64_t *unfinished /* OUT */)
+{
+    *unfinished = 0;
+    tnode *v = NULL;
+    uint32_t count = 0;
+    const cs_tree_header *head = NULL;
+    int rc = gather(parts, n, &v, &count, &head);
+    if (rc != CS_OK || v == NULL || head == NULL || count <= CS_TREE_ROOT + 1 ||
+        !v[CS_TREE_ROOT].valid) {
+        cs__free(v);
+        return rc;
+    }
+    validate(v, count, head->alive_ns, head->closed != 0, unfinished);
+    uint32_t nfunc = 1;
+    for (uint32_t i = 0; i < count; i++)
+        if (v[i].valid && v[i].n.func + 1 > nfunc && v[i].n.func < (1u << 24))
+            nfunc = v[i].n.func + 1;
+    fagg *agg = cs__calloc(nfunc, sizeof *agg);
+    if (agg == NULL) {
+        cs__free(v);
+        return CS_ENOMEM;
+    }
+    rc = insert_nodes(s->db, s->path, v, count, thread, func_of, ctx, agg, nfunc);
+    if (rc == CS_OK)
+        rc = insert_profile_rows(s->db, s->path, agg, nfunc, process, thread,
+                                 (head->flags & CS_TREE_CPU) != 0, func_of, ctx);
+    cs__free(agg);
+    cs__free(v);
+    return rc;
+}
