@@ -11,18 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char errbuf[512];
-
+/* Errors go to the export's error buffer: one per thread is enough, and
+ * each costs static TLS in the extension. */
 const char *
 cs_calltree_last_error(void)
 {
-    return errbuf;
+    return cs_export_last_error();
 }
 
 static int
 tfail(int rc, sqlite3 *db)
 {
-    snprintf(errbuf, sizeof errbuf, "run.db: %s", db ? sqlite3_errmsg(db) : cs_strerror(rc));
+    cs__export_seterr("run.db", db ? sqlite3_errmsg(db) : cs_strerror(rc));
     return rc;
 }
 
@@ -276,7 +276,7 @@ int
 cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
 {
     *out = NULL;
-    errbuf[0] = '\0';
+    cs__export_seterr(NULL, NULL);
     sqlite3 *db = cs_store_db(s);
     cs_calltree *t = cs__calloc(1, sizeof *t);
     if (t == NULL)
@@ -304,7 +304,7 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
         rc = link_children(t);
     }
     if (rc != CS_OK) {
-        if (!errbuf[0])
+        if (!cs_export_last_error()[0])
             tfail(rc, NULL);
         cs_calltree_free(t);
         return rc;

@@ -19,12 +19,17 @@ typedef struct cs_fstat {
     char *file;
     int64_t line;
     uint64_t calls;      /* all calls, unfinished included */
+    uint64_t prim_calls; /* calls made while no other call of the function was
+                            open on the same thread (cProfile's primitive
+                            calls); total_ns counts only these */
     uint64_t errors;     /* calls that raised */
     uint64_t unfinished; /* calls that never returned */
     uint64_t total_ns, self_ns, min_ns, max_ns, p50_ns, p95_ns;
     double mean_ns;
-    uint64_t cpu_ns;  /* sum over calls that measured CPU */
+    uint64_t cpu_ns;  /* sum over calls that measured CPU (primitive calls) */
     uint64_t cpu_calls;
+    int quantiles;    /* min_ns, p50_ns and p95_ns are known (not for
+                         functions profiled by the --all tree alone) */
 } cs_fstat;
 
 /* Sort keys of cs_stats. */
@@ -52,6 +57,8 @@ typedef struct cs_stats_query {
     cs_sort sort;
     size_t limit; /* 0 for no limit */
     int64_t pid;  /* 0 for all processes */
+    int launcher; /* 1: keep launcher frames (cs_launcher_frame), which are
+                     left out by default, with the C functions they call */
 } cs_stats_query;
 
 /* Compute statistics. *out is an array of *n entries, sorted; free it with
@@ -334,6 +341,8 @@ CS_EXPORT const char *cs_export_names(void);
 /* Write the run of `s` to `f` in `fmt`. *rows: calls (or, for pstats,
  * functions) written. */
 CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows /* OUT */);
+/* Set this thread's export error to "what: msg" (NULL what: clear it). */
+void cs__export_seterr(const char *what, const char *msg);
 /* The pstats export (pstats.c), for cs_export. */
 int cs__export_pstats(sqlite3 *db, FILE *f, uint64_t *rows);
 /* What went wrong in the last cs_export of this thread. */

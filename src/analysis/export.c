@@ -16,6 +16,15 @@ cs_export_last_error(void)
     return errbuf;
 }
 
+void
+cs__export_seterr(const char *what, const char *msg)
+{
+    if (what == NULL)
+        errbuf[0] = '\0';
+    else
+        snprintf(errbuf, sizeof errbuf, "%s: %s", what, msg);
+}
+
 static int
 efail(int rc, const char *what, sqlite3 *db)
 {

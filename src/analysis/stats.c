@@ -48,6 +48,9 @@ typedef struct acc {
     size_t nw, cw;
     int keep;
     uint64_t *hist; /* set when the function was profiled in aggregate */
+    int tree_only;  /* counted by the --all tree: no distribution */
+    int cpu_known;  /* the tree measured CPU time */
+    uint64_t all_ns; /* the wall time of every call, nested ones too (tree) */
 } acc;
 
 uint64_t
@@ -64,38 +67,48 @@ cs_hist_rank(const uint64_t *h, uint64_t n, double p)
     return 0;
 }
 
-/* Merge the aggregates of the profile table (callscope run --all). */
+/* Merge the aggregates of the profile table (callscope run --all): rows
+ * of the tree (with primitive calls, no histogram) and, from databases
+ * made before it, rows with a histogram. */
 static int
 merge_profile(sqlite3 *db, const cs_stats_query *q, acc *a, int64_t maxid)
 {
     sqlite3_stmt *st = NULL;
-    const char *sql = q->pid ? "SELECT pr.function, pr.calls, pr.total_ns, pr.self_ns, pr.min_ns,"
-                               " pr.max_ns, pr.hist FROM profile pr JOIN processes p"
-                               " ON p.id = pr.process WHERE p.pid = ?"
-                             : "SELECT function, calls, total_ns, self_ns, min_ns, max_ns, hist"
-                               " FROM profile";
+    const char *sql =
+        "SELECT pr.function, pr.calls, pr.total_ns, pr.self_ns, pr.min_ns, pr.max_ns, pr.hist,"
+        " IFNULL(pr.prim_calls, pr.calls), pr.cpu_ns FROM profile pr JOIN processes p"
+        " ON p.id = pr.process WHERE ?1 = 0 OR p.pid = ?1";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         return CS_OK; /* a database without the table: nothing profiled */
-    if (q->pid)
-        sqlite3_bind_int64(st, 1, q->pid);
+    sqlite3_bind_int64(st, 1, q->pid);
     int rc = CS_OK;
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t f = sqlite3_column_int64(st, 0);
         if (f < 0 || f > maxid || !a[f].keep)
             continue;
         acc *x = &a[f];
+        x->st.calls += (uint64_t)sqlite3_column_int64(st, 1);
+        x->st.prim_calls += (uint64_t)sqlite3_column_int64(st, 7);
+        x->st.total_ns += (uint64_t)sqlite3_column_int64(st, 2);
+        x->st.self_ns += (uint64_t)sqlite3_column_int64(st, 3);
+        if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
+            x->st.cpu_ns += (uint64_t)sqlite3_column_int64(st, 8);
+            x->st.cpu_calls += (uint64_t)sqlite3_column_int64(st, 7);
+        }
+        uint64_t mx = (uint64_t)sqlite3_column_int64(st, 5);
+        if (mx > x->st.max_ns)
+            x->st.max_ns = mx;
+        if (sqlite3_column_type(st, 6) == SQLITE_NULL) {
+            x->tree_only = 1;
+            continue;
+        }
         if (x->hist == NULL && (x->hist = cs__calloc(HIST, sizeof *x->hist)) == NULL) {
             rc = CS_ENOMEM;
             break;
         }
-        x->st.calls += (uint64_t)sqlite3_column_int64(st, 1);
-        x->st.total_ns += (uint64_t)sqlite3_column_int64(st, 2);
-        x->st.self_ns += (uint64_t)sqlite3_column_int64(st, 3);
-        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4), mx = (uint64_t)sqlite3_column_int64(st, 5);
+        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4);
         if (mn < x->st.min_ns)
             x->st.min_ns = mn;
-        if (mx > x->st.max_ns)
-            x->st.max_ns = mx;
         const uint32_t *h = sqlite3_column_blob(st, 6);
         int bytes = sqlite3_column_bytes(st, 6);
         for (int b = 0; h && b < HIST && (size_t)(b + 1) * 4 <= (size_t)bytes; b++) {
@@ -106,6 +119,57 @@ merge_profile(sqlite3 *db, const cs_stats_query *q, acc *a, int64_t maxid)
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+/* The numbers of functions counted by the --all tree, from the merged
+ * tree. Launcher frames are left out unless asked for, folded in the
+ * tree, so a C function that only the launcher called (exec, compile)
+ * goes too. */
+static int
+fold_launcher(cs_store *s, const cs_stats_query *q, acc *a, int64_t maxid)
+{
+    for (int64_t f = 0; f <= maxid && !q->launcher; f++)
+        if (a[f].keep && cs_launcher_frame(a[f].st.name))
+            a[f].keep = 0;
+    cs_calltree_query tq = {.pid = q->pid, .launcher = q->launcher};
+    cs_calltree *t = NULL;
+    int rc = cs_calltree_load(s, &tq, &t);
+    if (rc != CS_OK)
+        return rc;
+    if (t->n == 0) {
+        cs_calltree_free(t);
+        return CS_OK;
+    }
+    for (int64_t f = 0; f <= maxid; f++) {
+        acc *x = &a[f];
+        if (!x->keep || !x->tree_only)
+            continue;
+        x->cpu_known = x->st.cpu_calls > 0;
+        x->st.calls = x->st.prim_calls = x->st.total_ns = x->st.self_ns = 0;
+        x->st.cpu_ns = x->st.cpu_calls = x->st.max_ns = 0;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        const cs_ctnode *n = &t->nodes[i];
+        if (n->function <= 0 || n->function > maxid)
+            continue;
+        acc *x = &a[n->function];
+        if (!x->keep || !x->tree_only)
+            continue;
+        int prim = !(n->flags & CS_CT_REC_FUNC);
+        x->st.calls += n->calls;
+        x->st.self_ns += n->self_ns;
+        x->all_ns += n->total_ns;
+        if (n->max_ns > x->st.max_ns)
+            x->st.max_ns = n->max_ns;
+        if (prim) {
+            x->st.prim_calls += n->calls;
+            x->st.total_ns += n->total_ns;
+            x->st.cpu_ns += n->cpu_ns;
+            x->st.cpu_calls += x->cpu_known ? n->calls : 0;
+        }
+    }
+    cs_calltree_free(t);
+    return CS_OK;
 }
 
 static int
@@ -262,9 +326,8 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         goto out;
     }
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, CASE WHEN module = '' THEN qualname"
-                           " ELSE module || '.' || qualname END, kind, file, line"
-                           " FROM functions",
+                           "SELECT f.id, n.name, f.kind, f.file, f.line"
+                           " FROM functions f JOIN function_names n ON n.id = f.id",
                            -1, &st, NULL) != SQLITE_OK) {
         rc = CS_EDB;
         goto out;
@@ -294,10 +357,11 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
     }
     sqlite3_finalize(st);
     st = NULL;
-    const char *sql = q->pid ? "SELECT c.function, c.wall_ns, c.self_ns, c.cpu_ns, c.status"
-                               " FROM calls c JOIN threads t ON t.id = c.thread"
+    const char *sql = q->pid ? "SELECT c.function, c.wall_ns, c.self_ns, c.cpu_ns, c.status,"
+                               " c.recursive FROM calls c JOIN threads t ON t.id = c.thread"
                                " JOIN processes p ON p.id = t.process WHERE p.pid = ?"
-                             : "SELECT function, wall_ns, self_ns, cpu_ns, status FROM calls";
+                             : "SELECT function, wall_ns, self_ns, cpu_ns, status, recursive"
+                               " FROM calls";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
         rc = CS_EDB;
         goto out;
@@ -319,9 +383,13 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         if (status && status[0] == 'r')
             x->st.errors++;
         uint64_t wall = (uint64_t)sqlite3_column_int64(st, 1);
-        x->st.total_ns += wall;
+        /* a recursive call's time is in its outermost call's already */
+        int prim = sqlite3_column_int(st, 5) == 0;
+        x->st.prim_calls += (uint64_t)prim;
+        if (prim)
+            x->st.total_ns += wall;
         x->st.self_ns += (uint64_t)sqlite3_column_int64(st, 2);
-        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+        if (prim && sqlite3_column_type(st, 3) != SQLITE_NULL) {
             x->st.cpu_ns += (uint64_t)sqlite3_column_int64(st, 3);
             x->st.cpu_calls++;
         }
@@ -338,6 +406,8 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
         goto out;
     }
     if ((rc = merge_profile(db, q, a, maxid)) != CS_OK)
+        goto out;
+    if ((rc = fold_launcher(s, q, a, maxid)) != CS_OK)
         goto out;
     size_t kept = 0;
     for (size_t i = 0; i < na; i++)
@@ -387,10 +457,18 @@ cs_stats(cs_store *s, const cs_stats_query *q, cs_fstat **out, size_t *n)
             select_k(x->walls, k50, x->nw, k95);
             x->st.p50_ns = x->walls[k50];
             x->st.p95_ns = x->walls[k95];
-            x->st.mean_ns = (double)x->st.total_ns / (double)x->nw;
+            double sum = 0; /* every call's own wall time, nested ones too */
+            for (size_t k = 0; k < x->nw; k++)
+                sum += (double)x->walls[k];
+            x->st.mean_ns = sum / (double)x->nw;
         }
         if (x->st.min_ns == UINT64_MAX)
             x->st.min_ns = 0;
+        x->st.quantiles = !x->tree_only || x->hist || x->nw;
+        if (x->tree_only && !x->hist && !x->nw) {
+            x->st.p50_ns = x->st.p95_ns = 0;
+            x->st.mean_ns = x->st.calls ? (double)x->all_ns / (double)x->st.calls : 0;
+        }
         v[j++] = x->st;
         memset(&x->st, 0, sizeof x->st); /* strings moved */
     }

@@ -7,9 +7,12 @@
 
 const char cs_usage_top[] =
     "usage: callscope top [options] [RUN]\n\n"
-    "One row per function of RUN (default: latest): calls, errors, total,\n"
-    "self, mean, p50, p95 and max wall time, and CPU time; and the fewest\n"
-    "significant digits its values kept, once `callscope compare` measured them.\n\n"
+    "One row per function of RUN (default: latest): its share of the run's\n"
+    "wall time, total and self time, calls, errors, mean, p50, p95 and max\n"
+    "wall time, CPU time, and its name with file:line; and the fewest\n"
+    "significant digits its values kept, once `callscope compare` measured them.\n"
+    "Calls read N/P when only P of N were primitive (not made inside another\n"
+    "call of the same function); total counts those P, as cProfile does.\n\n"
     "options:\n"
     "  -s, --sort KEY      total (default), self, calls, mean, max, p95, cpu,\n"
     "                      errors or name; with --by also imbalance\n"
@@ -21,6 +24,8 @@ const char cs_usage_top[] =
     "                      one row per function across MPI ranks or processes:\n"
     "                      calls and time per rank (min, mean, max over all of\n"
     "                      them) and the imbalance, max / mean time\n"
+    "  -L, --launcher      also show launcher frames (runpy, the import system's\n"
+    "                      bootstrap, callscope's own code), hidden by default\n"
     "  -d, --dir ROOT      root of the run directories\n"
     "  -h, --help          show this help\n";
 
@@ -64,6 +69,25 @@ print_by(const char *dir, const char *dbp, cs_store *s, const cs_stats_query *q,
     return CS_EXIT_OK;
 }
 
+/* The wall time of the run (of process `pid`, if not 0): the sum of its
+ * processes' lifetimes, what shares are shares of. */
+static uint64_t
+run_wall(cs_store *s, int64_t pid)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t w = 0;
+    if (sqlite3_prepare_v2(cs_store_db(s),
+                           "SELECT IFNULL(sum(end_mono_ns - start_mono_ns), 0) FROM processes"
+                           " WHERE ?1 = 0 OR pid = ?1",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, pid);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            w = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return w;
+}
+
 int
 cs_cmd_top(int argc, char **argv)
 {
@@ -73,7 +97,8 @@ cs_cmd_top(int argc, char **argv)
         {"sort", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
         {"filter", required_argument, NULL, 'f'}, {"pid", required_argument, NULL, 'p'},
         {"dir", required_argument, NULL, 'd'},  {"help", no_argument, NULL, 'h'},
-        {"by", required_argument, NULL, 'b'},   {NULL, 0, NULL, 0},
+        {"by", required_argument, NULL, 'b'},   {"launcher", no_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
     };
     int by_set = 0;
     cs_group_by by = CS_BY_RANK;
@@ -81,7 +106,7 @@ cs_cmd_top(int argc, char **argv)
     opterr = 0;
     int c;
     size_t v;
-    while ((c = getopt_long(argc, argv, ":s:n:f:p:d:hb:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":s:n:f:p:d:hb:L", opts, NULL)) != -1) {
         switch (c) {
         case 'b':
             if (cs_group_parse(optarg, &by) != CS_OK)
@@ -109,6 +134,9 @@ cs_cmd_top(int argc, char **argv)
             break;
         case 'd':
             root = optarg;
+            break;
+        case 'L':
+            q.launcher = 1;
             break;
         case 'h':
             fputs(cs_usage_top, stdout);
@@ -156,27 +184,43 @@ cs_cmd_top(int argc, char **argv)
     double dg;
     for (size_t i = 0; i < n && !digits; i++)
         digits = cs_latest_digits(s, st[i].name, &dg);
-    printf("run %s\n", dir);
-    printf("%-40s %8s %6s %9s %9s %9s %9s %9s %9s %9s%s\n", "function", "calls", "errors",
-           "total", "self", "mean", "p50", "p95", "max", "cpu", digits ? "  digits" : "");
+    uint64_t wall = run_wall(s, q.pid);
+    printf("run %s: %s of wall time%s\n", dir, cs_fmt_ns(wall, (char[32]){0}, 32),
+           q.launcher ? "" : " (launcher frames hidden; --launcher shows them)");
+    printf("%7s %9s %9s %13s %6s %9s %9s %9s %9s %9s%s  %s\n", "share", "total", "self",
+           "calls", "errors", "mean", "p50", "p95", "max", "cpu", digits ? "  digits" : "",
+           "function (file:line)");
     for (size_t i = 0; i < n; i++) {
-        cli_cell(stdout, st[i].name, 40, 1);
-        printf(" %8llu %6llu", (unsigned long long)st[i].calls,
-               (unsigned long long)st[i].errors);
-        int has = st[i].calls > st[i].unfinished;
-        ns_cell(stdout, st[i].total_ns, has);
-        ns_cell(stdout, st[i].self_ns, has);
-        ns_cell(stdout, (uint64_t)st[i].mean_ns, has);
-        ns_cell(stdout, st[i].p50_ns, has);
-        ns_cell(stdout, st[i].p95_ns, has);
-        ns_cell(stdout, st[i].max_ns, has);
-        ns_cell(stdout, st[i].cpu_ns, st[i].cpu_calls > 0);
+        const cs_fstat *f = &st[i];
+        int has = f->calls > f->unfinished;
+        if (wall && has)
+            printf("%6.1f%%", 100.0 * (double)f->total_ns / (double)wall);
+        else
+            printf("%7s", "-");
+        ns_cell(stdout, f->total_ns, has);
+        ns_cell(stdout, f->self_ns, has);
+        char calls[48];
+        if (f->prim_calls != f->calls && f->prim_calls)
+            snprintf(calls, sizeof calls, "%llu/%llu", (unsigned long long)f->calls,
+                     (unsigned long long)f->prim_calls);
+        else
+            snprintf(calls, sizeof calls, "%llu", (unsigned long long)f->calls);
+        printf(" %13s %6llu", calls, (unsigned long long)f->errors);
+        ns_cell(stdout, (uint64_t)f->mean_ns, has);
+        ns_cell(stdout, f->p50_ns, has && f->quantiles);
+        ns_cell(stdout, f->p95_ns, has && f->quantiles);
+        ns_cell(stdout, f->max_ns, has);
+        ns_cell(stdout, f->cpu_ns, f->cpu_calls > 0);
         if (digits) {
-            if (cs_latest_digits(s, st[i].name, &dg))
+            if (cs_latest_digits(s, f->name, &dg))
                 printf(" %7.2f", dg);
             else
                 printf(" %7s", "-");
         }
+        /* the name last and whole: nothing of it is ever cut */
+        printf("  %s", f->name);
+        if (f->file[0])
+            printf("  %s:%lld", f->file, (long long)f->line);
         putchar('\n');
     }
     if (n == 0)

@@ -159,15 +159,15 @@ static const struct {
     PyMethodDef def;
     int c; /* a C-call event */
 } callbacks[] = {
-    {"PY_START", {"_cs_all_start", (PyCFunction)(void (*)(void))on_start, METH_FASTCALL}, 0},
-    {"PY_RESUME", {"_cs_all_resume", (PyCFunction)(void (*)(void))on_start, METH_FASTCALL}, 0},
-    {"PY_THROW", {"_cs_all_throw", (PyCFunction)(void (*)(void))on_throw, METH_FASTCALL}, 0},
-    {"PY_RETURN", {"_cs_all_return", (PyCFunction)(void (*)(void))on_return, METH_FASTCALL}, 0},
-    {"PY_YIELD", {"_cs_all_yield", (PyCFunction)(void (*)(void))on_return, METH_FASTCALL}, 0},
-    {"PY_UNWIND", {"_cs_all_unwind", (PyCFunction)(void (*)(void))on_unwind, METH_FASTCALL}, 0},
-    {"CALL", {"_cs_all_call", (PyCFunction)(void (*)(void))on_call, METH_FASTCALL}, 1},
-    {"C_RETURN", {"_cs_all_c_return", (PyCFunction)(void (*)(void))on_c_end, METH_FASTCALL}, 1},
-    {"C_RAISE", {"_cs_all_c_raise", (PyCFunction)(void (*)(void))on_c_end, METH_FASTCALL}, 1},
+    {"PY_START", {"_cs_all_start", (PyCFunction)(void (*)(void))on_start, METH_FASTCALL, NULL}, 0},
+    {"PY_RESUME", {"_cs_all_resume", (PyCFunction)(void (*)(void))on_start, METH_FASTCALL, NULL}, 0},
+    {"PY_THROW", {"_cs_all_throw", (PyCFunction)(void (*)(void))on_throw, METH_FASTCALL, NULL}, 0},
+    {"PY_RETURN", {"_cs_all_return", (PyCFunction)(void (*)(void))on_return, METH_FASTCALL, NULL}, 0},
+    {"PY_YIELD", {"_cs_all_yield", (PyCFunction)(void (*)(void))on_return, METH_FASTCALL, NULL}, 0},
+    {"PY_UNWIND", {"_cs_all_unwind", (PyCFunction)(void (*)(void))on_unwind, METH_FASTCALL, NULL}, 0},
+    {"CALL", {"_cs_all_call", (PyCFunction)(void (*)(void))on_call, METH_FASTCALL, NULL}, 1},
+    {"C_RETURN", {"_cs_all_c_return", (PyCFunction)(void (*)(void))on_c_end, METH_FASTCALL, NULL}, 1},
+    {"C_RAISE", {"_cs_all_c_raise", (PyCFunction)(void (*)(void))on_c_end, METH_FASTCALL, NULL}, 1},
 };
 #define NCALLBACKS (sizeof callbacks / sizeof *callbacks)
 
