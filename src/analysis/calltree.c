@@ -32,7 +32,7 @@ cs_launcher_frame(const char *name)
     static const char *const prefixes[] = {"runpy.", "importlib._bootstrap.",
                                            "importlib._bootstrap_external.",
                                            "_frozen_importlib.", "_frozen_importlib_external.",
-                                           "callscope.", "<frozen runpy>."};
+                                           "callscope.", "site."};
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
         if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
             return 1;
@@ -180,6 +180,14 @@ load_names(sqlite3 *db, cs_calltree *t)
     return rc;
 }
 
+/* 1 for the body of a module other than the program's own (__main__). */
+static int
+module_body(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 9 && strcmp(name + n - 9, ".<module>") == 0 && strncmp(name, "__main__.", 9) != 0;
+}
+
 /* Nodes of the chosen threads in (thread, node) order: a parent always
  * comes before its children. */
 static int
@@ -241,7 +249,20 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
             func = 0;
         const cs_ctfunc *f = &t->funcs[func];
         /* folded: a launcher frame, or a C function called at the top or
-         * by a folded frame (exec, compile, the import system's stat) */
+         * by a folded frame (exec, compile, the import system's stat).
+         * Dropped with all below it: what the launcher's own imports ran
+         * (a module's body reached from folded frames alone), and
+         * anything under a dropped node. */
+        if (!q->launcher && parent > 0 && hid[parent] == 2) {
+            hid[node] = 2;
+            continue;
+        }
+        if (!q->launcher && func && up < 0 && parent > 0 && hid[parent] && !f->builtin &&
+            module_body(f->name)) {
+            hid[node] = 2;
+            t->folded++;
+            continue;
+        }
         if (!q->launcher && func && (f->launcher || (f->builtin && (parent == 0 || hid[parent])))) {
             map[node] = up;
             hid[node] = 1;
@@ -272,6 +293,92 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
     return rc;
 }
 
+/* A run recorded call by call (-t, the decorator, spans): the same tree
+ * from the calls' parent links. Ids follow entry order, so a parent
+ * comes before its children. */
+static int
+merge_calls(sqlite3 *db, const cs_calltree_query *q, builder *b)
+{
+    cs_calltree *t = b->t;
+    sqlite3_stmt *st = NULL;
+    const char *sql =
+        "SELECT c.id, IFNULL(c.parent, 0), c.function, IFNULL(c.wall_ns, 0),"
+        " IFNULL(c.cpu_ns, 0), IFNULL(c.recursive, 0) FROM calls c"
+        " JOIN threads th ON th.id = c.thread JOIN processes p ON p.id = th.process"
+        " WHERE (?1 = 0 OR p.pid = ?1) AND (?2 IS NULL OR th.name = ?2"
+        " OR CAST(th.tid AS TEXT) = ?2) ORDER BY c.id";
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return tfail(CS_ENOTDB, db);
+    sqlite3_bind_int64(st, 1, q->pid);
+    if (q->thread)
+        sqlite3_bind_text(st, 2, q->thread, -1, SQLITE_STATIC);
+    /* call id -> merged node, by open addressing on the id */
+    struct cslot {
+        int64_t id;
+        int32_t node;
+    } *map = NULL;
+    size_t cap = 0, used = 0;
+    int rc = CS_OK, src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0), parent = sqlite3_column_int64(st, 1);
+        int64_t func = sqlite3_column_int64(st, 2);
+        if (func <= 0 || (size_t)func >= t->nfuncs)
+            continue;
+        int32_t up = -1;
+        if (parent && cap) {
+            for (size_t j = (size_t)hkey(0, parent) & (cap - 1); map[j].id;
+                 j = (j + 1) & (cap - 1))
+                if (map[j].id == parent) {
+                    up = map[j].node;
+                    break;
+                }
+        }
+        int32_t m = child(b, up, func);
+        if (m < 0) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        cs_ctnode *x = &t->nodes[m];
+        uint64_t wall = (uint64_t)sqlite3_column_int64(st, 3);
+        x->calls++;
+        x->total_ns += wall;
+        x->cpu_ns += (uint64_t)sqlite3_column_int64(st, 4);
+        if (wall > x->max_ns)
+            x->max_ns = wall;
+        if (sqlite3_column_int(st, 5))
+            x->flags |= CS_CT_REC_FUNC;
+        if ((used + 1) * 2 > cap) {
+            size_t nc = cap ? cap * 2 : 4096;
+            struct cslot *v = cs__calloc(nc, sizeof *v);
+            if (v == NULL) {
+                rc = CS_ENOMEM;
+                break;
+            }
+            for (size_t i = 0; i < cap; i++) {
+                if (map[i].id == 0)
+                    continue;
+                size_t j = (size_t)hkey(0, map[i].id) & (nc - 1);
+                while (v[j].id)
+                    j = (j + 1) & (nc - 1);
+                v[j] = map[i];
+            }
+            cs__free(map);
+            map = v;
+            cap = nc;
+        }
+        size_t j = (size_t)hkey(0, id) & (cap - 1);
+        while (map[j].id)
+            j = (j + 1) & (cap - 1);
+        map[j] = (struct cslot){id, m};
+        used++;
+    }
+    if (rc == CS_OK && src != SQLITE_DONE)
+        rc = tfail(CS_ENOTDB, db);
+    sqlite3_finalize(st);
+    cs__free(map);
+    return rc;
+}
+
 int
 cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
 {
@@ -286,6 +393,10 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
     int rc = load_names(db, t);
     if (rc == CS_OK)
         rc = merge_nodes(db, q ? q : &none, &b);
+    if (rc == CS_OK && t->n == 0 && (q == NULL || q->calls)) {
+        rc = merge_calls(db, q ? q : &none, &b);
+        t->from_calls = t->n > 0;
+    }
     cs__free(b.slots);
     if (rc == CS_OK) {
         /* self = total - children, with folded frames' children counted

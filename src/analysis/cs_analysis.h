@@ -156,17 +156,20 @@ typedef struct cs_calltree {
     uint64_t folded;   /* nodes folded away as launcher frames */
     cs_ctfunc *funcs;  /* indexed by functions.id */
     size_t nfuncs;
+    int from_calls;    /* built from recorded calls: no --all tree */
 } cs_calltree;
 
 typedef struct cs_calltree_query {
     int64_t pid;        /* 0 for every process */
     const char *thread; /* a thread's name or tid; NULL for every thread */
     int launcher;       /* 1: keep launcher frames */
+    int calls;          /* 1: without an --all tree, build the tree from the
+                           recorded calls' parent links */
 } cs_calltree_query;
 
 /* Load the merged tree of the run in `s` (NULL query: every process and
- * thread, launcher frames folded). A run without --all gives an empty
- * tree. Free with cs_calltree_free(). */
+ * thread, launcher frames folded, recorded calls used when there is no
+ * --all tree). Free with cs_calltree_free(). */
 CS_EXPORT int cs_calltree_load(cs_store *s, const cs_calltree_query *q,
                                cs_calltree **out /* OUT */);
 CS_EXPORT void cs_calltree_free(cs_calltree *t);

@@ -24,6 +24,7 @@ typedef struct cs_command {
 
 int cs_cmd_run(int argc, char **argv);
 int cs_cmd_top(int argc, char **argv);
+int cs_cmd_tree(int argc, char **argv);
 int cs_cmd_info(int argc, char **argv);
 int cs_cmd_clean(int argc, char **argv);
 int cs_cmd_compare(int argc, char **argv);
@@ -32,6 +33,7 @@ int cs_cmd_report(int argc, char **argv);
 
 extern const char cs_usage_run[];
 extern const char cs_usage_top[];
+extern const char cs_usage_tree[];
 extern const char cs_usage_info[];
 extern const char cs_usage_clean[];
 extern const char cs_usage_compare[];

@@ -6,6 +6,8 @@
 static const cs_command commands[] = {
     {"run", "run a Python script or module and record it", cs_cmd_run, cs_usage_run},
     {"top", "one row per function: calls, errors, times", cs_cmd_top, cs_usage_top},
+    {"tree", "where the time goes: the call tree, hottest paths first", cs_cmd_tree,
+     cs_usage_tree},
     {"info", "one row per run: when, what, how big, state", cs_cmd_info, cs_usage_info},
     {"clean", "delete old runs", cs_cmd_clean, cs_usage_clean},
     {"compare", "digits kept across runs, or what changed between two", cs_cmd_compare,
