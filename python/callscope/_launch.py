@@ -24,8 +24,10 @@ def _configure(start):
             _trace._apply(sel)
         else:
             os.environ.pop("CALLSCOPE_TRACE", None)
-            if sel["excludes"] or any(sel[k] for k in ("cpu", "memory", "args", "result",
-                                                       "print")):
+            opts = ("memory", "args", "result", "print")
+            if os.environ.get("CALLSCOPE_PROFILE_ALL") not in ("1", "cpu"):
+                opts += ("cpu",)  # --cpu applies to --all too
+            if sel["excludes"] or any(sel[k] for k in opts):
                 print("callscope: warning: run: --exclude, --cpu, --memory, --args, --result"
                       " and --print apply to a selection (-t or --module); nothing is selected",
                       file=sys.stderr)
@@ -41,7 +43,8 @@ def main(argv):
     if len(argv) >= 2 and argv[0] == "--":
         start = os.path.dirname(os.path.abspath(argv[1]))
     _configure(start)
-    if os.environ.get("CALLSCOPE_PROFILE_ALL") == "1":
+    profiling = os.environ.get("CALLSCOPE_PROFILE_ALL") in ("1", "cpu")
+    if profiling:
         if not callscope._callscope._profile_active():
             sys.exit("callscope: error: run: --all could not start")
         callscope._callscope._open_log()  # the run's times start with the program

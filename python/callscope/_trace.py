@@ -168,19 +168,24 @@ def _merge_config(cli, config):
     return sel
 
 
-def profile_all(enable=True):
-    """Count and time every Python function of the program in aggregate,
-    the way cProfile does, with no record per call: per function, calls,
-    total (outermost calls only, for recursion) and self time, min, max and
-    percentiles, stored in run.db at exit and shown by ``callscope top``.
-    Generator and coroutine resumes count as calls, as in cProfile.
-    ``profile_all(False)`` stops and stores what was gathered.
+def profile_all(enable=True, *, cpu=False, c_calls=True, max_nodes=0):
+    """Profile every call of the program the way cProfile counts them:
+    Python functions, C functions (builtins and methods of C types, unless
+    ``c_calls=False``) and each resumption of a generator or coroutine,
+    into a calling-context tree per thread: a node per distinct call path
+    with its calls, total and self time (and CPU time with ``cpu=True``).
+    The tree lives in the run's log, updated in place, so it survives the
+    process being killed. ``callscope top``, ``callscope tree``, the report
+    and the exports (pstats with callers, collapsed stacks, speedscope) read
+    it. ``max_nodes`` bounds each thread's tree (default 4M nodes, 256 MiB);
+    past it new paths are counted by function only.
+    ``profile_all(False)`` stops.
 
-    Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 a PEP 523
-    frame-evaluation hook."""
+    Python 3.12+ uses PEP 669 sys.monitoring; 3.10 and 3.11 the C profile
+    hook of every thread, as cProfile does."""
     if enable:
         _callscope._open_log()  # the run's times start here (before: not profiled)
-        _callscope._profile_start(_OWN)
+        _callscope._profile_start(_OWN, cpu=cpu, c_calls=c_calls, max_nodes=max_nodes)
     else:
         _callscope._profile_stop()
 
@@ -188,20 +193,17 @@ def profile_all(enable=True):
 def _from_environment():
     """Start the selection that ``callscope run -t/--module/--exclude``
     (or ``--all``) passes to every Python process of the run."""
-    if os.environ.get("CALLSCOPE_PROFILE_ALL") == "1":
+    spec = os.environ.get("CALLSCOPE_TRACE")
+    if spec:
+        sel = _parse_env(spec)
         try:
-            _callscope._profile_start(_OWN)
+            _apply(sel)
         except NotImplementedError as e:
             import warnings
 
             warnings.warn(f"callscope: {e}", RuntimeWarning, stacklevel=2)
-    spec = os.environ.get("CALLSCOPE_TRACE")
-    if not spec:
-        return
-    sel = _parse_env(spec)
-    try:
-        _apply(sel)
-    except NotImplementedError as e:
-        import warnings
-
-        warnings.warn(f"callscope: {e}", RuntimeWarning, stacklevel=2)
+    mode = os.environ.get("CALLSCOPE_PROFILE_ALL")
+    if mode in ("1", "cpu"):
+        # last: what callscope itself does before the program is not profiled
+        _callscope._profile_start(_OWN, cpu=mode == "cpu",
+                                  c_calls=os.environ.get("CALLSCOPE_C_CALLS") != "0")

@@ -257,6 +257,21 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
             hid[node] = 2;
             continue;
         }
+        if (!q->launcher && func && parent > 0 && hid[parent] == 3) {
+            /* under callscope's own code: its own work, but for the
+             * program it launches */
+            if (f->builtin || f->launcher) {
+                map[node] = up;
+                hid[node] = 3;
+                t->folded++;
+                continue;
+            }
+            if (strncmp(f->name, "__main__.", 9) != 0) {
+                hid[node] = 2;
+                t->folded++;
+                continue;
+            }
+        }
         if (!q->launcher && func && up < 0 && parent > 0 && hid[parent] && !f->builtin &&
             module_body(f->name)) {
             hid[node] = 2;
@@ -265,7 +280,7 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
         }
         if (!q->launcher && func && (f->launcher || (f->builtin && (parent == 0 || hid[parent])))) {
             map[node] = up;
-            hid[node] = 1;
+            hid[node] = strncmp(f->name, "callscope.", 10) == 0 ? 3 : 1;
             t->folded++;
             continue;
         }

@@ -335,6 +335,7 @@ typedef enum cs_export_format {
     CS_EXPORT_PSTATS = 2,     /* a marshal'd dict that pstats.Stats loads */
     CS_EXPORT_CSV = 3,        /* one row per call */
     CS_EXPORT_JSONL = 4,      /* one object per call */
+    CS_EXPORT_COLLAPSED = 5,  /* folded stacks: "a;b;c self_us" per call path */
 } cs_export_format;
 
 /* Parse a format name; CS_EINVAL if unknown. */
@@ -346,8 +347,12 @@ CS_EXPORT const char *cs_export_names(void);
 CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows /* OUT */);
 /* Set this thread's export error to "what: msg" (NULL what: clear it). */
 void cs__export_seterr(const char *what, const char *msg);
-/* The pstats export (pstats.c), for cs_export. */
+/* The pstats export (pstats.c), and those made from the call tree
+ * (export_tree.c), for cs_export. */
 int cs__export_pstats(sqlite3 *db, FILE *f, uint64_t *rows);
+int cs__export_collapsed(cs_store *s, FILE *f, uint64_t *rows);
+int cs__export_speedscope_tree(cs_store *s, FILE *f, uint64_t *rows);
+int cs__export_chrome_tree(cs_store *s, FILE *f, uint64_t *rows);
 /* What went wrong in the last cs_export of this thread. */
 CS_EXPORT const char *cs_export_last_error(void);
 

@@ -32,7 +32,8 @@ efail(int rc, const char *what, sqlite3 *db)
     return rc;
 }
 
-static const char *const format_names[] = {"chrome", "speedscope", "pstats", "csv", "jsonl"};
+static const char *const format_names[] = {"chrome", "speedscope", "pstats",
+                                            "csv",    "jsonl",      "collapsed"};
 
 int
 cs_export_parse(const char *name, cs_export_format *out)
@@ -48,7 +49,7 @@ cs_export_parse(const char *name, cs_export_format *out)
 const char *
 cs_export_names(void)
 {
-    return "chrome, speedscope, pstats, csv, jsonl";
+    return "chrome, speedscope, pstats, csv, jsonl, collapsed";
 }
 
 /* ---- rows -------------------------------------------------------------------- */
@@ -493,6 +494,28 @@ export_speedscope(sqlite3 *db, FILE *f, uint64_t *rows)
     return rc;
 }
 
+static int
+exists(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int r = sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return r;
+}
+
+static int
+has_calls(sqlite3 *db)
+{
+    return exists(db, "SELECT EXISTS(SELECT 1 FROM calls)");
+}
+
+static int
+has_tree(sqlite3 *db)
+{
+    return exists(db, "SELECT EXISTS(SELECT 1 FROM tree)");
+}
+
 /* ---- the entry point ------------------------------------------------------------------- */
 
 int
@@ -501,6 +524,13 @@ cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows)
     *rows = 0;
     errbuf[0] = '\0';
     sqlite3 *db = cs_store_db(s);
+    if (fmt == CS_EXPORT_COLLAPSED)
+        return cs__export_collapsed(s, f, rows);
+    /* a run profiled with --all alone has a tree and no timeline */
+    if ((fmt == CS_EXPORT_SPEEDSCOPE || fmt == CS_EXPORT_CHROME) && !has_calls(db) &&
+        has_tree(db))
+        return fmt == CS_EXPORT_CHROME ? cs__export_chrome_tree(s, f, rows)
+                                       : cs__export_speedscope_tree(s, f, rows);
     if (fmt == CS_EXPORT_SPEEDSCOPE)
         return export_speedscope(db, f, rows);
     if (fmt == CS_EXPORT_PSTATS) {

@@ -62,4 +62,8 @@ int cli_parse_size(const char *s, size_t *out /* OUT */);
  * with what matters), else its start. */
 void cli_cell(FILE *f, const char *s, int width, int keep_tail);
 
+/* Print the hottest paths of the run in `dir` to `f`, at most `lines`
+ * lines of tree (callscope run's closing summary). */
+int cli_tree_summary(const char *dir, FILE *f, size_t lines);
+
 #endif

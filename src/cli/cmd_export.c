@@ -14,12 +14,16 @@ const char cs_usage_export[] =
     "Write RUN (default: latest) in a format other tools read:\n"
     "  chrome      Chrome trace events: open in Perfetto (ui.perfetto.dev) or\n"
     "              chrome://tracing; a process and thread for each, calls with\n"
-    "              their captured arguments and results\n"
+    "              their captured arguments and results (a run profiled with\n"
+    "              --all alone: its call tree as a flame chart)\n"
     "  speedscope  speedscope's JSON (www.speedscope.app), a profile per thread\n"
+    "              (--all alone: the call tree as a sampled profile)\n"
     "  pstats      Python's profile statistics: pstats.Stats(PATH), snakeviz PATH\n"
     "  csv         one row per call (id, function, time, cpu, memory, pid, ppid,\n"
     "              process and parent process names, broken, error, traceback, ...)\n"
     "  jsonl       one JSON object per call\n"
+    "  collapsed   folded stacks, a line per call path with its self time in\n"
+    "              microseconds: flamegraph.pl, speedscope, inferno\n"
     "  parquet     one row per call, with pyarrow (pip install pyarrow)\n\n"
     "options:\n"
     "  -F, --format F   the format (required)\n"
@@ -39,6 +43,8 @@ extension(const char *format)
         return "speedscope.json";
     if (strcmp(format, "pstats") == 0)
         return "pstats";
+    if (strcmp(format, "collapsed") == 0)
+        return "collapsed.txt";
     return format;
 }
 
@@ -158,9 +164,20 @@ cs_cmd_export(int argc, char **argv)
             unlink(out);
     } else if (werr) {
         status = cli_error(CS_EXIT_FAIL, "export: writing %s failed (disk full?)", out);
+        if (!to_stdout)
+            unlink(out);
+    } else if (rows == 0) {
+        /* a file with nothing in it would pass for an answer */
+        status = cli_error(CS_EXIT_FAIL, "export: run %s has nothing to write as %s (no %s)",
+                           dir, format,
+                           fmt == CS_EXPORT_PSTATS ? "functions recorded" : "calls recorded");
+        if (!to_stdout)
+            unlink(out);
     } else if (!to_stdout) {
         fprintf(stderr, "callscope: wrote %s (%llu %s)\n", out, (unsigned long long)rows,
-                fmt == CS_EXPORT_PSTATS ? "functions" : "calls");
+                fmt == CS_EXPORT_PSTATS                                        ? "functions"
+                : fmt == CS_EXPORT_COLLAPSED || fmt == CS_EXPORT_SPEEDSCOPE ? "rows"
+                                                                               : "calls");
     }
 out:
     cs_store_close(s);

@@ -30,9 +30,12 @@ const char cs_usage_run[] =
     "                   repeat it for more\n"
     "  --module MOD     record every function of MOD and its submodules\n"
     "  --exclude PAT    leave the functions PAT names out\n"
-    "  --all            profile every Python function in aggregate, like cProfile\n"
-    "                   (counts, total and self time, percentiles)\n"
-    "  --cpu            with -t/--module: also record each call's CPU time\n"
+    "  --all            profile every call of the program, like cProfile: Python\n"
+    "                   functions, C functions (builtins, methods of C types) and\n"
+    "                   generator resumptions, into a call tree per thread (calls,\n"
+    "                   total, self and CPU time per call path; see callscope tree)\n"
+    "  --no-c-calls     with --all: leave C functions out\n"
+    "  --cpu            also record each call's CPU time (with -t/--module or --all)\n"
     "  --memory         with -t/--module: also record memory\n"
     "  --args           with -t/--module: also record the arguments of each call\n"
     "  --result         with -t/--module: also record the value each call returns\n"
@@ -84,7 +87,7 @@ int
 cs_cmd_run(int argc, char **argv)
 {
     const char *root = cs_run_root_default(), *name = NULL, *module = NULL, *python = NULL;
-    int quiet = 0, all = 0;
+    int quiet = 0, all = 0, cpu = 0, no_c_calls = 0;
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},    {"name", required_argument, NULL, 'n'},
         {"python", required_argument, NULL, 'P'}, {"quiet", no_argument, NULL, 'q'},
@@ -97,6 +100,7 @@ cs_cmd_run(int argc, char **argv)
         {"max-bytes", required_argument, NULL, 'B'},
         {"print", optional_argument, NULL, 'p'},
         {"c-functions", no_argument, NULL, 'c'},
+        {"no-c-calls", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
@@ -128,7 +132,12 @@ cs_cmd_run(int argc, char **argv)
         case 'A':
             all = 1;
             break;
+        case 'N':
+            no_c_calls = 1;
+            break;
         case 'C':
+            cpu = 1;
+            /* fall through */
         case 'R':
         case 'a':
         case 'r':
@@ -270,9 +279,13 @@ cs_cmd_run(int argc, char **argv)
     else
         unsetenv("CALLSCOPE_TRACE");
     if (all)
-        setenv("CALLSCOPE_PROFILE_ALL", "1", 1);
+        setenv("CALLSCOPE_PROFILE_ALL", cpu ? "cpu" : "1", 1);
     else
         unsetenv("CALLSCOPE_PROFILE_ALL");
+    if (no_c_calls)
+        setenv("CALLSCOPE_C_CALLS", "0", 1);
+    else
+        unsetenv("CALLSCOPE_C_CALLS");
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -308,6 +321,13 @@ cs_cmd_run(int argc, char **argv)
         cs_run_summary s;
         if (cs_run_summarize(rundir, &s) == CS_OK) {
             char d[32];
+            /* the first answer needs no second command: the hottest paths
+             * (from the recorded calls only when they are few enough to
+             * read at once) */
+            if (s.calls && (all || s.calls <= 200000)) {
+                fflush(stdout);
+                cli_tree_summary(rundir, stderr, 20);
+            }
             fprintf(stderr,
                     "callscope: run %s: %llu calls in %llu process(es), %s, %s; "
                     "see: callscope top %s\n",

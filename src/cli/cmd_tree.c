@@ -106,6 +106,8 @@ wall_of(cs_store *s, int64_t pid)
 }
 
 typedef struct printer {
+    FILE *f;
+    size_t budget; /* lines left to print; 0 for no bound */
     const cs_calltree *t;
     const topts *o;
     uint64_t wall;
@@ -124,20 +126,24 @@ print_node(printer *p, int32_t i, size_t level, int last)
 {
     const cs_ctnode *x = &p->t->nodes[i];
     char a[32], b[32], calls[48];
+    if (p->budget && p->shown >= p->budget) {
+        p->hidden++;
+        return;
+    }
     const cs_ctfunc *f = x->function > 0 && (size_t)x->function < p->t->nfuncs
                              ? &p->t->funcs[x->function]
                              : NULL;
     if (p->wall)
-        printf("%6.1f%%", 100.0 * (double)x->total_ns / (double)p->wall);
+        fprintf(p->f, "%6.1f%%", 100.0 * (double)x->total_ns / (double)p->wall);
     else
-        printf("%7s", "-");
+        fprintf(p->f, "%7s", "-");
     snprintf(calls, sizeof calls, "%llu", (unsigned long long)x->calls);
-    printf(" %9s %9s %10s  %s%s%s", cs_fmt_ns(x->total_ns, a, sizeof a),
+    fprintf(p->f, " %9s %9s %10s  %s%s%s", cs_fmt_ns(x->total_ns, a, sizeof a),
            cs_fmt_ns(x->self_ns, b, sizeof b), calls, p->prefix,
            level == 0 ? "" : last ? "└─ " : "├─ ", cs_calltree_name(p->t, x));
     if (f && f->file && f->file[0])
-        printf("  %s:%lld", f->file, (long long)f->line);
-    putchar('\n');
+        fprintf(p->f, "  %s:%lld", f->file, (long long)f->line);
+    fputc('\n', p->f);
     p->shown++;
     if (p->o->depth && level + 1 >= p->o->depth) {
         for (int32_t c = x->child; c >= 0; c = p->t->nodes[c].sibling)
@@ -160,6 +166,50 @@ print_node(printer *p, int32_t i, size_t level, int last)
     if (kids[0] >= 0)
         print_node(p, kids[0], level + 1, 1);
     p->prefix[len] = '\0';
+}
+
+/* The tree `t` of the run in `dir`, at most `budget` lines of it (0: no
+ * bound), to `f`. */
+static void
+print_tree(FILE *f, size_t budget, cs_store *s, const cs_calltree *t, const topts *o,
+           const char *dir)
+{
+    printer p = {.f = f, .budget = budget, .t = t, .o = o, .wall = wall_of(s, o->q.pid)};
+    char w[32];
+    fprintf(f, "run %s: %s of wall time%s%s\n", dir, cs_fmt_ns(p.wall, w, sizeof w),
+            t->from_calls ? ", recorded calls only (--all records every call)" : "",
+            o->q.launcher ? "" : "; launcher frames folded");
+    fprintf(f, "%7s %9s %9s %10s  %s\n", "share", "total", "self", "calls",
+            "call path (file:line)");
+    for (int32_t i = t->top; i >= 0; i = t->nodes[i].sibling) {
+        if (visible(&p, &t->nodes[i]))
+            print_node(&p, i, 0, 1);
+        else
+            p.hidden++;
+    }
+    if (p.hidden)
+        fprintf(f, "(%zu smaller path(s) not shown: callscope tree --min-share 0 --depth 0 shows"
+                   " all)\n",
+                p.hidden);
+}
+
+int
+cli_tree_summary(const char *dir, FILE *f, size_t lines)
+{
+    topts o = {.depth = 10, .min_share = 1.0};
+    o.q.calls = 1;
+    char *dbp = cs__path_join(dir, CS_DB_NAME);
+    cs_store *s = NULL;
+    cs_calltree *t = NULL;
+    int rc = dbp ? cs_store_open(dbp, 0, &s) : CS_ENOMEM;
+    if (rc == CS_OK)
+        rc = cs_calltree_load(s, &o.q, &t);
+    if (rc == CS_OK && t->n)
+        print_tree(f, lines, s, t, &o, dir);
+    cs_calltree_free(t);
+    cs_store_close(s);
+    cs__free(dbp);
+    return rc;
 }
 
 int
@@ -192,20 +242,7 @@ cs_cmd_tree(int argc, char **argv)
                        t->folded ? " outside launcher frames (--launcher shows them)" : "");
         goto out;
     }
-    printer p = {.t = t, .o = &o, .wall = wall_of(s, o.q.pid)};
-    char w[32];
-    printf("run %s: %s of wall time%s%s\n", dir, cs_fmt_ns(p.wall, w, sizeof w),
-           t->from_calls ? ", recorded calls only (--all records every call)" : "",
-           o.q.launcher ? "" : "; launcher frames folded");
-    printf("%7s %9s %9s %10s  %s\n", "share", "total", "self", "calls", "call path (file:line)");
-    for (int32_t i = t->top; i >= 0; i = t->nodes[i].sibling) {
-        if (visible(&p, &t->nodes[i]))
-            print_node(&p, i, 0, 1);
-        else
-            p.hidden++;
-    }
-    if (p.hidden)
-        printf("(%zu smaller path(s) not shown: --min-share 0 --depth 0 shows all)\n", p.hidden);
+    print_tree(stdout, 0, s, t, &o, dir);
 out:
     cs_calltree_free(t);
     cs_store_close(s);
