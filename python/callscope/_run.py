@@ -185,9 +185,15 @@ class Run(_ValuesMixin):
             params.append(p)
         return self.sql(q + " ORDER BY c.id", params)
 
-    def stats(self, filter=None, sort="total", limit=0, pid=0, by=None):
-        """Per function: calls, errors, total, self, min, mean, p50, p95, max
-        and CPU time, in ns -- the numbers of ``callscope top``.
+    def stats(self, filter=None, sort="total", limit=0, pid=0, by=None, launcher=False):
+        """Per function: calls, primitive calls (``prim_calls``: those made
+        while no other call of the function was open on the thread), errors,
+        total (of the primitive calls, as cProfile counts it), self, min,
+        mean, p50, p95, max and CPU time, in ns -- the numbers of
+        ``callscope top``. Launcher frames (runpy, the import system's
+        bootstrap, callscope's own code) are left out unless ``launcher``.
+        Functions counted only by the ``--all`` tree have no min or
+        percentiles (None).
 
         With ``by="rank"`` or ``by="process"``: per function, the calls and
         time of each rank (or process) in ``per_group``, their min, mean and
@@ -199,7 +205,7 @@ class Run(_ValuesMixin):
             if pid:
                 raise ValueError("pid= and by= do not combine")
             return _callscope._stats_by(self.db_path, by, filter, sort, limit)
-        return _callscope._stats(self.db_path, filter, sort, limit, pid)
+        return _callscope._stats(self.db_path, filter, sort, limit, pid, launcher)
 
     def info(self):
         """One row of ``callscope info`` as a dict."""

@@ -137,15 +137,17 @@ py_sync(PyObject *mod, PyObject *args)
 static PyObject *
 py_stats(PyObject *mod, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"db", "filter", "sort", "limit", "pid", NULL};
+    static char *kwlist[] = {"db", "filter", "sort", "limit", "pid", "launcher", NULL};
     const char *db, *filter = NULL, *sort = "total";
     Py_ssize_t limit = 0;
     long long pid = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zsnL:_stats", kwlist, &db, &filter, &sort,
-                                     &limit, &pid))
+    int launcher = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zsnLp:_stats", kwlist, &db, &filter, &sort,
+                                     &limit, &pid, &launcher))
         return NULL;
     ext_state *st = (ext_state *)PyModule_GetState(mod);
-    cs_stats_query q = {.filter = filter, .limit = limit > 0 ? (size_t)limit : 0, .pid = pid};
+    cs_stats_query q = {.filter = filter, .limit = limit > 0 ? (size_t)limit : 0, .pid = pid,
+                        .launcher = launcher};
     if (cs_sort_parse(sort, &q.sort) != CS_OK)
         return PyErr_Format(PyExc_ValueError, "unknown sort key '%s' (use one of: %s)", sort,
                             cs_sort_names());
@@ -165,16 +167,20 @@ py_stats(PyObject *mod, PyObject *args, PyObject *kw)
     for (size_t i = 0; list && i < n; i++) {
         const cs_fstat *f = &v[i];
         int has = f->calls > f->unfinished;
+        /* min and percentiles are None where only the --all tree counted
+         * the function: it keeps totals per call path, not each call */
+#define Q(v) (f->quantiles ? PyLong_FromUnsignedLongLong(v) : Py_NewRef(Py_None))
         PyObject *d = Py_BuildValue(
-            "{s:s,s:s,s:s,s:L,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:N}", "function",
+            "{s:s,s:s,s:s,s:L,s:K,s:K,s:K,s:K,s:K,s:K,s:N,s:K,s:N,s:N,s:d,s:N}", "function",
             f->name, "kind", f->kind, "file", f->file, "line", (long long)f->line, "calls",
-            (unsigned long long)f->calls, "errors", (unsigned long long)f->errors,
-            "unfinished", (unsigned long long)f->unfinished, "total_ns",
-            (unsigned long long)f->total_ns, "self_ns", (unsigned long long)f->self_ns,
-            "min_ns", (unsigned long long)(has ? f->min_ns : 0), "max_ns",
-            (unsigned long long)f->max_ns, "p50_ns", (unsigned long long)f->p50_ns, "p95_ns",
-            (unsigned long long)f->p95_ns, "mean_ns", f->mean_ns, "cpu_ns",
+            (unsigned long long)f->calls, "prim_calls", (unsigned long long)f->prim_calls,
+            "errors", (unsigned long long)f->errors, "unfinished",
+            (unsigned long long)f->unfinished, "total_ns", (unsigned long long)f->total_ns,
+            "self_ns", (unsigned long long)f->self_ns, "min_ns", Q(has ? f->min_ns : 0),
+            "max_ns", (unsigned long long)f->max_ns, "p50_ns", Q(f->p50_ns), "p95_ns",
+            Q(f->p95_ns), "mean_ns", f->mean_ns, "cpu_ns",
             f->cpu_calls ? PyLong_FromUnsignedLongLong(f->cpu_ns) : Py_NewRef(Py_None));
+#undef Q
         if (d == NULL) {
             Py_CLEAR(list);
             break;

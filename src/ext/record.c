@@ -71,10 +71,15 @@ after_fork_child(void)
     finished = 0; /* a child forked at exit still records its own calls */
 }
 
+/* The thread that imported callscope: the main thread, as a rule. */
+static unsigned long main_ident;
+
 void
 rec_init(void)
 {
     static int done;
+    if (main_ident == 0)
+        main_ident = PyThread_get_thread_ident();
     if (!done && pthread_atfork(NULL, NULL, after_fork_child) == 0)
         done = 1;
 }
@@ -192,12 +197,19 @@ current_name(const char *module, const char *fn, char *out, size_t n)
     return s != NULL;
 }
 
-/* The name of the current thread, without importing threading. */
+/* The name of the current thread, without importing threading: Python's
+ * (MainThread, ThreadPoolExecutor-0_1) when threading is loaded; before
+ * that only the main thread runs Python code, as a rule. */
 static void
 thread_name(char *out, size_t n)
 {
-    if (!current_name("threading", "current_thread", out, n))
-        snprintf(out, n, "Thread-%lu", PyThread_get_thread_ident());
+    if (current_name("threading", "current_thread", out, n))
+        return;
+    unsigned long id = PyThread_get_thread_ident();
+    if (id == main_ident)
+        snprintf(out, n, "MainThread");
+    else
+        snprintf(out, n, "Thread-%lu", id);
 }
 
 /* The process's name: multiprocessing's (MainProcess, ForkPoolWorker-3,

@@ -798,6 +798,11 @@ finish(ing *g, ocall *c, const cs_event *ev)
         if (c->flags & CS_FLAG_SPAN)
             wall = c->active; /* paused time is not counted */
         self = c->active > c->child ? c->active - c->child : 0;
+        /* the CPU clock is read inside the wall clock's reads at entry and
+         * outside them at exit (their cost is not the call's): the two
+         * reads' length is all CPU may exceed its running time by */
+        if (c->cpu_acc > c->active)
+            c->cpu_acc = c->active;
         /* credit the parent with this call's running time */
         ocall *p = c->parent_key ? omap_find(&g->open, c->parent_key) : NULL;
         if (p && p->id == c->parent_id)

@@ -80,3 +80,26 @@ def cli(root, tmp_path):
         return p
 
     return _cli
+
+
+TOP_COLUMNS = ["share", "total", "self", "calls", "errors", "mean", "p50", "p95", "max", "cpu"]
+
+
+def top_rows(stdout):
+    """The rows of `callscope top`'s table, in order, as dicts of its
+    columns (strings), with `function` and `where` (file:line, or "")."""
+    lines = stdout.splitlines()
+    head = lines[1].split()
+    assert head[:len(TOP_COLUMNS)] == TOP_COLUMNS, head
+    cols = TOP_COLUMNS + (["digits"] if "digits" in head else [])
+    rows = []
+    for line in lines[2:]:
+        if line.startswith("("):
+            continue
+        parts = line.split()
+        row = dict(zip(cols, parts))
+        rest = parts[len(cols):]
+        row["function"] = rest[0]
+        row["where"] = rest[1] if len(rest) > 1 else ""
+        rows.append(row)
+    return rows

@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 
 import callscope
+from conftest import top_rows
 
 APP = """
 import sys, callscope
@@ -62,13 +63,13 @@ def test_run_script_then_top_and_info(cli, app, root):
     assert len(dirs) == 1 and dirs[0].endswith("-app")
     assert os.path.islink(root / "latest")
     top = cli("top", check=0).stdout
-    lines = top.splitlines()
-    assert lines[1].split()[:3] == ["function", "calls", "errors"]
-    rows = {l.split()[0]: l.split() for l in lines[2:]}
-    assert rows["__main__.solve"][1:3] == ["1", "0"]
-    assert rows["__main__.inner"][1] == "100"
-    assert rows["__main__.inner"][-1] != "-"  # cpu measured
-    assert rows["__main__.bad"][1:3] == ["1", "1"]
+    rows = {r["function"]: r for r in top_rows(top)}
+    assert (rows["__main__.solve"]["calls"], rows["__main__.solve"]["errors"]) == ("1", "0")
+    assert rows["__main__.inner"]["calls"] == "100"
+    assert rows["__main__.inner"]["cpu"] != "-"  # cpu measured
+    assert (rows["__main__.bad"]["calls"], rows["__main__.bad"]["errors"]) == ("1", "1")
+    assert "app.py:" in rows["__main__.solve"]["where"]
+    assert rows["__main__.solve"]["share"].endswith("%")
     info = cli("info", check=0).stdout.splitlines()
     assert info[0].split()[:3] == ["run", "started", "duration"]
     assert "complete" in info[1] and "app.py 3 --flag" in info[1]
@@ -78,15 +79,15 @@ def test_run_script_then_top_and_info(cli, app, root):
 
 def test_top_sort_limit_filter(cli, app):
     cli("run", app, check=0)
-    out = cli("top", "--sort", "calls", "-n", "1", check=0).stdout.splitlines()
-    assert len(out) == 3 and out[2].startswith("__main__.inner")
-    out = cli("top", "--filter", "*.ba?", check=0).stdout.splitlines()
-    assert [l.split()[0] for l in out[2:]] == ["__main__.bad"]
+    out = cli("top", "--sort", "calls", "-n", "1", check=0).stdout
+    assert [r["function"] for r in top_rows(out)] == ["__main__.inner"]
+    out = cli("top", "--filter", "*.ba?", check=0).stdout
+    assert [r["function"] for r in top_rows(out)] == ["__main__.bad"]
     out = cli("top", "--filter", "zzz", check=0).stdout
     assert "no functions match zzz" in out
-    out = cli("top", "--sort", "name", check=0).stdout.splitlines()
-    names = [l.split()[0] for l in out[2:]]
-    assert names == sorted(names)
+    out = cli("top", "--sort", "name", check=0).stdout
+    names = [r["function"] for r in top_rows(out)]
+    assert names == sorted(names) and len(names) >= 3
 
 
 def test_run_module(cli, tmp_path, root):
@@ -189,7 +190,7 @@ def test_truncated_log_keeps_valid_prefix(cli, root, tmp_path):
     log.write_bytes(data[: last - 20 * 8 + 5])  # cut inside a record, 10 calls back
     p = cli("top", check=0)
     assert "__main__.f" in p.stdout
-    n = int([l for l in p.stdout.splitlines() if "__main__.f" in l][0].split()[1])
+    n = int(next(r for r in top_rows(p.stdout) if r["function"] == "__main__.f")["calls"])
     assert 35 <= n < 50
 
 
@@ -238,8 +239,8 @@ def test_top_pid_filter(cli, tmp_path, root):
         "f()\npid = os.fork()\nif pid == 0:\n    f(); f()\n    os._exit(0)\n"
         "os.waitpid(pid, 0)\nprint(pid)\n")
     child = int(cli("run", "forky.py", check=0).stdout.split()[-1])
-    out = cli("top", "--pid", child, check=0).stdout.splitlines()
-    assert out[2].split()[:2] == ["__main__.f", "2"]
+    out = cli("top", "--pid", child, check=0).stdout
+    assert [(r["function"], r["calls"]) for r in top_rows(out)] == [("__main__.f", "2")]
 
 
 def test_clean_drops_stale_job_links(cli, app, root):

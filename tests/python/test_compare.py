@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 import callscope
+from conftest import top_rows
 
 np = pytest.importorskip("numpy")
 
@@ -729,16 +730,15 @@ def test_stored_comparison_and_top(cli, tmp_path, root):
     # top shows the digits of the latest comparison, for every run in it
     res = next(r for r in doc["rows"] if r["value"] == "result")
     for d in dirs:
-        out = cli("top", d, check=0).stdout.splitlines()
-        assert out[1].split()[-1] == "digits"
-        line = next(l for l in out if l.startswith("__main__.f"))
-        assert line.split()[-1] == f"{res['min']:.2f}"
+        out = cli("top", d, check=0).stdout
+        row = next(r for r in top_rows(out) if r["function"] == "__main__.f")
+        assert row["digits"] == f"{res['min']:.2f}"
     # a later comparison (general) is the one top shows
     c = callscope.compare("store*", method="general", root=root)
     assert c.comparison == 2
-    line = next(l for l in cli("top", dirs[0], check=0).stdout.splitlines()
-                if l.startswith("__main__.f"))
-    assert line.split()[-1] == f"{c.digits('f').min:.2f}"
+    row = next(r for r in top_rows(cli("top", dirs[0], check=0).stdout)
+               if r["function"] == "__main__.f")
+    assert row["digits"] == f"{c.digits('f').min:.2f}"
     assert table_counts(dirs[1])["comparisons"] == 2
 
 

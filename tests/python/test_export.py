@@ -165,13 +165,16 @@ def test_empty_run_and_stdout(cli, tmp_path, root, run_py):
     p = cli("export", "-F", "jsonl", "-o", "-")
     assert p.returncode in (0, 1)
     assert p.returncode == 1 and "no runs" in p.stderr
-    # a run that recorded nothing (callscope run describes it first): empty output
+    # a run that recorded nothing (callscope run describes it first): an
+    # export with nothing in it says so and fails, and leaves no file
     (tmp_path / "idle.py").write_text("x = 1\n")
     cli("run", "-q", "--", "idle.py", check=0)
-    p = cli("export", "-F", "jsonl", "-o", "-", check=0)
-    assert p.stdout == ""
-    p = cli("export", "-F", "csv", "-o", "-", check=0)
-    assert p.stdout.startswith("id,function,time,") and p.stdout.count("\n") == 1
+    p = cli("export", "-F", "jsonl", "-o", "-", check=1)
+    assert p.stdout == "" and "nothing to write as jsonl" in p.stderr
+    for fmt in ("csv", "chrome", "speedscope", "pstats", "collapsed"):
+        out = tmp_path / f"empty.{fmt}"
+        p = cli("export", "-F", fmt, "-o", out, check=1)
+        assert "nothing to write" in p.stderr and not out.exists()
 
 
 def test_export_to_stdout(run, cli):

@@ -84,7 +84,9 @@ def test_times_are_consistent(cli, tmp_path, root):
     assert stats["__main__.fib"]["calls"] == 2 * 465
     for s in stats.values():
         assert s["self_ns"] <= s["total_ns"] + 1_000  # self <= total (clock grain)
-        assert s["min_ns"] <= s["p50_ns"] <= s["p95_ns"] <= s["max_ns"]
+        # the tree keeps totals per path, not each call: no percentiles
+        assert s["min_ns"] is s["p50_ns"] is s["p95_ns"] is None
+        assert s["mean_ns"] <= s["max_ns"] and s["prim_calls"] <= s["calls"]
     # the main thread's self times add up to no more than its wall time
     main = stats["__main__.main"]
     module = stats["__main__.<module>"]
