@@ -78,16 +78,20 @@ rehash(builder *b)
     return CS_OK;
 }
 
-/* The merged node for `func` under merged node `parent` (-1: the top). */
+/* The merged node for `func` under merged node `parent` (-1: the top).
+ * Past the node limit (CS_CT_TRUNC in `flags`) a function's recursive and
+ * other calls stay apart, as the log keeps them. */
 static int32_t
-child(builder *b, int32_t parent, int64_t func)
+child(builder *b, int32_t parent, int64_t func, uint32_t flags)
 {
+    uint32_t kf = flags & CS_CT_TRUNC ? flags & (CS_CT_TRUNC | CS_CT_REC_FUNC) : 0;
     if ((b->t->n + 1) * 2 > b->scap && rehash(b) != CS_OK)
         return -2;
     size_t j = hkey(parent, func) & (b->scap - 1);
     for (; b->slots[j] >= 0; j = (j + 1) & (b->scap - 1)) {
         cs_ctnode *x = &b->t->nodes[b->slots[j]];
-        if (x->parent == parent && x->function == func)
+        if (x->parent == parent && x->function == func &&
+            (x->flags & (CS_CT_TRUNC | CS_CT_REC_FUNC)) == (kf ? kf : (x->flags & CS_CT_REC_FUNC)))
             return b->slots[j];
     }
     cs_ctnode *v = cs__grow(b->t->nodes, b->t->n, &b->cap, sizeof *v, 256);
@@ -96,7 +100,7 @@ child(builder *b, int32_t parent, int64_t func)
     b->t->nodes = v;
     int32_t i = (int32_t)b->t->n++;
     v[i] = (cs_ctnode){.function = func, .parent = parent, .child = -1, .sibling = -1,
-                       .depth = parent >= 0 ? v[parent].depth + 1 : 1};
+                       .depth = parent >= 0 ? v[parent].depth + 1 : 1, .flags = kf};
     b->slots[j] = i;
     return i;
 }
@@ -284,7 +288,7 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
             t->folded++;
             continue;
         }
-        int32_t m = child(b, up, func);
+        int32_t m = child(b, up, func, (uint32_t)sqlite3_column_int64(st, 4));
         if (m < 0) {
             rc = CS_ENOMEM;
             break;
@@ -348,7 +352,7 @@ merge_calls(sqlite3 *db, const cs_calltree_query *q, builder *b)
                     break;
                 }
         }
-        int32_t m = child(b, up, func);
+        int32_t m = child(b, up, func, 0);
         if (m < 0) {
             rc = CS_ENOMEM;
             break;
@@ -418,6 +422,8 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
          * as their parent's */
         for (size_t i = 0; i < t->n; i++) {
             cs_ctnode *x = &t->nodes[i];
+            if (x->flags & CS_CT_TRUNC)
+                continue; /* not nested in the head it hangs from */
             if (x->parent >= 0)
                 t->nodes[x->parent].child_ns += x->total_ns;
             else
@@ -425,7 +431,8 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
         }
         for (size_t i = 0; i < t->n; i++) {
             cs_ctnode *x = &t->nodes[i];
-            x->self_ns = x->total_ns > x->child_ns ? x->total_ns - x->child_ns : 0;
+            if (!(x->flags & CS_CT_TRUNC)) /* (past the limit: as stored) */
+                x->self_ns = x->total_ns > x->child_ns ? x->total_ns - x->child_ns : 0;
         }
         rc = link_children(t);
     }

@@ -78,6 +78,34 @@ cs_long_to_bytes(PyObject *v, unsigned char *buf, size_t n)
 #define cs_code_set_extra(co, i, p) _PyCode_SetExtra((co), (i), (p))
 #endif
 
+/* `name` looked up in the dicts of `tp`'s MRO, as the type machinery
+ * finds an attribute (no descriptor called, no metaclass consulted): a
+ * new reference, or NULL with no error set. cProfile names C methods
+ * after what this finds. */
+static inline PyObject *
+cs_type_lookup(PyTypeObject *tp, const char *name)
+{
+    PyObject *mro = tp->tp_mro, *key = PyUnicode_FromString(name), *found = NULL;
+    for (Py_ssize_t i = 0; key && mro && PyTuple_Check(mro) && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *dict = PyType_GetDict(base); /* new reference */
+#else
+        PyObject *dict = Py_XNewRef(base->tp_dict);
+#endif
+        PyObject *v = dict ? PyDict_GetItemWithError(dict, key) : NULL;
+        Py_XINCREF(v);
+        Py_XDECREF(dict);
+        if (v) {
+            found = v;
+            break;
+        }
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return found;
+}
+
 /* The code object of a legacy profile hook's frame (borrowed). */
 static inline PyCodeObject *
 cs_frame_code_borrowed(PyFrameObject *f)

@@ -45,6 +45,7 @@ typedef struct tframe {
     fn_info *fi;
     uint32_t node;
     uint64_t t0, c0;
+    uint64_t child; /* wall time of its finished callees */
 } tframe;
 
 typedef struct ttree {
@@ -193,10 +194,8 @@ cfunc_label(PyObject *fn)
             r = PyUnicode_FromFormat("<%s>", name);
         Py_XDECREF(mn);
     } else {
-        /* a method: repr(getattr(type(self), name)) when the type has it */
-        PyObject *attr = PyModule_Check(f->m_self)
-                             ? NULL
-                             : PyObject_GetAttrString((PyObject *)Py_TYPE(f->m_self), name);
+        /* a method: the repr of what type(self)'s MRO holds under its name */
+        PyObject *attr = cs_type_lookup(Py_TYPE(f->m_self), name);
         if (attr)
             r = PyObject_Repr(attr);
         Py_XDECREF(attr);
@@ -451,9 +450,14 @@ child_of(ttree *tt, uint32_t parent, fn_info *fi)
 {
     cs_tree_node *p = node_at(tt, parent);
     uint32_t prev = 0;
+    /* under the truncation head a function has two nodes, for its calls
+     * made inside another of its calls and for the others: the flag of a
+     * path, known there only per call */
+    int under_trunc = parent == tt->trunc && parent != 0;
+    uint32_t rec = fi->func < tt->active_cap && tt->active[fi->func] ? CS_TN_REC_FUNC : 0;
     for (uint32_t c = p->child; c; prev = c, c = node_at(tt, c)->sibling) {
         cs_tree_node *n = node_at(tt, c);
-        if (n->func == fi->func) {
+        if (n->func == fi->func && (!under_trunc || (n->flags & CS_TN_REC_FUNC) == rec)) {
             if (prev) { /* the most recent first: loops call the same again */
                 node_at(tt, prev)->sibling = n->sibling;
                 n->sibling = p->child;
@@ -482,9 +486,9 @@ child_of(ttree *tt, uint32_t parent, fn_info *fi)
     if (idx == 0)
         return 0;
     p = node_at(tt, parent); /* (a new region does not move old ones) */
-    if (parent == tt->trunc && parent)
-        flags |= CS_TN_TRUNC;
-    else if (fi->func < tt->active_cap && tt->active[fi->func]) {
+    if (under_trunc)
+        flags |= CS_TN_TRUNC | rec;
+    else if (rec) {
         /* recursive: is the pair (parent's function, this one) above too? */
         flags |= CS_TN_REC_FUNC;
         for (uint32_t a = parent; a > CS_TREE_ROOT;) {
@@ -537,6 +541,7 @@ tree_push(fn_info *fi)
     tframe *f = &tt->stack[tt->sn++];
     f->fi = fi;
     f->node = idx;
+    f->child = 0;
     /* the wall clock first and the CPU clock inside it: CPU <= wall */
     f->t0 = cs_clock_mono_ns();
     f->c0 = T.cpu ? cs_clock_thread_cpu_ns() : 0;
@@ -557,8 +562,14 @@ close_frame(ttree *tt, tframe *f, uint64_t now, uint64_t cnow)
         uint64_t c = cnow > f->c0 ? cnow - f->c0 : 0;
         n->cpu_ns += c < dur ? c : dur;
     }
-    if (dur > n->max_ns)
+    /* a node past the limit is not nested in its caller's: its self time
+     * cannot be had from the tree, so it keeps it in max_ns */
+    if (n->flags & CS_TN_TRUNC)
+        n->max_ns += dur > f->child ? dur - f->child : 0;
+    else if (dur > n->max_ns)
         n->max_ns = dur;
+    if (f > tt->stack)
+        f[-1].child += dur;
     if (n->open_ns == f->t0)
         n->open_ns = 0;
     if (f->fi->func < tt->active_cap && tt->active[f->fi->func])

@@ -217,7 +217,8 @@ typedef struct cs_tree_node {
     uint64_t calls;    /* finished calls on this path */
     uint64_t total_ns; /* their wall time, children included */
     uint64_t cpu_ns;   /* their thread CPU time, children included */
-    uint64_t max_ns;   /* the longest of them */
+    uint64_t max_ns;   /* the longest of them; for a CS_TN_TRUNC node,
+                          their self time (its callees are not its children) */
     uint64_t open_ns;  /* start of the call open on this path, 0 for none */
 } cs_tree_node;
 

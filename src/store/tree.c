@@ -116,9 +116,10 @@ validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinis
         if (t->n.cpu_ns > t->n.total_ns)
             t->n.cpu_ns = t->n.total_ns;
     }
-    /* children before parents: indices only grow down the tree */
+    /* children before parents: indices only grow down the tree. A node
+     * past the limit is not nested in the head it hangs from. */
     for (uint32_t i = count; i-- > CS_TREE_ROOT + 1;)
-        if (v[i].valid)
+        if (v[i].valid && !(v[i].n.flags & CS_TN_TRUNC))
             v[v[i].n.parent].child_ns += v[i].n.total_ns;
 }
 
@@ -139,6 +140,10 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
         if (!t->valid)
             continue;
         uint64_t self = t->n.total_ns > t->child_ns ? t->n.total_ns - t->child_ns : 0;
+        if (t->n.flags & CS_TN_TRUNC) { /* see cs_tree_node.max_ns */
+            self = t->n.max_ns < t->n.total_ns ? t->n.max_ns : t->n.total_ns;
+            t->n.max_ns = 0;
+        }
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, thread);
         sqlite3_bind_int64(st, 2, i);
