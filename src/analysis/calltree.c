@@ -418,8 +418,6 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
     }
     cs__free(b.slots);
     if (rc == CS_OK) {
-        /* self = total - children, with folded frames' children counted
-         * as their parent's */
         for (size_t i = 0; i < t->n; i++) {
             cs_ctnode *x = &t->nodes[i];
             if (x->flags & CS_CT_TRUNC)
@@ -429,10 +427,11 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
             else
                 t->total_ns += x->total_ns;
         }
-        for (size_t i = 0; i < t->n; i++) {
+        /* the tree's self times were measured call by call; recorded
+         * calls' are the difference */
+        for (size_t i = 0; i < t->n && t->from_calls; i++) {
             cs_ctnode *x = &t->nodes[i];
-            if (!(x->flags & CS_CT_TRUNC)) /* (past the limit: as stored) */
-                x->self_ns = x->total_ns > x->child_ns ? x->total_ns - x->child_ns : 0;
+            x->self_ns = x->total_ns > x->child_ns ? x->total_ns - x->child_ns : 0;
         }
         rc = link_children(t);
     }

@@ -365,6 +365,7 @@ typedef struct cs_report_opts {
     double start, end; /* the window, seconds after the run's start; end 0: the end */
     const char *const *functions; /* patterns (cs_name_matches); none: all */
     size_t nfunctions;
+    int launcher; /* 1: keep launcher frames (cs_launcher_frame) */
 } cs_report_opts;
 
 /* Write the report of the run in `dir` (its store `s`) to `f`: one HTML

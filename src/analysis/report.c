@@ -151,6 +151,7 @@ typedef struct lane {
 } lane;
 
 typedef struct report {
+    cs_store *s;
     sqlite3 *db;
     const cs_report_opts *o;
     fn *fns;
@@ -183,6 +184,8 @@ lane_of(report *r, int64_t thread)
     return l;
 }
 
+static void legacy_profile(report *r);
+
 static int
 gather(report *r)
 {
@@ -190,8 +193,7 @@ gather(report *r)
     sqlite3_stmt *st = NULL;
     /* functions */
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, CASE WHEN module = '' THEN qualname ELSE module || '.' ||"
-                           " qualname END FROM functions ORDER BY id",
+                           "SELECT id, name FROM function_names ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK)
         return CS_ENOTDB;
     while (sqlite3_step(st) == SQLITE_ROW) {
@@ -207,8 +209,8 @@ gather(report *r)
         const char *name = (const char *)sqlite3_column_text(st, 1);
         x->name = cs__strdup(name ? name : "?");
         x->min = UINT64_MAX;
-        x->keep = 1;
-        if (r->o->nfunctions) {
+        x->keep = r->o->launcher || !cs_launcher_frame(x->name);
+        if (r->o->nfunctions && x->keep) {
             x->keep = 0;
             for (size_t i = 0; i < r->o->nfunctions; i++)
                 if (cs_name_matches(r->o->functions[i], x->name))
@@ -246,8 +248,8 @@ gather(report *r)
     if (sqlite3_prepare_v2(db,
                            "SELECT c.function, c.thread, p.start_wall_ns + (c.start_ns -"
                            " p.start_mono_ns), c.wall_ns, c.self_ns, c.cpu_ns, c.rss_delta,"
-                           " c.status, c.end_ns IS NULL FROM calls c JOIN threads t ON t.id ="
-                           " c.thread JOIN processes p ON p.id = t.process ORDER BY c.id",
+                           " c.status, c.end_ns IS NULL, c.recursive FROM calls c JOIN threads t"
+                           " ON t.id = c.thread JOIN processes p ON p.id = t.process ORDER BY c.id",
                            -1, &st, NULL) != SQLITE_OK)
         return CS_ENOTDB;
     double span = (double)(r->t1 - r->t0);
@@ -285,7 +287,9 @@ gather(report *r)
             if (status && status[0] == 'r')
                 x->errors++;
             uint64_t w = (uint64_t)wall;
-            x->total += w;
+            /* as top counts: a recursive call's time is in the outer one's */
+            if (!sqlite3_column_int(st, 9))
+                x->total += w;
             x->self += (uint64_t)sqlite3_column_int64(st, 4);
             if (w < x->min)
                 x->min = w;
@@ -339,13 +343,47 @@ gather(report *r)
     sqlite3_finalize(st);
     if (src != SQLITE_DONE)
         return CS_ENOTDB;
-    /* functions profiled in aggregate (--all): their counts, times and
-     * histograms join the tables and charts (not the timeline or tree) */
-    if (sqlite3_prepare_v2(db,
+    /* functions profiled in aggregate (--all): their numbers as top gives
+     * them (from the tree, launcher frames folded) join the tables and
+     * charts; a run.db from before the tree gives its histograms too */
+    cs_stats_query q = {.launcher = r->o->launcher};
+    cs_fstat *fs = NULL;
+    size_t nf = 0;
+    if (cs_stats(r->s, &q, &fs, &nf) != CS_OK)
+        return CS_OK; /* the per-call views stand alone */
+    for (size_t i = 0; i < nf; i++) {
+        const cs_fstat *y = &fs[i];
+        if (y->quantiles || y->id < 0 || y->id > r->maxid || r->fidx[y->id] < 0)
+            continue;
+        fn *x = &r->fns[r->fidx[y->id]];
+        if (!x->keep)
+            continue;
+        x->calls += y->calls;
+        r->calls += y->calls;
+        x->total += y->total_ns;
+        x->self += y->self_ns;
+        if (y->max_ns > x->max)
+            x->max = y->max_ns;
+        if (y->cpu_calls) {
+            x->cpu += y->cpu_ns;
+            x->cpu_calls += y->cpu_calls;
+        }
+    }
+    cs_stats_free(fs, nf);
+    legacy_profile(r);
+    return CS_OK;
+}
+
+/* Histograms of profile rows written before the tree (schema 3). */
+static void
+legacy_profile(report *r)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(r->db,
                            "SELECT function, calls, total_ns, self_ns, min_ns, max_ns, hist"
-                           " FROM profile",
+                           " FROM profile WHERE hist IS NOT NULL",
                            -1, &st, NULL) != SQLITE_OK)
-        return CS_OK; /* an older run.db */
+        return;
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t fid = sqlite3_column_int64(st, 0);
         if (fid < 0 || fid > r->maxid || r->fidx[fid] < 0)
@@ -353,27 +391,19 @@ gather(report *r)
         fn *x = &r->fns[r->fidx[fid]];
         if (!x->keep)
             continue;
-        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
-        x->calls += n;
-        r->calls += n;
-        x->total += (uint64_t)sqlite3_column_int64(st, 2);
-        x->self += (uint64_t)sqlite3_column_int64(st, 3);
-        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4), mx = (uint64_t)sqlite3_column_int64(st, 5);
-        if (n && mn < x->min)
+        uint64_t mn = (uint64_t)sqlite3_column_int64(st, 4);
+        if (sqlite3_column_int64(st, 1) && mn < x->min)
             x->min = mn;
-        if (mx > x->max)
-            x->max = mx;
         const uint32_t *h = sqlite3_column_blob(st, 6);
         int hn = sqlite3_column_bytes(st, 6);
         if (h && hn == (int)(CS_HIST_BUCKETS * sizeof(uint32_t)))
-            for (unsigned b = 0; b < CS_HIST_BUCKETS; b++) {
+            for (unsigned k = 0; k < CS_HIST_BUCKETS; k++) {
                 uint32_t v;
-                memcpy(&v, (const char *)h + b * sizeof v, sizeof v);
-                x->hist[b] += v;
+                memcpy(&v, (const char *)h + k * sizeof v, sizeof v);
+                x->hist[k] += v;
             }
     }
     sqlite3_finalize(st);
-    return CS_OK;
 }
 
 /* ---- the views --------------------------------------------------------------------- */
@@ -646,6 +676,102 @@ tree_html(FILE *f, report *r, int32_t node, uint64_t all, int depth)
     }
 }
 
+/* ---- the flame graph: an icicle of the call tree ------------------------------- */
+
+#define FLAME_W 1200.0
+#define FLAME_ROW 18
+#define FLAME_ROWS 48
+
+typedef struct flamer {
+    FILE *f;
+    const cs_calltree *t;
+    double scale; /* px per ns */
+    uint64_t all;
+    size_t rects;
+    uint32_t rows;
+} flamer;
+
+static void
+flame_node(flamer *fl, int32_t i, double x, uint32_t row)
+{
+    const cs_ctnode *n = &fl->t->nodes[i];
+    double w = (double)n->total_ns * fl->scale;
+    if (w < 0.5 || row >= FLAME_ROWS)
+        return;
+    const char *name = cs_calltree_name(fl->t, n);
+    char tt[32], ts[32];
+    fprintf(fl->f, "<g><rect x=\"%.2f\" y=\"%u\" width=\"%.2f\" height=\"%d\" fill=\"", x,
+            row * FLAME_ROW, w, FLAME_ROW - 1);
+    colour(fl->f, n->function);
+    fputs("\"><title>", fl->f);
+    esc(fl->f, name);
+    fprintf(fl->f, " (%.1f%%): total %s, self %s, %llu calls</title></rect>",
+            fl->all ? 100.0 * (double)n->total_ns / (double)fl->all : 0.0,
+            fmt_ns((double)n->total_ns, tt, sizeof tt), fmt_ns((double)n->self_ns, ts, sizeof ts),
+            (unsigned long long)n->calls);
+    size_t fit = (size_t)(w / 7.0);
+    if (fit >= 4) {
+        fprintf(fl->f, "<text x=\"%.2f\" y=\"%u\">", x + 3, row * FLAME_ROW + 13);
+        size_t len = strlen(name);
+        if (len <= fit) {
+            esc(fl->f, name);
+        } else { /* the end of a qualified name says most */
+            fputs("..", fl->f);
+            esc(fl->f, name + len - (fit - 2));
+        }
+        fputs("</text>", fl->f);
+    }
+    fputs("</g>\n", fl->f);
+    fl->rects++;
+    if (row + 1 > fl->rows)
+        fl->rows = row + 1;
+    for (int32_t c = n->child; c >= 0; c = fl->t->nodes[c].sibling) {
+        flame_node(fl, c, x, row + 1);
+        x += (double)fl->t->nodes[c].total_ns * fl->scale;
+    }
+}
+
+/* An icicle: the top-level calls in the first row, each call path under
+ * its caller, as wide as its total time. Hover for numbers. */
+static void
+flame(FILE *f, report *r)
+{
+    cs_calltree_query q = {.calls = 1, .launcher = r->o->launcher};
+    cs_calltree *t = NULL;
+    if (cs_calltree_load(r->s, &q, &t) != CS_OK || t->n == 0 || t->total_ns == 0) {
+        fputs("<p id=\"flame\">No call tree: nothing was recorded.</p>\n", f);
+        cs_calltree_free(t);
+        return;
+    }
+    /* draw into a buffer first: the height is known at the end */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (m == NULL) {
+        cs_calltree_free(t);
+        return;
+    }
+    flamer fl = {.f = m, .t = t, .scale = FLAME_W / (double)t->total_ns, .all = t->total_ns};
+    double x = 0;
+    for (int32_t i = t->top; i >= 0; i = t->nodes[i].sibling) {
+        flame_node(&fl, i, x, 0);
+        x += (double)t->nodes[i].total_ns * fl.scale;
+    }
+    fclose(m);
+    fprintf(f, "<p class=\"sub\">%s; each box is a call path, as wide as its total time, under"
+               " its caller. Hover for its numbers; the whole run, whatever the window.</p>\n",
+            t->from_calls ? "The recorded calls (callscope run --all records every call)"
+                          : "Every call of the program");
+    fprintf(f, "<svg id=\"flame\" class=\"flame\" viewBox=\"0 0 %.0f %u\" width=\"100%%\""
+               " role=\"img\" aria-label=\"flame graph\">\n",
+            FLAME_W, fl.rows * FLAME_ROW);
+    if (buf)
+        fwrite(buf, 1, len, f);
+    fputs("</svg>\n", f);
+    free(buf);
+    cs_calltree_free(t);
+}
+
 static void
 table(FILE *f, fn **v, size_t n)
 {
@@ -830,7 +956,7 @@ static const char CSS[] =
     "td:first-child,th:first-child{text-align:left;font-family:monospace}th{cursor:pointer;background:#f6f6f6}"
     "th.asc:after{content:' \\25B2'}th.desc:after{content:' \\25BC'}"
     ".chart text,.hist text{font-size:11px;font-family:monospace}.lbl{fill:#333}.val{fill:#555}"
-    ".grid{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}figcaption{font-family:monospace;font-size:12px}"
+    ".grid{display:flex;flex-wrap:wrap;gap:1em}.flame text{font:11px monospace;pointer-events:none}.flame rect:hover{stroke:#000}figure{margin:0}figcaption{font-family:monospace;font-size:12px}"
     ".empty,.note{color:#666;font-style:italic}pre{background:#f7f7f7;padding:.5em;overflow:auto}"
     "svg.zoom{cursor:grab;border:1px solid #ddd;max-width:100%;height:auto}dl.meta dt{float:left;clear:left;width:9em;color:#555}"
     "dl.meta dd{margin-left:10em}ul.tree{list-style:none;padding-left:1em}ul.tree ul{list-style:none;padding-left:1.2em}"
@@ -856,7 +982,7 @@ static const char JS[] =
     /* a self-test for headless browsers: #selftest sorts the table by calls */
     "if(location.hash==='#selftest'){var th=document.querySelectorAll('#functions th')[1];if(th){sortBy(th);sortBy(th);}"
     "var c=Array.prototype.map.call(document.querySelectorAll('#functions tbody tr'),function(r){return r.cells[1].getAttribute('data-v');});"
-    "document.body.setAttribute('data-selftest',JSON.stringify({sorted:c,views:['times','timeline','memory','top10','histograms'].map(function(id){var e=document.getElementById(id);return e?e.querySelectorAll('rect,p').length:0;})}));}"
+    "document.body.setAttribute('data-selftest',JSON.stringify({sorted:c,views:['times','timeline','memory','top10','histograms','flame'].map(function(id){var e=document.getElementById(id);return e?e.querySelectorAll('rect,p').length:0;})}));}"
     "})();";
 
 static void
@@ -929,6 +1055,7 @@ cs_report(cs_store *s, const char *dir, const cs_report_opts *o, FILE *f)
     errbuf[0] = '\0';
     report r;
     memset(&r, 0, sizeof r);
+    r.s = s;
     r.db = cs_store_db(s);
     r.o = o;
     int rc = gather(&r);
@@ -992,6 +1119,8 @@ cs_report(cs_store *s, const char *dir, const cs_report_opts *o, FILE *f)
     histograms(f, v, n);
     fputs("<h2>Functions</h2>\n", f);
     table(f, v, n);
+    fputs("<h2>Flame graph</h2>\n", f);
+    flame(f, &r);
     fputs("<h2>Call tree</h2>\n<ul class=\"tree\" id=\"tree\">\n", f);
     tree_html(f, &r, -1, all, 0);
     fputs("</ul>\n<h2>Errors</h2>\n", f);

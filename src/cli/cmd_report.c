@@ -24,6 +24,8 @@ const char cs_usage_report[] =
     "  -f, --functions PAT only these functions (a glob, or a substring of\n"
     "                      module.qualname; repeatable)\n"
     "  -d, --dir ROOT      root of the run directories\n"
+    "  --launcher          also show launcher frames (runpy, the import system's\n"
+    "                      bootstrap, callscope's own code), hidden by default\n"
     "  -h, --help          show this help\n";
 
 #define MAX_LIST 32
@@ -50,12 +52,13 @@ cs_cmd_report(int argc, char **argv)
         {"subtitle", required_argument, NULL, 'S'}, {"tag", required_argument, NULL, 'g'},
         {"start", required_argument, NULL, 's'},  {"end", required_argument, NULL, 'e'},
         {"functions", required_argument, NULL, 'f'}, {"dir", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"launcher", no_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
     };
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, ":o:f:d:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:f:d:hL", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
             out = optarg;
@@ -84,6 +87,9 @@ cs_cmd_report(int argc, char **argv)
             break;
         case 'd':
             root = optarg;
+            break;
+        case 'L':
+            o.launcher = 1;
             break;
         case 'h':
             fputs(cs_usage_report, stdout);

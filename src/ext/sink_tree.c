@@ -19,7 +19,7 @@
  * path would need the path to contain itself. Generators resumed from
  * different places are resumptions on different paths, as in cProfile.
  *
- * Memory: 64 bytes a node in the log, a node per distinct path. Past
+ * Memory: 72 bytes a node in the log, a node per distinct path. Past
  * `max_nodes` nodes a thread keeps new paths by function only, under one
  * node named by CS_TN_TRUNC: counts stay right, the paths past the limit
  * are not kept. */
@@ -562,11 +562,8 @@ close_frame(ttree *tt, tframe *f, uint64_t now, uint64_t cnow)
         uint64_t c = cnow > f->c0 ? cnow - f->c0 : 0;
         n->cpu_ns += c < dur ? c : dur;
     }
-    /* a node past the limit is not nested in its caller's: its self time
-     * cannot be had from the tree, so it keeps it in max_ns */
-    if (n->flags & CS_TN_TRUNC)
-        n->max_ns += dur > f->child ? dur - f->child : 0;
-    else if (dur > n->max_ns)
+    n->self_ns += dur > f->child ? dur - f->child : 0;
+    if (dur > n->max_ns)
         n->max_ns = dur;
     if (f > tt->stack)
         f[-1].child += dur;
@@ -664,7 +661,7 @@ tree_begin(PyObject *monitored, const char *own, int cpu, uint64_t max_nodes)
     T.monitored = monitored;
     T.cpu = cpu;
     T.max_nodes = max_nodes ? (uint32_t)(max_nodes < (1u << 30) ? max_nodes : (1u << 30))
-                            : (1u << 22);
+                            : (1u << 20);
     T.nomem = 0;
     T.on = 1;
     rec_in_use = 1;

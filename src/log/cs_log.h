@@ -179,7 +179,7 @@ typedef struct cs_blob_header {
  * Node 1 is the thread's root (function 0): the calls made at the top of
  * the thread's stack are its children. See docs/log-format.md. */
 #define CS_LOG_TREE_MAGIC 0x52545343u /* "CSTR" little-endian */
-#define CS_TREE_NODE_SIZE 64u
+#define CS_TREE_NODE_SIZE 72u
 #define CS_TREE_ROOT 1u
 
 /* Node flags, fixed when the node is made: its path is fixed. */
@@ -217,10 +217,15 @@ typedef struct cs_tree_node {
     uint64_t calls;    /* finished calls on this path */
     uint64_t total_ns; /* their wall time, children included */
     uint64_t cpu_ns;   /* their thread CPU time, children included */
-    uint64_t max_ns;   /* the longest of them; for a CS_TN_TRUNC node,
-                          their self time (its callees are not its children) */
+    uint64_t max_ns;   /* the longest of them */
     uint64_t open_ns;  /* start of the call open on this path, 0 for none */
+    uint64_t self_ns;  /* their wall time less their callees', measured call
+                          by call (past the node limit callees are not
+                          children, so it cannot be had from the tree) */
 } cs_tree_node;
+
+_Static_assert(sizeof(cs_tree_node) == CS_TREE_NODE_SIZE, "a tree node fills its slot");
+_Static_assert(sizeof(cs_tree_header) <= CS_TREE_NODE_SIZE, "a region's header fits slot 0");
 
 /* The header of each chunk: its first CS_LOG_CHUNK_HEADER bytes. */
 typedef struct cs_chunk_header {

@@ -23,7 +23,8 @@
 
 typedef struct tnode {
     cs_tree_node n;
-    uint64_t child_ns; /* the total of its children */
+    uint64_t open_ns;  /* the part of its total a call open at a crash made */
+    uint64_t child_open; /* the same of its children */
     int valid;
 } tnode;
 
@@ -109,6 +110,7 @@ validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinis
             uint64_t d = alive - t->n.open_ns;
             t->n.calls++;
             t->n.total_ns += d;
+            t->open_ns = d;
             if (d > t->n.max_ns)
                 t->n.max_ns = d;
             (*unfinished)++;
@@ -116,11 +118,15 @@ validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinis
         if (t->n.cpu_ns > t->n.total_ns)
             t->n.cpu_ns = t->n.total_ns;
     }
-    /* children before parents: indices only grow down the tree. A node
-     * past the limit is not nested in the head it hangs from. */
+    /* an open call's self time: its part less its open callees' parts
+     * (children before parents: indices only grow down the tree; a node
+     * past the limit is not nested in the head it hangs from) */
     for (uint32_t i = count; i-- > CS_TREE_ROOT + 1;)
         if (v[i].valid && !(v[i].n.flags & CS_TN_TRUNC))
-            v[v[i].n.parent].child_ns += v[i].n.total_ns;
+            v[v[i].n.parent].child_open += v[i].open_ns;
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++)
+        if (v[i].valid && v[i].open_ns > v[i].child_open)
+            v[i].n.self_ns += v[i].open_ns - v[i].child_open;
 }
 
 static int
@@ -139,11 +145,7 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
         tnode *t = &v[i];
         if (!t->valid)
             continue;
-        uint64_t self = t->n.total_ns > t->child_ns ? t->n.total_ns - t->child_ns : 0;
-        if (t->n.flags & CS_TN_TRUNC) { /* see cs_tree_node.max_ns */
-            self = t->n.max_ns < t->n.total_ns ? t->n.max_ns : t->n.total_ns;
-            t->n.max_ns = 0;
-        }
+        uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, thread);
         sqlite3_bind_int64(st, 2, i);

@@ -85,8 +85,8 @@ def test_report_is_self_contained_and_escaped(report):
     assert "Run &lt;1&gt; &amp; co" in html and "&lt;x&gt;" in html
     assert "bad &lt;b&gt;bold&lt;/b&gt;" in html
     assert html.count("<script>") == 1  # ours, at the end
-    for view in ("times", "timeline", "memory", "top10", "histograms", "functions", "tree",
-                 "errors", "processes", "meta"):
+    for view in ("times", "timeline", "memory", "top10", "histograms", "flame", "functions",
+                 "tree", "errors", "processes", "meta"):
         assert f'id="{view}"' in html, view
 
 
@@ -98,7 +98,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     m = re.search(r'data-selftest="([^"]*)"', p.stdout)
     assert m, "the page's script did not run"
     state = json.loads(m.group(1).replace("&quot;", '"'))
-    # each of the five views drew elements with data
+    # each of the six views drew elements with data (the flame graph too)
     assert all(n > 0 for n in state["views"]), state
     # the table sorted by calls, largest first, with the real counts
     calls = [int(x) for x in state["sorted"]]
@@ -213,7 +213,16 @@ def test_report_of_a_profile_all_run(cli, root, tmp_path):
     table = html[html.index('id="functions"'):html.index("</table>", html.index('id="functions"'))]
     row = table[table.index("__main__.fib"):]
     assert 'data-v="1973"' in row[:200]  # fib(15) makes 1973 calls
-    # the charts draw the profiled functions too (the top 10 by total time
-    # are those enclosing fib: the launcher's frames)
+    # the charts draw the profiled functions too, without the launcher's
+    # frames (runpy, importlib, callscope), as top shows them
     top = html[html.index('id="top10"'):html.index("</svg>", html.index('id="top10"'))]
-    assert top.count("<rect") == 10 and "runpy." in top
+    assert "__main__.fib" in top and "runpy." not in top
+    # the flame graph: the module, fib under it, fib under fib ...
+    flame = html[html.index('id="flame"'):html.index("</svg>", html.index('id="flame"'))]
+    assert 10 <= flame.count("__main__.fib (") <= 15  # fib(15): a path per depth (wide enough)
+    assert "__main__.&lt;module&gt; (" in flame and "runpy" not in flame
+    # with --launcher they are back
+    cli("report", "--launcher", "-o", tmp_path / "l.html", check=0)
+    html = (tmp_path / "l.html").read_text()
+    assert "runpy." in html[html.index('id="top10"'):html.index("</svg>",
+                                                              html.index('id="top10"'))]
