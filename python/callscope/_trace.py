@@ -177,7 +177,7 @@ def profile_all(enable=True, *, cpu=False, c_calls=True, max_nodes=0):
     The tree lives in the run's log, updated in place, so it survives the
     process being killed. ``callscope top``, ``callscope tree``, the report
     and the exports (pstats with callers, collapsed stacks, speedscope) read
-    it. ``max_nodes`` bounds each thread's tree (default 4M nodes, 256 MiB);
+    it. ``max_nodes`` bounds each thread's tree (default 1M nodes, 72 MiB);
     past it new paths are counted by function only.
     ``profile_all(False)`` stops.
 
