@@ -68,7 +68,7 @@ test-python: venv
 	done
 
 bench: venv
-	$(VENV)/bin/python -m pip install -q yappi viztracer pygments numpy
+	$(VENV)/bin/python -m pip install -q yappi viztracer pygments pyflakes numpy
 	@test -d build-bench || $(MESON) setup build-bench -Dbench=true >/dev/null
 	$(MESON) compile -C build-bench >/dev/null
 	$(VENV)/bin/python bench/run.py --floors build-bench
@@ -77,6 +77,7 @@ bench: venv
 	$(VENV)/bin/python bench/bench_merge.py
 	$(VENV)/bin/python bench/bench_select.py
 	$(VENV)/bin/python bench/bench_all.py
+	$(VENV)/bin/python bench/bench_call_model.py --callgrind
 	$(VENV)/bin/python bench/bench_capture.py
 	$(VENV)/bin/python bench/bench_compare.py
 	$(VENV)/bin/python bench/bench_report.py

@@ -34,6 +34,13 @@ static struct {
 static inline PyMethodDef *
 called_cfunc(PyObject *callable, int has_self)
 {
+    /* most calls are of Python functions and bound methods: exact type
+     * tests first, before the subtype walk of PyCFunction_Check */
+    PyTypeObject *tp = Py_TYPE(callable);
+    if (tp == &PyFunction_Type || tp == &PyMethod_Type)
+        return NULL;
+    if (tp == &PyCFunction_Type || tp == &PyCMethod_Type)
+        return ((PyCFunctionObject *)callable)->m_ml;
     if (PyCFunction_Check(callable))
         return ((PyCFunctionObject *)callable)->m_ml;
     if (has_self && Py_IS_TYPE(callable, &PyMethodDescr_Type))

@@ -543,7 +543,7 @@ tree_push(fn_info *fi)
     f->node = idx;
     f->child = 0;
     /* the wall clock first and the CPU clock inside it: CPU <= wall */
-    f->t0 = cs_clock_mono_ns();
+    f->t0 = cs_clock_fast_ns();
     f->c0 = T.cpu ? cs_clock_thread_cpu_ns() : 0;
     cs_tree_node *n = node_at(tt, idx);
     if (n->open_ns == 0)
@@ -580,7 +580,7 @@ tree_pop(fn_info *fi)
         return;
     /* the CPU clock inside the wall clock: CPU <= wall */
     uint64_t cnow = T.cpu ? cs_clock_thread_cpu_ns() : 0;
-    uint64_t now = cs_clock_mono_ns();
+    uint64_t now = cs_clock_fast_ns();
     ttree *tt = tls_tree;
     if (tt == NULL || tt->sn == 0 ||
         tt->epoch != atomic_load_explicit(&cs__writer.epoch, memory_order_relaxed) ||
@@ -603,7 +603,7 @@ tree_pop(fn_info *fi)
 static void
 tree_close_all(void)
 {
-    uint64_t now = cs_clock_mono_ns();
+    uint64_t now = cs_clock_fast_ns();
     uint32_t epoch = atomic_load_explicit(&cs__writer.epoch, memory_order_relaxed);
     pthread_mutex_lock(&T.mu);
     for (ttree *tt = T.threads; tt; tt = tt->next) {
@@ -663,6 +663,7 @@ tree_begin(PyObject *monitored, const char *own, int cpu, uint64_t max_nodes)
     T.max_nodes = max_nodes ? (uint32_t)(max_nodes < (1u << 30) ? max_nodes : (1u << 30))
                             : (1u << 20);
     T.nomem = 0;
+    cs_clock_fast_init();
     T.on = 1;
     rec_in_use = 1;
     return 0;

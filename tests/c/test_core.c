@@ -77,3 +77,26 @@ test_core_fmt(void)
     ASSERT_STR_EQ(cs_fmt_ns(3000000000ull, b, sizeof b), "3.000s");
     ASSERT_STR_EQ(cs_fmt_bytes(2048, b, sizeof b), "2.0KiB");
 }
+
+/* The fast clock agrees with CLOCK_MONOTONIC: never backwards, and a
+ * 20 ms interval measured by both differs by less than 0.1% (plus the
+ * reads' own length). */
+void
+test_core_fast_clock(void)
+{
+    cs_clock_fast_init();
+    cs_clock_fast_init(); /* once */
+    uint64_t f0 = cs_clock_fast_ns(), m0 = cs_clock_mono_ns(), last = f0;
+    while (cs_clock_mono_ns() - m0 < 20000000) {
+        uint64_t f = cs_clock_fast_ns();
+        ASSERT_TRUE(f >= last);
+        last = f;
+    }
+    uint64_t f1 = cs_clock_fast_ns(), m1 = cs_clock_mono_ns();
+    int64_t df = (int64_t)(f1 - f0), dm = (int64_t)(m1 - m0);
+    int64_t diff = df > dm ? df - dm : dm - df;
+    ASSERT_TRUE(diff < dm / 1000 + 20000);
+    /* and it tells the same time as the monotonic clock, near enough */
+    int64_t off = (int64_t)(cs_clock_fast_ns() - cs_clock_mono_ns());
+    ASSERT_TRUE(off < 1000000 && off > -1000000);
+}
