@@ -94,6 +94,7 @@ typedef struct pkey {
     int64_t line;
     uint64_t nc, cc;
     double tt, ct;
+    int per_call; /* counted from call rows: the tree's count would be twice */
 } pkey;
 
 typedef struct pedge {
@@ -327,6 +328,7 @@ count_calls(sqlite3 *db, pstate *p)
             POP();
         int outer = p->open[k] == 0;
         ADD(&p->k[k], 1, (uint64_t)outer, self, outer ? total : 0);
+        p->k[k].per_call = 1;
         int32_t caller = depth > 0 ? stack[depth - 1].key : -1;
         if (caller >= 0) {
             pedge *e = edge(p, caller, k);
@@ -397,6 +399,8 @@ count_tree(sqlite3 *db, pstate *p)
         kmap[node] = k;
         if (k < 0)
             continue;
+        if (p->k[k].per_call)
+            continue; /* (its callers too: the call rows have them) */
         uint32_t flags = (uint32_t)sqlite3_column_int64(st, 4);
         uint64_t n = (uint64_t)sqlite3_column_int64(st, 5);
         double total = (double)sqlite3_column_int64(st, 6) / 1e9;

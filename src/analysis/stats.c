@@ -87,6 +87,8 @@ merge_profile(sqlite3 *db, const cs_stats_query *q, acc *a, int64_t maxid)
         if (f < 0 || f > maxid || !a[f].keep)
             continue;
         acc *x = &a[f];
+        if (x->nw && !x->tree_only)
+            continue; /* recorded call by call too (-t with --all): those count */
         x->st.calls += (uint64_t)sqlite3_column_int64(st, 1);
         x->st.prim_calls += (uint64_t)sqlite3_column_int64(st, 7);
         x->st.total_ns += (uint64_t)sqlite3_column_int64(st, 2);

@@ -7,6 +7,23 @@
 #include "compat.h"
 #include "cs_log.h"
 
+/* The call engine's switches and its event source (engine.h). */
+typedef struct engine_state {
+    int log_on;  /* a selection is in force: sink_log.c records it */
+    int log_c;   /* the selection takes C functions too */
+    int tree_on; /* --all: sink_tree.c counts every call */
+    int tree_c;  /* --all counts C functions */
+    int tree_nomem_warned;
+#if CS_HAVE_MONITORING
+    int tool;           /* our sys.monitoring tool id, valid while mon is set */
+    PyObject *mon;      /* sys.monitoring, while the tool is ours */
+    PyObject *disable;  /* sys.monitoring.DISABLE */
+    PyObject *missing;  /* sys.monitoring.MISSING */
+    PyObject *callbacks; /* the registered callback objects */
+    int bits[9];        /* the events of the callback table, by position */
+#endif
+} engine_state;
+
 /* Module state: the heap types and the few Python helpers the slow paths
  * need. The hot path needs none of it. */
 typedef struct ext_state {
@@ -17,6 +34,7 @@ typedef struct ext_state {
     PyObject *span_ids;         /* dict: (module, qualname, file, line) -> int */
     PyObject *error;            /* callscope.CallscopeError */
     struct trace_state *trace;  /* trace.c: selection without decorators */
+    engine_state eng;           /* engine.h: which sinks are on, the event source */
     PyObject *monitored;        /* set: code objects of decorated functions */
     PyObject *handlers;         /* dict: type -> (name, save, load) */
     PyObject *handler_cache;    /* dict: type -> handler tuple or None */
@@ -246,6 +264,11 @@ fn_info *tree_cfunc_info(PyObject *fn);
 fn_info *tree_cfunc_lookup(const void *ml);
 /* 1 if `fi` is never in the tree (callscope's own code, decorated code). */
 int tree_skipped(const fn_info *fi);
+/* The info of the C function a CALL event calls: `callable` with its
+ * first argument `self` (NULL when none), as cProfile names it: a builtin
+ * function or method, or a method descriptor bound to `self`. Made at the
+ * first call when `make`, else only looked up. NULL for anything else. */
+fn_info *tree_cfunc_of_call(PyObject *callable, PyObject *self, int make);
 /* A call (or resumption) of `fi` begins on this thread; one ends. */
 void tree_push(fn_info *fi);
 void tree_pop(fn_info *fi);

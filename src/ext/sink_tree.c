@@ -321,6 +321,37 @@ tree_cfunc_info(PyObject *fn)
     return fi;
 }
 
+fn_info *
+tree_cfunc_of_call(PyObject *callable, PyObject *self, int make)
+{
+    /* most calls are of Python functions and bound methods: exact type
+     * tests first, before the subtype walk of PyCFunction_Check */
+    PyTypeObject *tp = Py_TYPE(callable);
+    PyMethodDef *ml = NULL;
+    if (tp == &PyFunction_Type || tp == &PyMethod_Type)
+        return NULL;
+    if (tp == &PyCFunction_Type || tp == &PyCMethod_Type || PyCFunction_Check(callable))
+        ml = ((PyCFunctionObject *)callable)->m_ml;
+    else if (self && tp == &PyMethodDescr_Type)
+        ml = ((PyMethodDescrObject *)callable)->d_method;
+    if (ml == NULL)
+        return NULL;
+    fn_info *fi = tree_cfunc_lookup(ml);
+    if (CS_LIKELY(fi != NULL) || !make)
+        return fi;
+    if (tp != &PyMethodDescr_Type)
+        return tree_cfunc_info(callable);
+    /* first sight of a method descriptor: bound, it names itself */
+    PyObject *exc = cs_exc_fetch();
+    PyObject *bound = tp->tp_descr_get(callable, self, (PyObject *)Py_TYPE(self));
+    if (bound && PyCFunction_Check(bound))
+        fi = tree_cfunc_info(bound);
+    Py_XDECREF(bound);
+    PyErr_Clear();
+    cs_exc_restore(exc);
+    return fi;
+}
+
 /* Write `fi`'s FUNC record into the current log once. */
 static inline void
 define(fn_info *fi, cs_tstate *t)

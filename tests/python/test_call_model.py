@@ -361,3 +361,49 @@ def test_kill9_keeps_the_tree(tmp_path, root):
     loop = run.stats(filter="__main__.loop")[0]
     assert loop["calls"] == 1 and loop["total_ns"] > 0  # open when killed, kept
     assert run.info()["state"] != "complete"
+
+
+def test_a_call_open_when_profiling_starts(run_py, root):
+    """The call that starts profiling ends inside it: its end is ignored,
+    and its later calls are counted, with their callees under them (its
+    return event must not be switched off for good)."""
+    run_py("""
+        import callscope
+        def inner():
+            return 1
+        def outer(start):
+            if start:
+                callscope.profile_all(c_calls=False)
+            return inner()
+        outer(True)
+        for _ in range(5):
+            outer(False)
+        callscope.profile_all(False)
+    """)
+    run = callscope.load(root=root)
+    db = sqlite3.connect(os.path.join(run.path, "run.db"))
+    rows = db.execute(
+        "SELECT n.name, IFNULL(pn.name, ''), t.calls FROM tree t"
+        " JOIN function_names n ON n.id = t.function LEFT JOIN tree p ON p.thread = t.thread"
+        " AND p.node = t.parent LEFT JOIN function_names pn ON pn.id = p.function"
+        " WHERE n.name LIKE '__main__.%'").fetchall()
+    assert sorted(rows) == [("__main__.inner", "", 1), ("__main__.inner", "__main__.outer", 5),
+                            ("__main__.outer", "", 5)]
+
+
+def test_all_and_a_selection_together(cli, tmp_path, root):
+    """--all with -t: one sys.monitoring tool feeds both sinks; the selected
+    function's calls are recorded one by one and counted once."""
+    prog = tmp_path / "prog.py"
+    prog.write_text(ISSUE_PROG)
+    cli("run", "-q", "--all", "-t", "fib", prog, check=0)
+    run = callscope.load(root=root)
+    assert len(run.calls("__main__.fib")) == 21891
+    fib = run.stats(filter="*.fib")[0]
+    assert (fib["calls"], fib["prim_calls"]) == (21891, 1)
+    consume = run.stats(filter="*.consume")[0]
+    assert consume["calls"] == 200 and consume["p50_ns"] is None  # from the tree
+    cli("export", "-F", "pstats", "-o", tmp_path / "p.pstats", check=0)
+    st = _stats(tmp_path / "p.pstats")
+    by = {k[2]: v for k, v in st.items() if k[0] == str(prog)}
+    assert by["fib"][:2] == (1, 21891) and by["consume"][:2] == (200, 200)
