@@ -288,6 +288,21 @@ PyObject *profile_active(PyObject *mod, PyObject *unused);
 /* Free the tracer (module clear). */
 void trace_free(ext_state *st);
 
+/* ---- module.c and api.c --------------------------------------------------- */
+/* Raise the error of library code `rc` about `what` (returns NULL). */
+PyObject *ext_raise_cs(ext_state *st, int rc, const char *what);
+/* The read-side module functions (api.c). */
+PyObject *py_resolve(PyObject *mod, PyObject *args);
+PyObject *py_sync(PyObject *mod, PyObject *args);
+PyObject *py_stats(PyObject *mod, PyObject *args, PyObject *kw);
+PyObject *py_stats_by(PyObject *mod, PyObject *args, PyObject *kw);
+PyObject *py_index(PyObject *mod, PyObject *args);
+PyObject *py_summary(PyObject *mod, PyObject *args);
+PyObject *py_list_runs(PyObject *mod, PyObject *args);
+PyObject *py_compare(PyObject *mod, PyObject *args, PyObject *kw);
+PyObject *py_diff(PyObject *mod, PyObject *args);
+PyObject *py_export(PyObject *mod, PyObject *args);
+
 /* ---- asyncwrap.c ---------------------------------------------------------- */
 /* Wrap generator or coroutine `inner` (stolen) produced by monitor `m`,
  * taking over the captured arguments in `args` (left empty). */
