@@ -251,13 +251,15 @@ cs_log_put_blob(cs_tstate *t, uint64_t hash, const void *data, size_t n)
     return t->dropped == dropped;
 }
 
-/* Unmap every tree region. Called with mu. */
+/* Unmap every tree region and forget them. Called with mu. */
 static void
 unmap_trees(void)
 {
     for (size_t i = 0; i < W.ntrees; i++)
         munmap(W.trees[i].addr, W.trees[i].len);
-    W.ntrees = 0;
+    cs__free(W.trees);
+    W.trees = NULL;
+    W.ntrees = W.trees_cap = 0;
 }
 
 cs_tree_header *

@@ -84,6 +84,8 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(store_stats)                                                                          \
     X(store_stats_percentiles)                                                              \
     X(store_ids_entry_order)                                                                \
+    X(store_tree)                                                                           \
+    X(store_tree_killed)                                                                    \
     X(store_same_pid_two_hosts)                                                             \
     X(run_create_unique)                                                                    \
     X(select_patterns)                                                                      \

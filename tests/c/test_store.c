@@ -381,3 +381,107 @@ test_store_same_pid_two_hosts(void)
     cs__free(a);
     cs__free(b);
 }
+
+/* A hand-made call tree: main (100 ns, self 10) -> fib (90, self 30) ->
+ * fib x2 (recursive, 60, self 60). `closed` 0 leaves fib's outer call
+ * open, as a killed process does. */
+static int
+make_tree_run(const char *dir, int closed)
+{
+    cs_tstate *t = th_open_log(dir);
+    if (t == NULL)
+        return -1;
+    def_func(t, 1, "m", "main");
+    def_func(t, 2, "m", "fib");
+    cs_tree_header *h = cs_log_map_tree(t, 0, 64, 0);
+    if (h == NULL)
+        return -1;
+    cs_tree_node *n = (cs_tree_node *)h;
+    n[2] = (cs_tree_node){.parent = 1, .func = 1, .depth = 1, .calls = 1, .total_ns = 100,
+                          .self_ns = 10, .max_ns = 100};
+    n[3] = (cs_tree_node){.parent = 2, .func = 2, .depth = 2, .calls = 1, .total_ns = 90,
+                          .self_ns = 30, .max_ns = 90};
+    n[4] = (cs_tree_node){.parent = 3, .func = 2, .depth = 3, .calls = 2, .total_ns = 60,
+                          .self_ns = 60, .max_ns = 40,
+                          .flags = CS_TN_REC_FUNC | CS_TN_REC_EDGE};
+    /* a node whose parent comes after it is damage: left out */
+    n[5] = (cs_tree_node){.parent = 6, .func = 1, .calls = 7, .total_ns = 7};
+    n[1].child = 2;
+    if (!closed) {
+        n[3].open_ns = 1000; /* a third fib call open since t=1000 ... */
+        h->alive_ns = 1500;  /* ... when the tree was last updated */
+    }
+    h->used = 6;
+    h->closed = (uint64_t)closed;
+    return th_close_and_ingest(dir, NULL);
+}
+
+void
+test_store_tree(void)
+{
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_tree_run(dir, 1));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM tree"), 3);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM tree WHERE parent IS NULL"), 1);
+    /* cProfile's numbers: fib 3 calls, 1 primitive, cumulative 90, self 90 */
+    ASSERT_EQ(test_db_int(db, "SELECT calls FROM profile p JOIN function_names n"
+                              " ON n.id = p.function WHERE n.name = 'm.fib'"),
+              3);
+    ASSERT_EQ(test_db_int(db, "SELECT prim_calls FROM profile p JOIN function_names n"
+                              " ON n.id = p.function WHERE n.name = 'm.fib'"),
+              1);
+    ASSERT_EQ(test_db_int(db, "SELECT total_ns FROM profile p JOIN function_names n"
+                              " ON n.id = p.function WHERE n.name = 'm.fib'"),
+              90);
+    ASSERT_EQ(test_db_int(db, "SELECT self_ns FROM profile p JOIN function_names n"
+                              " ON n.id = p.function WHERE n.name = 'm.fib'"),
+              90);
+    cs_store *s = NULL;
+    ASSERT_OK(cs_store_open(db, 0, &s));
+    /* the same through statistics and the merged tree */
+    cs_stats_query q = {.filter = "m.fib", .launcher = 1};
+    cs_fstat *st = NULL;
+    size_t nst = 0;
+    ASSERT_OK(cs_stats(s, &q, &st, &nst));
+    ASSERT_EQ(nst, 1);
+    ASSERT_EQ(st[0].calls, 3);
+    ASSERT_EQ(st[0].prim_calls, 1);
+    ASSERT_EQ(st[0].total_ns, 90);
+    ASSERT_EQ(st[0].quantiles, 0);
+    cs_stats_free(st, nst);
+    cs_calltree *t = NULL;
+    ASSERT_OK(cs_calltree_load(s, NULL, &t));
+    ASSERT_EQ(t->n, 3);
+    ASSERT_EQ(t->total_ns, 100);
+    ASSERT_STR_EQ(cs_calltree_name(t, &t->nodes[t->top]), "m.main");
+    int32_t fib = t->nodes[t->top].child;
+    ASSERT_EQ(t->nodes[fib].self_ns, 30);
+    ASSERT_EQ(t->nodes[t->nodes[fib].child].flags & CS_CT_REC_FUNC, CS_CT_REC_FUNC);
+    cs_calltree_free(t);
+    /* pstats: two functions, fib's callers main and fib */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    uint64_t rows = 0;
+    ASSERT_OK(cs_export(s, CS_EXPORT_PSTATS, f, &rows));
+    fclose(f);
+    ASSERT_EQ(rows, 2);
+    free(buf);
+    cs_store_close(s);
+    cs__free(db);
+}
+
+void
+test_store_tree_killed(void)
+{
+    /* the open call counts once, timed to the tree's last update */
+    const char *dir = test_tmpdir();
+    ASSERT_OK(make_tree_run(dir, 0));
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    ASSERT_EQ(test_db_int(db, "SELECT calls FROM tree WHERE node = 3"), 2);
+    ASSERT_EQ(test_db_int(db, "SELECT total_ns FROM tree WHERE node = 3"), 90 + 500);
+    ASSERT_EQ(test_db_int(db, "SELECT self_ns FROM tree WHERE node = 3"), 30 + 500);
+    ASSERT_EQ(test_db_int(db, "SELECT count(*) FROM tree"), 3);
+    cs__free(db);
+}
