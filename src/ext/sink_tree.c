@@ -60,6 +60,15 @@ typedef struct ttree {
     tframe *stack;
     size_t sn, scap;
     int broken;             /* a region could not be mapped: nothing more */
+    /* the index of children: (parent, function) -> node, open addressing;
+     * the sibling lists in the nodes are what readers follow */
+    struct islot {
+        uint64_t key; /* parent << 32 | func << 1 | recursive (past the
+                         limit); 0 marks an empty slot */
+        uint32_t node;
+    } *idx;
+    size_t icap, in;
+    int idx_broken; /* it could not grow: children are found by scanning */
     struct ttree *next;
 } ttree;
 
@@ -393,6 +402,10 @@ tree_reset_thread(ttree *tt, cs_tstate *t)
     tt->trunc = 0;
     if (tt->active)
         memset(tt->active, 0, tt->active_cap * sizeof *tt->active);
+    if (tt->idx)
+        memset(tt->idx, 0, tt->icap * sizeof *tt->idx);
+    tt->in = 0;
+    tt->idx_broken = 0;
     if (map_region(tt, t) < 0) {
         tt->broken = 1;
         return -1;
@@ -475,6 +488,56 @@ new_slot(ttree *tt)
     return i;
 }
 
+static inline size_t
+ihash(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    return (size_t)(k ^ (k >> 33));
+}
+
+static uint32_t
+idx_find(const ttree *tt, uint64_t key)
+{
+    if (tt->icap == 0)
+        return 0;
+    for (size_t i = ihash(key) & (tt->icap - 1);; i = (i + 1) & (tt->icap - 1)) {
+        if (tt->idx[i].key == key)
+            return tt->idx[i].node;
+        if (tt->idx[i].key == 0)
+            return 0;
+    }
+}
+
+static void
+idx_add(ttree *tt, uint64_t key, uint32_t node)
+{
+    if ((tt->in + 1) * 2 > tt->icap) {
+        size_t cap = tt->icap ? tt->icap * 2 : 1024;
+        struct islot *v = cs__calloc(cap, sizeof *v);
+        if (v == NULL) {
+            tt->idx_broken = 1;
+            return;
+        }
+        for (size_t i = 0; i < tt->icap; i++) {
+            if (tt->idx[i].key == 0)
+                continue;
+            size_t j = ihash(tt->idx[i].key) & (cap - 1);
+            while (v[j].key)
+                j = (j + 1) & (cap - 1);
+            v[j] = tt->idx[i];
+        }
+        cs__free(tt->idx);
+        tt->idx = v;
+        tt->icap = cap;
+    }
+    size_t j = ihash(key) & (tt->icap - 1);
+    while (tt->idx[j].key)
+        j = (j + 1) & (tt->icap - 1);
+    tt->idx[j] = (struct islot){key, node};
+    tt->in++;
+}
+
 /* The child of `parent` for `func`, made if new. */
 static uint32_t
 child_of(ttree *tt, uint32_t parent, fn_info *fi)
@@ -486,7 +549,13 @@ child_of(ttree *tt, uint32_t parent, fn_info *fi)
      * path, known there only per call */
     int under_trunc = parent == tt->trunc && parent != 0;
     uint32_t rec = fi->func < tt->active_cap && tt->active[fi->func] ? CS_TN_REC_FUNC : 0;
-    for (uint32_t c = p->child; c; prev = c, c = node_at(tt, c)->sibling) {
+    uint64_t key = (uint64_t)parent << 32 | (uint64_t)fi->func << 1 | (under_trunc && rec);
+    if (CS_LIKELY(!tt->idx_broken)) {
+        uint32_t c = idx_find(tt, key);
+        if (CS_LIKELY(c != 0))
+            return c;
+    }
+    for (uint32_t c = tt->idx_broken ? p->child : 0; c; prev = c, c = node_at(tt, c)->sibling) {
         cs_tree_node *n = node_at(tt, c);
         if (n->func == fi->func && (!under_trunc || (n->flags & CS_TN_REC_FUNC) == rec)) {
             if (prev) { /* the most recent first: loops call the same again */
@@ -537,6 +606,8 @@ child_of(ttree *tt, uint32_t parent, fn_info *fi)
     *n = (cs_tree_node){.parent = parent, .func = fi->func, .sibling = p->child,
                         .flags = flags, .depth = p->depth + 1};
     p->child = idx;
+    if (!tt->idx_broken)
+        idx_add(tt, key, idx);
     /* published: the region's count covers it only now */
     atomic_signal_fence(memory_order_release);
     tt->regions[idx >> tt->shift]->used = (idx & tt->mask) + 1;
@@ -671,6 +742,7 @@ after_fork_child(void)
         cs__free(tt->regions);
         cs__free(tt->active);
         cs__free(tt->stack);
+        cs__free(tt->idx);
         cs__free(tt);
     }
     T.threads = self;

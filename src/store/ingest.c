@@ -220,6 +220,7 @@ typedef struct ing {
     size_t thread_cap;
     omap open;
     nmap nest; /* open calls per (stream, function) */
+    sqlite3_stmt *fn_stmt[2]; /* function_row's select and insert */
     uint64_t *stack; /* keys of running calls of the current stream */
     size_t sn, scap;
     uint32_t cur_stream;
@@ -498,25 +499,32 @@ function_row(ing *g, const char *kind, const char *module, const char *qualname,
         "INSERT INTO functions(kind, module, qualname, file, line) VALUES(?,?,?,?,?)";
     *id = 0;
     for (int pass = 0; pass < 2 && *id == 0; pass++) {
-        sqlite3_stmt *st = NULL;
-        int src = sqlite3_prepare_v2(g->s->db, pass ? ins : sel, -1, &st, NULL);
-        if (src != SQLITE_OK)
-            return sqlerr(g, src);
+        /* prepared once per ingest: a process defines hundreds */
+        sqlite3_stmt *st = g->fn_stmt[pass];
+        if (st == NULL) {
+            int src = sqlite3_prepare_v2(g->s->db, pass ? ins : sel, -1, &st, NULL);
+            if (src != SQLITE_OK)
+                return sqlerr(g, src);
+            g->fn_stmt[pass] = st;
+        }
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
         bind_text(st, 1, kind);
         bind_text(st, 2, module);
         bind_text(st, 3, qualname);
         bind_text(st, 4, file);
         sqlite3_bind_int64(st, 5, line);
-        src = sqlite3_step(st);
+        int src = sqlite3_step(st);
         if (pass == 0 && src == SQLITE_ROW)
             *id = sqlite3_column_int64(st, 0);
         else if (pass == 1 && src == SQLITE_DONE)
             *id = sqlite3_last_insert_rowid(g->s->db);
         else if (src != SQLITE_DONE) {
-            sqlite3_finalize(st);
-            return sqlerr(g, src);
+            int rc = sqlerr(g, src);
+            sqlite3_reset(st);
+            return rc;
         }
-        sqlite3_finalize(st);
+        sqlite3_reset(st);
     }
     return CS_OK;
 }
@@ -1246,6 +1254,9 @@ ing_free(ing *g)
     cs__free(g->open.slots);
     cs__free(g->stack);
     cs__free(g->nest.slots);
+    sqlite3_finalize(g->fn_stmt[0]);
+    sqlite3_finalize(g->fn_stmt[1]);
+    g->fn_stmt[0] = g->fn_stmt[1] = NULL;
     for (size_t i = 0; i < g->dn; i++)
         cs__free((char *)g->deferred[i].ev.body);
     cs__free(g->deferred);

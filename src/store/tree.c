@@ -129,46 +129,71 @@ validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinis
             v[i].n.self_ns += v[i].open_ns - v[i].child_open;
 }
 
+#define TREE_COLS 11
+#define TREE_ROWS 64 /* rows per INSERT statement */
+
+/* "INSERT ... VALUES(...),..." with `n` rows. */
+static int
+prepare_rows(sqlite3 *db, int n, sqlite3_stmt **st)
+{
+    cs_buf q;
+    cs_buf_init(&q);
+    cs_buf_puts(&q, "INSERT OR REPLACE INTO tree(thread, node, parent, function, depth, flags,"
+                    " calls, total_ns, self_ns, cpu_ns, max_ns) VALUES");
+    for (int i = 0; i < n; i++)
+        cs_buf_puts(&q, i ? ",(?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?)");
+    int src = q.failed ? SQLITE_NOMEM : sqlite3_prepare_v2(db, q.data, -1, st, NULL);
+    cs_buf_free(&q);
+    return src;
+}
+
+static void
+bind_node(sqlite3_stmt *st, int base, int64_t thread, uint32_t i, const tnode *t, int64_t f,
+          uint64_t self)
+{
+    sqlite3_bind_int64(st, base + 1, thread);
+    sqlite3_bind_int64(st, base + 2, i);
+    if (t->n.parent > CS_TREE_ROOT)
+        sqlite3_bind_int64(st, base + 3, t->n.parent);
+    else
+        sqlite3_bind_null(st, base + 3);
+    if (f)
+        sqlite3_bind_int64(st, base + 4, f);
+    else
+        sqlite3_bind_null(st, base + 4);
+    sqlite3_bind_int64(st, base + 5, t->n.depth);
+    sqlite3_bind_int64(st, base + 6, t->n.flags);
+    sqlite3_bind_int64(st, base + 7, (int64_t)t->n.calls);
+    sqlite3_bind_int64(st, base + 8, (int64_t)t->n.total_ns);
+    sqlite3_bind_int64(st, base + 9, (int64_t)self);
+    sqlite3_bind_int64(st, base + 10, (int64_t)t->n.cpu_ns);
+    sqlite3_bind_int64(st, base + 11, (int64_t)t->n.max_ns);
+}
+
 static int
 insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t thread,
              int64_t (*func_of)(void *, uint32_t), void *ctx, fagg *agg, uint32_t nfunc)
 {
-    sqlite3_stmt *st = NULL;
-    int src = sqlite3_prepare_v2(db,
-                                 "INSERT OR REPLACE INTO tree(thread, node, parent, function,"
-                                 " depth, flags, calls, total_ns, self_ns, cpu_ns, max_ns)"
-                                 " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                                 -1, &st, NULL);
-    if (src != SQLITE_OK)
-        return sqlfail(db, path, src);
-    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++) {
+    sqlite3_stmt *many = NULL, *one = NULL;
+    int src = prepare_rows(db, TREE_ROWS, &many);
+    if (src == SQLITE_OK)
+        src = prepare_rows(db, 1, &one);
+    int rc = src == SQLITE_OK ? CS_OK : sqlfail(db, path, src);
+    int k = 0; /* rows bound in `many` */
+    uint32_t pending[TREE_ROWS];
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count && rc == CS_OK; i++) {
         tnode *t = &v[i];
         if (!t->valid)
             continue;
         uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, thread);
-        sqlite3_bind_int64(st, 2, i);
-        if (t->n.parent > CS_TREE_ROOT)
-            sqlite3_bind_int64(st, 3, t->n.parent);
-        else
-            sqlite3_bind_null(st, 3);
         int64_t f = t->n.func ? func_of(ctx, t->n.func) : 0;
-        if (f)
-            sqlite3_bind_int64(st, 4, f);
-        else
-            sqlite3_bind_null(st, 4);
-        sqlite3_bind_int64(st, 5, t->n.depth);
-        sqlite3_bind_int64(st, 6, t->n.flags);
-        sqlite3_bind_int64(st, 7, (int64_t)t->n.calls);
-        sqlite3_bind_int64(st, 8, (int64_t)t->n.total_ns);
-        sqlite3_bind_int64(st, 9, (int64_t)self);
-        sqlite3_bind_int64(st, 10, (int64_t)t->n.cpu_ns);
-        sqlite3_bind_int64(st, 11, (int64_t)t->n.max_ns);
-        if ((src = sqlite3_step(st)) != SQLITE_DONE) {
-            int rc = sqlfail(db, path, src);
-            sqlite3_finalize(st);
-            return rc;
+        bind_node(many, k * TREE_COLS, thread, i, t, f, self);
+        pending[k++] = i;
+        if (k == TREE_ROWS) {
+            if ((src = sqlite3_step(many)) != SQLITE_DONE)
+                rc = sqlfail(db, path, src);
+            sqlite3_reset(many);
+            k = 0;
         }
         if (t->n.func == 0 || t->n.func >= nfunc)
             continue;
@@ -183,8 +208,18 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
             a->cpu += t->n.cpu_ns;
         }
     }
-    sqlite3_finalize(st);
-    return CS_OK;
+    /* the rest, one row at a time */
+    for (int j = 0; j < k && rc == CS_OK; j++) {
+        tnode *t = &v[pending[j]];
+        uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
+        sqlite3_reset(one);
+        bind_node(one, 0, thread, pending[j], t, t->n.func ? func_of(ctx, t->n.func) : 0, self);
+        if ((src = sqlite3_step(one)) != SQLITE_DONE)
+            rc = sqlfail(db, path, src);
+    }
+    sqlite3_finalize(many);
+    sqlite3_finalize(one);
+    return rc;
 }
 
 static int
