@@ -19,7 +19,7 @@ $(VENV)/.installed: meson.build pyproject.toml $(shell find src python -type f)
 	@./tools/ensure-deps
 	@test -x $(VENV)/bin/python || $$(./tools/find-python $(PY_MAIN) || echo python3) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(VENV)/bin/python -m pip install -q pytest meson ninja mpi4py numpy pyarrow pandas
+	$(VENV)/bin/python -m pip install -q pytest meson ninja mpi4py numpy pyarrow pandas pyflakes pygments
 	$(VENV)/bin/python -m pip install -q .
 	@touch $@
 
@@ -62,7 +62,7 @@ test-python: venv
 	    env=.venv-$$v; [ "$$v" = "$(PY_MAIN)" ] && env=$(VENV); \
 	    if [ ! -x $$env/bin/python ]; then $$py -m venv $$env; fi; \
 	    if [ "$$env" != "$(VENV)" ]; then \
-	        $$env/bin/python -m pip install -q pytest mpi4py numpy pyarrow pandas && $$env/bin/python -m pip install -q . ; fi; \
+	        $$env/bin/python -m pip install -q pytest mpi4py numpy pyarrow pandas pyflakes pygments && $$env/bin/python -m pip install -q . ; fi; \
 	    echo "== Python $$v"; \
 	    CALLSCOPE_REQUIRE_MPI=1 CALLSCOPE_REQUIRE_BROWSER=1 $$env/bin/python -m pytest -q -p no:cacheprovider tests/python; \
 	done

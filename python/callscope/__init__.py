@@ -15,15 +15,37 @@ The engine is C (the ``_callscope`` extension and the ``callscope`` command);
 this package is the thin layer users import.
 """
 import atexit as _atexit
-import functools as _functools
 
 from . import _callscope, _procs, _trace
 from ._callscope import CallscopeError, run_dir, set_rank, span
-from ._compare import Change, Comparison, Digits, compare, diff
-from ._run import Call, Function, Process, Run, load
 from ._trace import profile_all, trace, tracing, untrace
-from ._values import (Args, Failed, Identity, Redacted, Replay, ReprOnly, Truncated, handlers,
-                      register, unregister)
+
+# The read side (runs, comparisons, values) is imported on first use, so
+# that a decorator left in production code costs little at start-up:
+# sqlite3, pickle, typing and re load only when a run is read.
+_LAZY = {
+    "Change": "_compare", "Comparison": "_compare", "Digits": "_compare",
+    "compare": "_compare", "diff": "_compare",
+    "Call": "_run", "Function": "_run", "Process": "_run", "Run": "_run", "load": "_run",
+    "Args": "_values", "Failed": "_values", "Identity": "_values", "Redacted": "_values",
+    "Replay": "_values", "ReprOnly": "_values", "Truncated": "_values",
+    "handlers": "_values", "register": "_values", "unregister": "_values",
+}
+
+
+def __getattr__(name):
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'callscope' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module("." + where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 __all__ = [
@@ -73,7 +95,9 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, res
                 capture_self=capture_self, print=print)
     if func is None:
         _callscope.Monitor(len, **opts)  # bad options fail here, at decoration
-        return _functools.partial(monitor, **opts)
+        import functools
+
+        return functools.partial(monitor, **opts)
     if isinstance(func, staticmethod):
         return staticmethod(monitor(func.__func__, **opts))
     if isinstance(func, classmethod):

@@ -39,15 +39,21 @@ def _configure(start):
 
 
 def main(argv):
+    os.environ.pop("CALLSCOPE_LAUNCH_PID", None)  # for this process only
     start = os.getcwd()
     if len(argv) >= 2 and argv[0] == "--":
         start = os.path.dirname(os.path.abspath(argv[1]))
     _configure(start)
     profiling = os.environ.get("CALLSCOPE_PROFILE_ALL") in ("1", "cpu")
     if profiling:
+        callscope._callscope._open_log()  # the run's times start with the program
+        try:
+            # here, not at import: the launcher's own start-up is not profiled
+            callscope._trace._start_profile_from_environment()
+        except RuntimeError as e:
+            sys.exit(f"callscope: error: run: --all could not start: {e}")
         if not callscope._callscope._profile_active():
             sys.exit("callscope: error: run: --all could not start")
-        callscope._callscope._open_log()  # the run's times start with the program
     if os.environ.get("CALLSCOPE_TRACE") and not callscope._callscope._trace_active():
         sys.exit("callscope: error: run: the selection (-t/--module) could not start")
     if len(argv) >= 2 and argv[0] == "-m":

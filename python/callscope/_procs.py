@@ -18,7 +18,6 @@ their logs:
 multiprocessing and subprocess are hooked when they are imported, so
 importing callscope does not import them.
 """
-import functools
 import os
 import sys
 
@@ -34,6 +33,7 @@ def _close_in_worker(*_):
 
 
 def _hook_multiprocessing(process):
+    import functools  # (loaded already by what is being hooked)
     import multiprocessing.util as util  # needs only multiprocessing.process
     # Runs in every worker at start (fork, spawn, forkserver) after the
     # finalizer registry is cleared.
@@ -62,6 +62,8 @@ def _hook_multiprocessing(process):
 
 
 def _hook_subprocess(subprocess):
+    import functools  # (loaded already by what is being hooked)
+
     init = subprocess.Popen.__init__
 
     @functools.wraps(init)

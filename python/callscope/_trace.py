@@ -202,6 +202,13 @@ def _from_environment():
             import warnings
 
             warnings.warn(f"callscope: {e}", RuntimeWarning, stacklevel=2)
+    if os.environ.get("CALLSCOPE_LAUNCH_PID") != str(os.getpid()):
+        # (the launcher of `callscope run` starts it just before the program)
+        _start_profile_from_environment()
+
+
+def _start_profile_from_environment():
+    """``--all``, as ``callscope run`` passes it to every process."""
     mode = os.environ.get("CALLSCOPE_PROFILE_ALL")
     if mode in ("1", "cpu"):
         # last: what callscope itself does before the program is not profiled

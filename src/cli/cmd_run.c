@@ -293,6 +293,11 @@ cs_cmd_run(int argc, char **argv)
         goto out;
     }
     if (pid == 0) {
+        /* the launcher starts --all itself, just before the program: its
+         * own start-up is not the program's */
+        char me[32];
+        snprintf(me, sizeof me, "%ld", (long)getpid());
+        setenv("CALLSCOPE_LAUNCH_PID", me, 1);
         execvp(py, cargv);
         fprintf(stderr, "callscope: error: run: cannot start %s: %s\n", py, strerror(errno));
         _exit(127);

@@ -174,13 +174,8 @@ profile_all_threads(PyObject *mod, int on)
                                 " hook, and another profiler (cProfile, a debugger?) holds it");
                 return -1;
             }
-    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t; t = PyThreadState_Next(t)) {
-        if (on)
-            _PyEval_SetProfile(t, prof_hook, NULL);
-        else if (t->c_profilefunc == prof_hook)
-            _PyEval_SetProfile(t, NULL, NULL);
-    }
-    PyErr_Clear();
+    /* threads started later: threading.setprofile, called (and threading
+     * imported) before the hook is in, so that this is not profiled */
     H.prof_on = on;
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *fn = on ? PyCFunction_NewEx(&starter_def, mod, NULL) : Py_NewRef(Py_None);
@@ -188,6 +183,13 @@ profile_all_threads(PyObject *mod, int on)
     Py_XDECREF(r);
     Py_XDECREF(fn);
     Py_XDECREF(threading);
+    PyErr_Clear();
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t; t = PyThreadState_Next(t)) {
+        if (on)
+            _PyEval_SetProfile(t, prof_hook, NULL);
+        else if (t->c_profilefunc == prof_hook)
+            _PyEval_SetProfile(t, NULL, NULL);
+    }
     PyErr_Clear();
     return 0;
 }

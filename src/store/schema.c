@@ -228,6 +228,11 @@ cs_store_open(const char *path, int create, cs_store **out)
         rc = CS_EVERSION;
         goto fail;
     }
+    int fresh = v == 0 && create && !has_foreign_tables(s);
+    if (fresh)
+        /* a new, empty file: nothing in it to protect while the schema is
+         * made (the first ingest's commit flushes the file) */
+        sqlite3_exec(s->db, "PRAGMA synchronous = OFF", NULL, NULL, NULL);
     if (v < CS_SCHEMA_VERSION) {
         if (v == 0 && !create) {
             int foreign = has_foreign_tables(s);
@@ -239,6 +244,8 @@ cs_store_open(const char *path, int create, cs_store **out)
         if ((rc = migrate(s, v)) != CS_OK)
             goto fail;
     }
+    if (fresh)
+        sqlite3_exec(s->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
     *out = s;
     return CS_OK;
 fail:

@@ -407,3 +407,74 @@ def test_all_and_a_selection_together(cli, tmp_path, root):
     st = _stats(tmp_path / "p.pstats")
     by = {k[2]: v for k, v in st.items() if k[0] == str(prog)}
     assert by["fib"][:2] == (1, 21891) and by["consume"][:2] == (200, 200)
+
+
+REAL_PROGRAMS = {
+    # pyflakes checking the standard library's email package
+    "pyflakes": """
+        import os, email, pyflakes.api
+        from pyflakes import reporter
+        class Quiet(reporter.Reporter):
+            def __init__(self):
+                pass
+            def unexpectedError(self, *a):
+                pass
+            def syntaxError(self, *a):
+                pass
+            def flake(self, *a):
+                pass
+        def main():
+            pyflakes.api.checkRecursive([os.path.dirname(email.__file__)], Quiet())
+    """,
+    # pygments highlighting typing.py
+    "pygments": """
+        import typing
+        from pygments import highlight
+        from pygments.lexers import PythonLexer
+        from pygments.formatters import HtmlFormatter
+        SRC = open(typing.__file__).read()
+        def main():
+            highlight(SRC, PythonLexer(), HtmlFormatter())
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_PROGRAMS))
+def test_real_programs_count_as_cprofile(root, tmp_path, name):
+    """Real programs, profiled in-process by both after a warm-up run:
+    every function and builtin cProfile sees, with the same calls,
+    primitive calls and callers."""
+    pytest.importorskip(name)
+    (tmp_path / "realprog.py").write_text(textwrap.dedent(REAL_PROGRAMS[name]))
+    ours_path, cp_path = tmp_path / "ours.pstats", tmp_path / "cp.pstats"
+    runner = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import realprog
+        realprog.main()  # warm: lazy imports and caches happen outside both
+        if sys.argv[1] == "callscope":
+            import callscope
+            callscope.profile_all()
+            realprog.main()
+            callscope.profile_all(False)
+            callscope._callscope._finish()
+            callscope.load().export("pstats", {str(ours_path)!r})
+        else:
+            import cProfile
+            p = cProfile.Profile()
+            p.enable()
+            realprog.main()
+            p.disable()
+            p.dump_stats({str(cp_path)!r})
+    """)
+    (tmp_path / "runner.py").write_text(runner)
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="",
+               CALLSCOPE_PROFILE_ALL="", CALLSCOPE_TRACE="")
+    for who in ("callscope", "cprofile"):
+        subprocess.run([sys.executable, str(tmp_path / "runner.py"), who], check=True,
+                       cwd=tmp_path, env=env, timeout=600)
+    ours, theirs = _stats(ours_path), _stats(cp_path)
+    keys = {k for k in theirs if "_lsprof" not in k[2] and "callscope" not in k[0]
+            and "callscope" not in k[2]}
+    assert sum(theirs[k][1] for k in keys) > 50_000  # a real amount of work
+    assert _compare(ours, theirs, keys) == []
