@@ -345,6 +345,8 @@ CS_EXPORT const char *cs_export_names(void);
 /* Write the run of `s` to `f` in `fmt`. *rows: calls (or, for pstats,
  * functions) written. */
 CS_EXPORT int cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows /* OUT */);
+/* Write `s` as a JSON string to `f`. */
+void cs__json_fputs(FILE *f, const char *s);
 /* Set this thread's export error to "what: msg" (NULL what: clear it). */
 void cs__export_seterr(const char *what, const char *msg);
 /* The pstats export (pstats.c), and those made from the call tree

@@ -89,8 +89,8 @@ has(sqlite3_stmt *st, int i)
     return sqlite3_column_type(st, i) != SQLITE_NULL;
 }
 
-static void
-json_str(FILE *f, const char *s)
+void
+cs__json_fputs(FILE *f, const char *s)
 {
     cs_buf b;
     cs_buf_init(&b);
@@ -142,7 +142,7 @@ export_chrome(sqlite3 *db, sqlite3_stmt *st, FILE *f, uint64_t *rows)
             fprintf(f, "%s{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %lld,"
                        " \"tid\": 0, \"args\": {\"name\": ",
                     first ? "" : ",\n", (long long)pid);
-            json_str(f, label);
+            cs__json_fputs(f, label);
             fputs("}}", f);
             first = 0;
             last_pid = pid;
@@ -150,7 +150,7 @@ export_chrome(sqlite3 *db, sqlite3_stmt *st, FILE *f, uint64_t *rows)
         fprintf(f, ",\n{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %lld, \"tid\": %lld,"
                    " \"args\": {\"name\": ",
                 (long long)pid, (long long)sqlite3_column_int64(m, 4));
-        json_str(f, col_text(m, 5));
+        cs__json_fputs(f, col_text(m, 5));
         fputs("}}", f);
     }
     sqlite3_finalize(m);
@@ -159,31 +159,31 @@ export_chrome(sqlite3 *db, sqlite3_stmt *st, FILE *f, uint64_t *rows)
         double ts = (double)(sqlite3_column_int64(st, C_START) - t0) / 1e3;
         fprintf(f, "%s{\"name\": ", first ? "" : ",\n");
         first = 0;
-        json_str(f, col_text(st, C_NAME));
+        cs__json_fputs(f, col_text(st, C_NAME));
         fprintf(f, ", \"cat\": \"function\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f,"
                    " \"pid\": %lld, \"tid\": %lld, \"args\": {\"call\": %lld, \"status\": ",
                 ts, has(st, C_WALL) ? (double)sqlite3_column_int64(st, C_WALL) / 1e3 : 0.0,
                 (long long)sqlite3_column_int64(st, C_PID),
                 (long long)sqlite3_column_int64(st, C_TID),
                 (long long)sqlite3_column_int64(st, C_ID));
-        json_str(f, col_text(st, C_STATUS));
+        cs__json_fputs(f, col_text(st, C_STATUS));
         if (has(st, C_CPU))
             fprintf(f, ", \"cpu_ns\": %lld", (long long)sqlite3_column_int64(st, C_CPU));
         if (has(st, C_RSS))
             fprintf(f, ", \"rss_delta\": %lld", (long long)sqlite3_column_int64(st, C_RSS));
         if (has(st, C_ARGS)) {
             fputs(", \"args\": ", f);
-            json_str(f, col_text(st, C_ARGS));
+            cs__json_fputs(f, col_text(st, C_ARGS));
         }
         if (has(st, C_RESULT)) {
             fputs(", \"result\": ", f);
-            json_str(f, col_text(st, C_RESULT));
+            cs__json_fputs(f, col_text(st, C_RESULT));
         }
         if (has(st, C_ETYPE)) {
             fputs(", \"error\": ", f);
-            json_str(f, col_text(st, C_ETYPE));
+            cs__json_fputs(f, col_text(st, C_ETYPE));
             fputs(", \"message\": ", f);
-            json_str(f, col_text(st, C_EMSG));
+            cs__json_fputs(f, col_text(st, C_EMSG));
         }
         fputs("}}", f);
         (*rows)++;
@@ -301,7 +301,7 @@ static void
 json_text_or_null(FILE *f, sqlite3_stmt *st, int i)
 {
     if (has(st, i))
-        json_str(f, col_text(st, i));
+        cs__json_fputs(f, col_text(st, i));
     else
         fputs("null", f);
 }
@@ -373,9 +373,9 @@ export_speedscope(sqlite3 *db, FILE *f, uint64_t *rows)
         maxid++;
         fputs(first ? "{\"name\": " : ", {\"name\": ", f);
         first = 0;
-        json_str(f, col_text(st, 1));
+        cs__json_fputs(f, col_text(st, 1));
         fputs(", \"file\": ", f);
-        json_str(f, col_text(st, 2));
+        cs__json_fputs(f, col_text(st, 2));
         fprintf(f, ", \"line\": %lld}", (long long)sqlite3_column_int64(st, 3));
     }
     sqlite3_finalize(st);
@@ -434,7 +434,7 @@ export_speedscope(sqlite3 *db, FILE *f, uint64_t *rows)
         fputs(pfirst ? "\n{\"type\": \"evented\", \"name\": " : ",\n{\"type\": \"evented\", \"name\": ",
               f);
         pfirst = 0;
-        json_str(f, name);
+        cs__json_fputs(f, name);
         fputs(", \"unit\": \"nanoseconds\", \"startValue\": 0, \"events\": [", f);
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, sqlite3_column_int64(th, 0));

@@ -9,16 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void
-json_str(FILE *f, const char *s)
-{
-    cs_buf b;
-    cs_buf_init(&b);
-    cs__json_str(&b, s, strlen(s));
-    fputs(b.data ? b.data : "\"\"", f);
-    cs_buf_free(&b);
-}
-
 /* The path of node `i`, root first, into `path` (at most `cap`); its
  * length. */
 static size_t
@@ -108,10 +98,10 @@ cs__export_speedscope_tree(cs_store *s, FILE *f, uint64_t *rows)
             continue;
         frame[fn] = ++nframes; /* 1-based here; written 0-based */
         fputs(nframes > 1 ? ", {\"name\": " : "{\"name\": ", f);
-        json_str(f, cs_calltree_name(t, &t->nodes[i]));
+        cs__json_fputs(f, cs_calltree_name(t, &t->nodes[i]));
         if (t->funcs[fn].file && t->funcs[fn].file[0]) {
             fputs(", \"file\": ", f);
-            json_str(f, t->funcs[fn].file);
+            cs__json_fputs(f, t->funcs[fn].file);
             fprintf(f, ", \"line\": %lld", (long long)t->funcs[fn].line);
         }
         fputc('}', f);
@@ -163,7 +153,7 @@ chart(const cs_calltree *t, int32_t i, double at, FILE *f, int *first, uint64_t 
     fputs(*first ? "" : ",\n", f);
     *first = 0;
     fputs("{\"name\": ", f);
-    json_str(f, cs_calltree_name(t, x));
+    cs__json_fputs(f, cs_calltree_name(t, x));
     fprintf(f, ", \"cat\": \"call tree\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f,"
                " \"pid\": 1, \"tid\": 1, \"args\": {\"calls\": %llu, \"self_ns\": %llu}}",
             at, (double)x->total_ns / 1e3, (unsigned long long)x->calls,

@@ -57,6 +57,10 @@ char *cli_find_python(const char *opt);
 /* Parse a non-negative integer option value; returns 0 or -1. */
 int cli_parse_size(const char *s, size_t *out /* OUT */);
 
+/* The wall time of a run (of process `pid` if not 0): the sum of its
+ * processes' lifetimes, what shares of the run are shares of. */
+uint64_t cli_run_wall(cs_store *s, int64_t pid);
+
 /* Print `s` left-aligned in `width` columns. A longer string is cut and
  * marked with '~', keeping its end when `keep_tail` (qualified names end
  * with what matters), else its start. */

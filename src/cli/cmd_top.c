@@ -69,25 +69,6 @@ print_by(const char *dir, const char *dbp, cs_store *s, const cs_stats_query *q,
     return CS_EXIT_OK;
 }
 
-/* The wall time of the run (of process `pid`, if not 0): the sum of its
- * processes' lifetimes, what shares are shares of. */
-static uint64_t
-run_wall(cs_store *s, int64_t pid)
-{
-    sqlite3_stmt *st = NULL;
-    uint64_t w = 0;
-    if (sqlite3_prepare_v2(cs_store_db(s),
-                           "SELECT IFNULL(sum(end_mono_ns - start_mono_ns), 0) FROM processes"
-                           " WHERE ?1 = 0 OR pid = ?1",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, pid);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            w = (uint64_t)sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-    return w;
-}
-
 int
 cs_cmd_top(int argc, char **argv)
 {
@@ -184,7 +165,7 @@ cs_cmd_top(int argc, char **argv)
     double dg;
     for (size_t i = 0; i < n && !digits; i++)
         digits = cs_latest_digits(s, st[i].name, &dg);
-    uint64_t wall = run_wall(s, q.pid);
+    uint64_t wall = cli_run_wall(s, q.pid);
     printf("run %s: %s of wall time%s\n", dir, cs_fmt_ns(wall, (char[32]){0}, 32),
            q.launcher ? "" : " (launcher frames hidden; --launcher shows them)");
     printf("%7s %9s %9s %13s %6s %9s %9s %9s %9s %9s%s  %s\n", "share", "total", "self",

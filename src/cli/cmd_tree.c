@@ -87,24 +87,6 @@ parse(int argc, char **argv, topts *o)
     return CS_EXIT_OK;
 }
 
-/* The wall time of the run's processes (of `pid` if not 0), summed. */
-static uint64_t
-wall_of(cs_store *s, int64_t pid)
-{
-    sqlite3_stmt *st = NULL;
-    uint64_t w = 0;
-    if (sqlite3_prepare_v2(cs_store_db(s),
-                           "SELECT IFNULL(sum(end_mono_ns - start_mono_ns), 0) FROM processes"
-                           " WHERE ?1 = 0 OR pid = ?1",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, pid);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            w = (uint64_t)sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-    return w;
-}
-
 typedef struct printer {
     FILE *f;
     size_t budget; /* lines left to print; 0 for no bound */
@@ -174,7 +156,7 @@ static void
 print_tree(FILE *f, size_t budget, cs_store *s, const cs_calltree *t, const topts *o,
            const char *dir)
 {
-    printer p = {.f = f, .budget = budget, .t = t, .o = o, .wall = wall_of(s, o->q.pid)};
+    printer p = {.f = f, .budget = budget, .t = t, .o = o, .wall = cli_run_wall(s, o->q.pid)};
     char w[32];
     fprintf(f, "run %s: %s of wall time%s%s\n", dir, cs_fmt_ns(p.wall, w, sizeof w),
             t->from_calls ? ", recorded calls only (--all records every call)" : "",

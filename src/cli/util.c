@@ -124,3 +124,20 @@ cli_find_python(const char *opt)
     return cs__strdup("python3");
 }
 
+
+uint64_t
+cli_run_wall(cs_store *s, int64_t pid)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t w = 0;
+    if (sqlite3_prepare_v2(cs_store_db(s),
+                           "SELECT IFNULL(sum(end_mono_ns - start_mono_ns), 0) FROM processes"
+                           " WHERE ?1 = 0 OR pid = ?1",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, pid);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            w = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return w;
+}
