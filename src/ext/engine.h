@@ -65,6 +65,11 @@ int policy_decide(ext_state *st, PyObject *co, PyObject *globals);
 uint32_t policy_func_id(trace_state *ts, PyObject *co, cs_tstate *t, PyObject *v);
 /* 1 if `code` is callscope's own: its calls are not the program's. */
 int policy_own_code(trace_state *ts, PyCodeObject *code);
+/* (module, qualname, "", 0) of C function `callable` (its PyMethodDef
+ * `ml`): its module's name and its own for a module function, the type's
+ * module and "Type.name" for a method. The one naming of C functions, for
+ * a selection and for --all. New reference, or NULL. */
+PyObject *policy_c_ident(PyObject *callable, PyMethodDef *ml);
 /* The PyMethodDef behind `callable`, or NULL if it is no C function. */
 PyMethodDef *policy_c_method(PyObject *callable);
 /* The function id of C function `callable` if selected (0 if not), its

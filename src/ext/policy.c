@@ -193,8 +193,8 @@ policy_c_method(PyObject *callable)
 
 /* (module, qualname) of a C function: its module's name and its own for a
  * module function; the type's module and "Type.name" for a method. */
-static PyObject *
-c_ident(PyObject *callable, PyMethodDef *ml)
+PyObject *
+policy_c_ident(PyObject *callable, PyMethodDef *ml)
 {
     PyObject *owner = NULL;
     if (PyCFunction_Check(callable))
@@ -242,7 +242,7 @@ policy_c_selected(trace_state *ts, PyObject *callable, cs_tstate *t, void **meth
     PyObject *v = PyDict_GetItemWithError(ts->cdecided, key); /* borrowed */
     if (v == NULL) {
         PyErr_Clear();
-        PyObject *ident = c_ident(callable, ml);
+        PyObject *ident = policy_c_ident(callable, ml);
         int yes = 0;
         if (ident) {
             const char *m = PyUnicode_AsUTF8(PyTuple_GET_ITEM(ident, 0));
@@ -269,7 +269,7 @@ policy_c_selected(trace_state *ts, PyObject *callable, cs_tstate *t, void **meth
     uint64_t packed = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(v, 1));
     uint32_t id = (uint32_t)packed;
     if (t && (uint32_t)(packed >> 32) != t->epoch) {
-        rec_define(t, id, PyTuple_GET_ITEM(v, 0), CS_FUNC_FUNCTION, NULL);
+        rec_define(t, id, PyTuple_GET_ITEM(v, 0), CS_FUNC_BUILTIN, NULL);
         PyObject *nv = Py_BuildValue("(OK)", PyTuple_GET_ITEM(v, 0),
                                      (unsigned long long)id | ((unsigned long long)t->epoch << 32));
         if (nv == NULL || PyDict_SetItem(ts->cdecided, key, nv) < 0)

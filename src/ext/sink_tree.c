@@ -23,7 +23,7 @@
  * `max_nodes` nodes a thread keeps new paths by function only, under one
  * node named by CS_TN_TRUNC: counts stay right, the paths past the limit
  * are not kept. */
-#include "ext.h"
+#include "engine.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -223,37 +223,6 @@ cfunc_label(PyObject *fn)
     return out;
 }
 
-/* (module, qualname, "", 0) of C function `fn`. New reference. */
-static PyObject *
-cfunc_ident(PyObject *fn)
-{
-    PyCFunctionObject *f = (PyCFunctionObject *)fn;
-    PyObject *self = f->m_self, *module = NULL, *qual = NULL;
-    const char *name = f->m_ml->ml_name;
-    if (self == NULL || PyModule_Check(self)) {
-        if (f->m_module && PyUnicode_Check(f->m_module))
-            module = Py_NewRef(f->m_module);
-        else if (self)
-            module = PyModule_GetNameObject(self);
-        qual = PyUnicode_FromString(name);
-    } else {
-        PyTypeObject *tp = PyType_Check(self) ? (PyTypeObject *)self : Py_TYPE(self);
-        PyObject *tq = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
-        module = PyObject_GetAttrString((PyObject *)tp, "__module__");
-        qual = tq && PyUnicode_Check(tq) ? PyUnicode_FromFormat("%U.%s", tq, name) : NULL;
-        Py_XDECREF(tq);
-    }
-    PyErr_Clear();
-    if (module == NULL || !PyUnicode_Check(module)) {
-        Py_XDECREF(module);
-        module = PyUnicode_FromString("builtins");
-    }
-    PyObject *r = module && qual ? Py_BuildValue("(OOsi)", module, qual, "", 0) : NULL;
-    Py_XDECREF(module);
-    Py_XDECREF(qual);
-    PyErr_Clear();
-    return r;
-}
 
 static size_t
 hash_ptr(const void *p)
@@ -319,7 +288,7 @@ tree_cfunc_info(PyObject *fn)
     }
     fi->cfunc = 1;
     fi->func = rec_new_func_id();
-    fi->ident = cfunc_ident(fn);
+    fi->ident = policy_c_ident(fn, cfunc_def(fn));
     fi->label = cfunc_label(fn);
     fi->skip = fi->ident == NULL || fi->label == NULL;
     size_t i = hash_ptr(ml) & (T.ccap - 1);
