@@ -52,6 +52,25 @@ const char cs_usage_run[] =
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
+/* The signals `callscope run` hands to the program it runs. */
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+#define N_FORWARDED (sizeof forwarded / sizeof *forwarded)
+static volatile sig_atomic_t forward_to; /* the program's pid, while it runs */
+
+static void
+forward(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    /* the terminal sends its signals (Ctrl-C, Ctrl-\, a hang-up) to the
+     * whole foreground process group, the program included: not twice */
+    if (si != NULL && si->si_code == SI_KERNEL)
+        return;
+    int saved = errno;
+    if (forward_to > 0)
+        kill((pid_t)forward_to, sig);
+    errno = saved;
+}
+
 static const char *
 base_name(const char *p)
 {
@@ -302,15 +321,20 @@ cs_cmd_run(int argc, char **argv)
         fprintf(stderr, "callscope: error: run: cannot start %s: %s\n", py, strerror(errno));
         _exit(127);
     }
-    /* The terminal's Ctrl-C reaches the child too; we wait for it. */
-    struct sigaction ign = {.sa_handler = SIG_IGN}, old_int, old_quit;
-    sigaction(SIGINT, &ign, &old_int);
-    sigaction(SIGQUIT, &ign, &old_quit);
+    /* Signals sent to callscope go to the program, which decides; we wait
+     * for it, finish the run, and exit as it did. */
+    forward_to = pid;
+    struct sigaction fwd = {.sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART},
+                     old[N_FORWARDED];
+    sigemptyset(&fwd.sa_mask);
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(forwarded[i], &fwd, &old[i]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGQUIT, &old_quit, NULL);
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(forwarded[i], &old[i], NULL);
+    forward_to = 0;
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (cs_run_record_exit(rundir, pid,
                            WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status)) != CS_OK)

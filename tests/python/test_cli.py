@@ -1,7 +1,11 @@
 """The callscope command, run for real on real run directories."""
 import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -249,3 +253,37 @@ def test_clean_drops_stale_job_links(cli, app, root):
     cli("clean", "--yes", check=0)
     assert not os.path.lexists(root / ".job-slurm777")
     assert os.listdir(root) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
+def test_signals_reach_the_program(tmp_path, root, sig):
+    """A signal sent to `callscope run` goes to the program; callscope waits
+    for it, finishes the run, and exits as the program did (128 + N for a
+    signal). The calls it finished are kept."""
+    prog = tmp_path / "loop.py"
+    prog.write_text(textwrap.dedent("""
+        import callscope, time
+        @callscope.monitor
+        def step(i):
+            return i
+        for i in range(100):
+            step(i)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.01)
+    """))
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
+    cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    p = subprocess.Popen([cli, "run", "-q", str(prog)], env=env, cwd=tmp_path,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        os.kill(p.pid, sig)  # callscope's pid, not the program's
+        rc = p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 128 + sig
+    run = callscope.load(root=root)
+    assert run.info()["state"] != "running"
+    assert len(run.calls("__main__.step")) == 100
