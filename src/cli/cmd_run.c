@@ -49,6 +49,10 @@ const char cs_usage_run[] =
     "                   line (with its arguments and result) or as JSON\n"
     "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"
     "                   at most 512M; suffixes K, M, G)\n"
+    "  --share group    make the run readable by the group (directories 0750,\n"
+    "                   files 0640); by default it is private to its user\n"
+    "                   (0700, 0600), whatever the umask: it holds arguments,\n"
+    "                   results and messages\n"
     "  -q, --quiet      print nothing after the run\n"
     "  -h, --help       show this help\n";
 
@@ -120,6 +124,7 @@ cs_cmd_run(int argc, char **argv)
         {"print", optional_argument, NULL, 'p'},
         {"c-functions", no_argument, NULL, 'c'},
         {"no-c-calls", no_argument, NULL, 'N'},
+        {"share", required_argument, NULL, 'G'},
         {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
@@ -153,6 +158,18 @@ cs_cmd_run(int argc, char **argv)
             break;
         case 'N':
             no_c_calls = 1;
+            break;
+        case 'G':
+            if (strcmp(optarg, "group") != 0 && strcmp(optarg, "user") != 0) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: --share takes group or user, not '%s'",
+                                 optarg);
+            }
+            /* for this process's run directory and every process of the run */
+            if (strcmp(optarg, "group") == 0)
+                setenv("CALLSCOPE_SHARE", "group", 1);
+            else
+                unsetenv("CALLSCOPE_SHARE");
             break;
         case 'C':
             cpu = 1;

@@ -160,6 +160,14 @@ CS_EXPORT void cs_hostname(char *out, size_t n);
 /* ---- files -------------------------------------------------------------- */
 /* Create `path` and its missing parents with mode 0777 & ~umask. */
 CS_EXPORT int cs_mkdirs(const char *path);
+/* The mode of what callscope creates: private to its user (0700 for a
+ * directory, 0600 for a file), or readable by the group (0750, 0640)
+ * when $CALLSCOPE_SHARE is "group" (callscope run --share group). Runs
+ * hold arguments, results and messages. */
+CS_EXPORT unsigned cs_file_mode(int dir);
+/* Open-and-create a file of callscope's with that mode, whatever the
+ * umask; as open(2). */
+CS_EXPORT int cs_create_file(const char *path, int flags);
 /* Remove `path` recursively. A missing path is not an error. */
 CS_EXPORT int cs_rmtree(const char *path);
 /* Total bytes allocated on disk below `path` (follows no symlinks). */

@@ -53,13 +53,13 @@ cs_mkdirs(const char *path)
         if (*s != '/')
             continue;
         *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+        if (mkdir(p, cs_file_mode(1)) != 0 && errno != EEXIST) {
             rc = cs_from_errno(errno);
             goto cleanup;
         }
         *s = '/';
     }
-    if (mkdir(p, 0777) != 0 && errno != EEXIST)
+    if (mkdir(p, cs_file_mode(1)) != 0 && errno != EEXIST)
         rc = cs_from_errno(errno);
     else if (!cs__is_dir(p))
         rc = CS_EEXIST;
@@ -231,4 +231,21 @@ cs_hostname(char *out, size_t n)
     memset(out, 0, n);
     if (gethostname(out, n - 1) != 0 || out[0] == '\0')
         snprintf(out, n, "unknown");
+}
+
+unsigned
+cs_file_mode(int dir)
+{
+    const char *share = getenv("CALLSCOPE_SHARE");
+    int group = share && strcmp(share, "group") == 0;
+    return dir ? (group ? 0750u : 0700u) : (group ? 0640u : 0600u);
+}
+
+int
+cs_create_file(const char *path, int flags)
+{
+    int fd = open(path, flags | O_CREAT, (mode_t)cs_file_mode(0));
+    if (fd >= 0 && (flags & O_EXCL))
+        (void)fchmod(fd, (mode_t)cs_file_mode(0)); /* new: exactly, whatever the umask */
+    return fd;
 }

@@ -101,7 +101,8 @@ cs_run_reserve(const char *root, const char *name, char **out)
         char *path = cs__path_join(root, leaf);
         if (path == NULL)
             return CS_ENOMEM;
-        if (mkdir(path, 0777) == 0) {
+        if (mkdir(path, cs_file_mode(1)) == 0) {
+            (void)chmod(path, cs_file_mode(1)); /* whatever the umask */
             *out = path;
             return CS_OK;
         }

@@ -525,7 +525,7 @@ cs_log_open(const char *rundir, const cs_proc_info *info)
         rc = CS_ENOMEM;
         goto fail;
     }
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    int fd = cs_create_file(tmp, O_RDWR | O_EXCL | O_CLOEXEC);
     if (fd < 0) {
         rc = cs_from_errno(errno);
         goto fail;

@@ -229,7 +229,7 @@ cs_run_finish(const char *rundir, const char *python, cs_sync_result *out)
     char *lockpath = cs__path_join(rundir, CS_MERGE_LOCK);
     if (lockpath == NULL)
         return CS_ENOMEM;
-    int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = cs_create_file(lockpath, O_RDWR | O_CLOEXEC);
     cs__free(lockpath);
     int failed;
     if (fd < 0) /* no lock file (read-only directory?): merge anyway, waiting */

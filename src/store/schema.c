@@ -5,7 +5,9 @@
  * inside one transaction. */
 #include "store_int.h"
 
+#include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 
 static _Thread_local char last_error[512];
@@ -198,6 +200,13 @@ cs_store_open(const char *path, int create, cs_store **out)
     if (s->path == NULL) {
         cs__free(s);
         return CS_ENOMEM;
+    }
+    if (create && !cs__exists(path)) {
+        /* made here, private (SQLite would make it 0644 less the umask);
+         * its journal takes the same mode */
+        int fd = cs_create_file(path, O_RDWR | O_EXCL | O_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
     }
     /* A handle is used by one thread at a time: no per-call mutex. */
     int flags = SQLITE_OPEN_NOMUTEX |

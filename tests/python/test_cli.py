@@ -287,3 +287,40 @@ def test_signals_reach_the_program(tmp_path, root, sig):
     run = callscope.load(root=root)
     assert run.info()["state"] != "running"
     assert len(run.calls("__main__.step")) == 100
+
+
+def _modes(path):
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            if not os.path.islink(p):
+                out[os.path.relpath(p, path)] = os.stat(p).st_mode & 0o777
+    return out
+
+
+@pytest.mark.parametrize("share", [None, "group"])
+def test_runs_are_private_whatever_the_umask(tmp_path, root, share):
+    """Runs hold arguments, results and messages: their directories are
+    0700 and their files 0600 under a permissive umask, 0750 and 0640 with
+    --share group."""
+    prog = tmp_path / "p.py"
+    prog.write_text("import callscope\n@callscope.monitor(args=True)\ndef f(x):\n    return x\n"
+                    "f('secret')\n")
+    cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    args = [cli, "run", "-q"] + (["--share", share] if share else []) + [str(prog)]
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
+    env.pop("CALLSCOPE_SHARE", None)
+    old = os.umask(0o002)
+    try:
+        subprocess.run(args, env=env, cwd=tmp_path, check=True)
+    finally:
+        os.umask(old)
+    modes = _modes(root)
+    assert any(name.endswith("run.db") for name in modes)
+    dirs = {m for n, m in modes.items() if os.path.isdir(os.path.join(root, n))}
+    files = {m for n, m in modes.items() if not os.path.isdir(os.path.join(root, n))}
+    assert (dirs, files) == (({0o750}, {0o640}) if share else ({0o700}, {0o600})), modes
+    p = subprocess.run([cli, "run", "--share", "world", str(prog)], env=env, cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "--share takes group or user" in p.stderr
