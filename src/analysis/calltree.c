@@ -200,22 +200,21 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
     cs_calltree *t = b->t;
     sqlite3_stmt *st = NULL;
     const char *sql =
-        "SELECT tr.thread, tr.node, tr.parent, IFNULL(tr.function, 0), tr.flags, tr.calls,"
+        "SELECT tr.thread, tr.id, tr.parent, IFNULL(tr.function, 0), tr.flags, tr.calls,"
         " tr.total_ns, tr.self_ns, tr.cpu_ns, tr.max_ns FROM tree tr"
         " JOIN threads th ON th.id = tr.thread JOIN processes p ON p.id = th.process"
         " WHERE (?1 = 0 OR p.pid = ?1) AND (?2 IS NULL OR th.name = ?2"
-        " OR CAST(th.tid AS TEXT) = ?2) ORDER BY tr.thread, tr.node";
+        " OR CAST(th.tid AS TEXT) = ?2) ORDER BY tr.id";
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         return tfail(CS_ENOTDB, db);
     sqlite3_bind_int64(st, 1, q ? q->pid : 0);
     if (q && q->thread)
         sqlite3_bind_text(st, 2, q->thread, -1, SQLITE_STATIC);
-    /* per thread: its node numbers -> merged node (-1: the top), and
-     * whether the node was folded away */
+    /* tree.id -> merged node (-1: the top), and whether the node was
+     * folded away */
     int32_t *map = NULL;
     unsigned char *hid = NULL;
     size_t mcap = 0;
-    int64_t thread = -1;
     int rc = CS_OK, src;
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t th = sqlite3_column_int64(st, 0);
@@ -224,13 +223,7 @@ merge_nodes(sqlite3 *db, const cs_calltree_query *q, builder *b)
         int64_t func = sqlite3_column_int64(st, 3);
         if (node <= 0 || node >= (1ll << 31) || parent < 0 || parent >= node)
             continue;
-        if (th != thread) {
-            thread = th;
-            if (mcap) {
-                memset(map, 0xff, mcap * sizeof *map);
-                memset(hid, 0, mcap);
-            }
-        }
+        (void)th; /* ids are unique across threads: one map for all */
         if ((size_t)node >= mcap) {
             size_t cap = mcap ? mcap : 1024;
             while (cap <= (size_t)node)

@@ -364,24 +364,19 @@ count_tree(sqlite3 *db, pstate *p)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db,
-                           "SELECT thread, node, IFNULL(parent, 0), IFNULL(function, 0), flags,"
-                           " calls, total_ns, self_ns FROM tree ORDER BY thread, node",
+                           "SELECT thread, id, IFNULL(parent, 0), IFNULL(function, 0), flags,"
+                           " calls, total_ns, self_ns FROM tree ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK)
         return CS_OK; /* a database from before the tree: nothing to count */
-    int32_t *kmap = NULL; /* node -> its function's key, per thread */
+    int32_t *kmap = NULL; /* tree.id -> its function's key */
     size_t mcap = 0;
-    int64_t thread = -1;
     int rc = CS_OK, src;
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t th = sqlite3_column_int64(st, 0), node = sqlite3_column_int64(st, 1);
         int64_t parent = sqlite3_column_int64(st, 2);
         if (node <= 0 || node >= (1ll << 31) || parent < 0 || parent >= node)
             continue;
-        if (th != thread) {
-            thread = th;
-            if (mcap)
-                memset(kmap, 0xff, mcap * sizeof *kmap);
-        }
+        (void)th; /* ids are unique across threads */
         if ((size_t)node >= mcap) {
             size_t cap = mcap ? mcap : 1024;
             while (cap <= (size_t)node)

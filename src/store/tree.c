@@ -129,7 +129,7 @@ validate(tnode *v, uint32_t count, uint64_t alive, int closed, uint64_t *unfinis
             v[i].n.self_ns += v[i].open_ns - v[i].child_open;
 }
 
-#define TREE_COLS 11
+#define TREE_COLS 12
 #define TREE_ROWS 64 /* rows per INSERT statement */
 
 /* "INSERT ... VALUES(...),..." with `n` rows. */
@@ -138,36 +138,54 @@ prepare_rows(sqlite3 *db, int n, sqlite3_stmt **st)
 {
     cs_buf q;
     cs_buf_init(&q);
-    cs_buf_puts(&q, "INSERT OR REPLACE INTO tree(thread, node, parent, function, depth, flags,"
+    cs_buf_puts(&q, "INSERT INTO tree(id, thread, node, parent, function, depth, flags,"
                     " calls, total_ns, self_ns, cpu_ns, max_ns) VALUES");
     for (int i = 0; i < n; i++)
-        cs_buf_puts(&q, i ? ",(?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?)");
+        cs_buf_puts(&q, i ? ",(?,?,?,?,?,?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?,?,?,?,?,?)");
     int src = q.failed ? SQLITE_NOMEM : sqlite3_prepare_v2(db, q.data, -1, st, NULL);
     cs_buf_free(&q);
     return src;
 }
 
+/* A node's row: its id is `first` + its number in the log, so that ids
+ * follow the log's order (a parent before its children) and rows are
+ * appended to the table. */
 static void
-bind_node(sqlite3_stmt *st, int base, int64_t thread, uint32_t i, const tnode *t, int64_t f,
-          uint64_t self)
+bind_node(sqlite3_stmt *st, int base, int64_t first, int64_t thread, uint32_t i, const tnode *t,
+          int64_t f, uint64_t self)
 {
-    sqlite3_bind_int64(st, base + 1, thread);
-    sqlite3_bind_int64(st, base + 2, i);
+    sqlite3_bind_int64(st, base + 1, first + i);
+    sqlite3_bind_int64(st, base + 2, thread);
+    sqlite3_bind_int64(st, base + 3, i);
     if (t->n.parent > CS_TREE_ROOT)
-        sqlite3_bind_int64(st, base + 3, t->n.parent);
-    else
-        sqlite3_bind_null(st, base + 3);
-    if (f)
-        sqlite3_bind_int64(st, base + 4, f);
+        sqlite3_bind_int64(st, base + 4, first + t->n.parent);
     else
         sqlite3_bind_null(st, base + 4);
-    sqlite3_bind_int64(st, base + 5, t->n.depth);
-    sqlite3_bind_int64(st, base + 6, t->n.flags);
-    sqlite3_bind_int64(st, base + 7, (int64_t)t->n.calls);
-    sqlite3_bind_int64(st, base + 8, (int64_t)t->n.total_ns);
-    sqlite3_bind_int64(st, base + 9, (int64_t)self);
-    sqlite3_bind_int64(st, base + 10, (int64_t)t->n.cpu_ns);
-    sqlite3_bind_int64(st, base + 11, (int64_t)t->n.max_ns);
+    if (f)
+        sqlite3_bind_int64(st, base + 5, f);
+    else
+        sqlite3_bind_null(st, base + 5);
+    sqlite3_bind_int64(st, base + 6, t->n.depth);
+    sqlite3_bind_int64(st, base + 7, t->n.flags);
+    sqlite3_bind_int64(st, base + 8, (int64_t)t->n.calls);
+    sqlite3_bind_int64(st, base + 9, (int64_t)t->n.total_ns);
+    sqlite3_bind_int64(st, base + 10, (int64_t)self);
+    sqlite3_bind_int64(st, base + 11, (int64_t)t->n.cpu_ns);
+    sqlite3_bind_int64(st, base + 12, (int64_t)t->n.max_ns);
+}
+
+/* The id the thread's node 0 would have: one past the table's highest. */
+static int64_t
+first_id(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t id = 1;
+    if (sqlite3_prepare_v2(db, "SELECT IFNULL(max(id), 0) + 1 FROM tree", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
 }
 
 static int
@@ -179,6 +197,7 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
     if (src == SQLITE_OK)
         src = prepare_rows(db, 1, &one);
     int rc = src == SQLITE_OK ? CS_OK : sqlfail(db, path, src);
+    int64_t first = first_id(db);
     int k = 0; /* rows bound in `many` */
     uint32_t pending[TREE_ROWS];
     for (uint32_t i = CS_TREE_ROOT + 1; i < count && rc == CS_OK; i++) {
@@ -187,7 +206,7 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
             continue;
         uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
         int64_t f = t->n.func ? func_of(ctx, t->n.func) : 0;
-        bind_node(many, k * TREE_COLS, thread, i, t, f, self);
+        bind_node(many, k * TREE_COLS, first, thread, i, t, f, self);
         pending[k++] = i;
         if (k == TREE_ROWS) {
             if ((src = sqlite3_step(many)) != SQLITE_DONE)
@@ -213,7 +232,8 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
         tnode *t = &v[pending[j]];
         uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
         sqlite3_reset(one);
-        bind_node(one, 0, thread, pending[j], t, t->n.func ? func_of(ctx, t->n.func) : 0, self);
+        bind_node(one, 0, first, thread, pending[j], t, t->n.func ? func_of(ctx, t->n.func) : 0,
+                  self);
         if ((src = sqlite3_step(one)) != SQLITE_DONE)
             rc = sqlfail(db, path, src);
     }

@@ -401,8 +401,8 @@ def test_a_call_open_when_profiling_starts(run_py, root):
     db = sqlite3.connect(os.path.join(run.path, "run.db"))
     rows = db.execute(
         "SELECT n.name, IFNULL(pn.name, ''), t.calls FROM tree t"
-        " JOIN function_names n ON n.id = t.function LEFT JOIN tree p ON p.thread = t.thread"
-        " AND p.node = t.parent LEFT JOIN function_names pn ON pn.id = p.function"
+        " JOIN function_names n ON n.id = t.function LEFT JOIN tree p ON p.id = t.parent"
+        " LEFT JOIN function_names pn ON pn.id = p.function"
         " WHERE n.name LIKE '__main__.%'").fetchall()
     assert sorted(rows) == [("__main__.inner", "", 1), ("__main__.inner", "__main__.outer", 5),
                             ("__main__.outer", "", 5)]
