@@ -396,6 +396,7 @@ cs_calltree_load(cs_store *s, const cs_calltree_query *q, cs_calltree **out)
 {
     *out = NULL;
     cs__export_seterr(NULL, NULL);
+    (void)cs_store_expand_trees(s); /* rows a process's exit left pending */
     sqlite3 *db = cs_store_db(s);
     cs_calltree *t = cs__calloc(1, sizeof *t);
     if (t == NULL)

@@ -523,6 +523,7 @@ cs_export(cs_store *s, cs_export_format fmt, FILE *f, uint64_t *rows)
 {
     *rows = 0;
     errbuf[0] = '\0';
+    (void)cs_store_expand_trees(s); /* rows a process's exit left pending */
     sqlite3 *db = cs_store_db(s);
     if (fmt == CS_EXPORT_COLLAPSED)
         return cs__export_collapsed(s, f, rows);

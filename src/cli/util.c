@@ -84,6 +84,9 @@ cli_open_run(const char *root, const char *spec, char **dir)
         *dir = NULL;
         return CS_EXIT_FAIL;
     }
+    /* the call tree's rows, left pending by the processes' exits; a run.db
+     * that cannot take them is reported by what reads it */
+    (void)cs_run_expand(*dir);
     if (sr.failed)
         cli_warn("%d log(s) could not be read and were left in place: %s", sr.failed,
                  sr.message);

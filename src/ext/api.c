@@ -41,6 +41,8 @@ py_sync(PyObject *mod, PyObject *args)
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = cs_run_sync(dir, &sr);
+    if (rc == CS_OK)
+        (void)cs_run_expand(dir); /* (a read-only run.db keeps its trees pending) */
     Py_END_ALLOW_THREADS
     if (rc != CS_OK)
         return ext_raise_cs((ext_state *)PyModule_GetState(mod), rc, dir);

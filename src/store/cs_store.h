@@ -62,6 +62,12 @@ typedef struct cs_ingest_result {
 CS_EXPORT int cs_store_ingest(cs_store *s, const char *logpath, int recovered,
                               cs_ingest_result *out /* OUT */);
 
+/* Write the rows of the `tree` table that ingest left pending (a
+ * process's call tree is kept as one blob while it exits, and becomes rows
+ * for the first reader). Does nothing when none are pending; CS_EDB and
+ * the like when run.db cannot be written. */
+CS_EXPORT int cs_store_expand_trees(cs_store *s);
+
 /* ---- runs --------------------------------------------------------------- */
 
 /* Resolve a run named by the user: NULL or "latest" means `<root>/latest`;
@@ -70,6 +76,10 @@ CS_EXPORT int cs_store_ingest(cs_store *s, const char *logpath, int recovered,
  * with cs__free(). CS_ENOENT when nothing matches, CS_ENOTRUN when the
  * directory holds neither run.db nor logs. */
 CS_EXPORT int cs_run_resolve(const char *root, const char *spec, char **out /* OUT */);
+
+/* cs_store_expand_trees on the run.db of `rundir`, if it has one: what
+ * readers do after cs_run_sync (a process's exit does not). */
+CS_EXPORT int cs_run_expand(const char *rundir);
 
 /* What cs_run_sync found. */
 typedef struct cs_sync_result {

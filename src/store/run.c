@@ -544,3 +544,18 @@ cs_run_record_exit(const char *rundir, int64_t pid, int64_t code)
     cs_hostname(e.host, sizeof e.host);
     return write_run_db(rundir, put_exit, &e);
 }
+
+int
+cs_run_expand(const char *rundir)
+{
+    char *db = cs__path_join(rundir, CS_DB_NAME);
+    if (db == NULL)
+        return CS_ENOMEM;
+    cs_store *s = NULL;
+    int rc = cs__exists(db) ? cs_store_open(db, 0, &s) : CS_OK;
+    if (rc == CS_OK && s)
+        rc = cs_store_expand_trees(s);
+    cs_store_close(s);
+    cs__free(db);
+    return rc;
+}

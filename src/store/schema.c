@@ -90,6 +90,7 @@ static const char *const migrations[] = {
     " thread INTEGER REFERENCES threads(id), node INTEGER,"
     " function INTEGER REFERENCES functions(id), depth INTEGER, flags INTEGER,"
     " calls INTEGER, total_ns INTEGER, self_ns INTEGER, cpu_ns INTEGER, max_ns INTEGER);"
+    "CREATE TABLE tree_pending(thread INTEGER REFERENCES threads(id), nodes BLOB);"
     "CREATE VIEW function_names AS SELECT id,"
     " CASE WHEN module = '' THEN qualname ELSE module || '.' || qualname END AS name"
     " FROM functions;",

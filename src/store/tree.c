@@ -150,29 +150,9 @@ prepare_rows(sqlite3 *db, int n, sqlite3_stmt **st)
 /* A node's row: its id is `first` + its number in the log, so that ids
  * follow the log's order (a parent before its children) and rows are
  * appended to the table. */
+struct prow;
 static void
-bind_node(sqlite3_stmt *st, int base, int64_t first, int64_t thread, uint32_t i, const tnode *t,
-          int64_t f, uint64_t self)
-{
-    sqlite3_bind_int64(st, base + 1, first + i);
-    sqlite3_bind_int64(st, base + 2, thread);
-    sqlite3_bind_int64(st, base + 3, i);
-    if (t->n.parent > CS_TREE_ROOT)
-        sqlite3_bind_int64(st, base + 4, first + t->n.parent);
-    else
-        sqlite3_bind_null(st, base + 4);
-    if (f)
-        sqlite3_bind_int64(st, base + 5, f);
-    else
-        sqlite3_bind_null(st, base + 5);
-    sqlite3_bind_int64(st, base + 6, t->n.depth);
-    sqlite3_bind_int64(st, base + 7, t->n.flags);
-    sqlite3_bind_int64(st, base + 8, (int64_t)t->n.calls);
-    sqlite3_bind_int64(st, base + 9, (int64_t)t->n.total_ns);
-    sqlite3_bind_int64(st, base + 10, (int64_t)self);
-    sqlite3_bind_int64(st, base + 11, (int64_t)t->n.cpu_ns);
-    sqlite3_bind_int64(st, base + 12, (int64_t)t->n.max_ns);
-}
+bind_node(sqlite3_stmt *st, int base, int64_t first, int64_t thread, const struct prow *r);
 
 /* The id the thread's node 0 would have: one past the table's highest. */
 static int64_t
@@ -188,34 +168,48 @@ first_id(sqlite3 *db)
     return id;
 }
 
-static int
-insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t thread,
-             int64_t (*func_of)(void *, uint32_t), void *ctx, fagg *agg, uint32_t nfunc)
+/* A node as kept until its row is written: its number in the log and
+ * the node, its function already a functions.id (0 for none) and its
+ * self time final. The pending blob of a thread is an array of these. */
+typedef struct prow {
+    uint32_t node;
+    uint32_t pad;
+    cs_tree_node n;
+} prow;
+
+static void
+bind_node(sqlite3_stmt *st, int base, int64_t first, int64_t thread, const prow *r)
 {
-    sqlite3_stmt *many = NULL, *one = NULL;
-    int src = prepare_rows(db, TREE_ROWS, &many);
-    if (src == SQLITE_OK)
-        src = prepare_rows(db, 1, &one);
-    int rc = src == SQLITE_OK ? CS_OK : sqlfail(db, path, src);
-    int64_t first = first_id(db);
-    int k = 0; /* rows bound in `many` */
-    uint32_t pending[TREE_ROWS];
-    for (uint32_t i = CS_TREE_ROOT + 1; i < count && rc == CS_OK; i++) {
-        tnode *t = &v[i];
-        if (!t->valid)
+    const cs_tree_node *n = &r->n;
+    sqlite3_bind_int64(st, base + 1, first + r->node);
+    sqlite3_bind_int64(st, base + 2, thread);
+    sqlite3_bind_int64(st, base + 3, r->node);
+    if (n->parent > CS_TREE_ROOT)
+        sqlite3_bind_int64(st, base + 4, first + n->parent);
+    else
+        sqlite3_bind_null(st, base + 4);
+    if (n->func)
+        sqlite3_bind_int64(st, base + 5, n->func);
+    else
+        sqlite3_bind_null(st, base + 5);
+    sqlite3_bind_int64(st, base + 6, n->depth);
+    sqlite3_bind_int64(st, base + 7, n->flags);
+    sqlite3_bind_int64(st, base + 8, (int64_t)n->calls);
+    sqlite3_bind_int64(st, base + 9, (int64_t)n->total_ns);
+    sqlite3_bind_int64(st, base + 10, (int64_t)n->self_ns);
+    sqlite3_bind_int64(st, base + 11, (int64_t)n->cpu_ns);
+    sqlite3_bind_int64(st, base + 12, (int64_t)n->max_ns);
+}
+
+/* Sum each function's numbers (what cProfile reports) over the nodes. */
+static void
+aggregate(const tnode *v, uint32_t count, fagg *agg, uint32_t nfunc)
+{
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++) {
+        const tnode *t = &v[i];
+        if (!t->valid || t->n.func == 0 || t->n.func >= nfunc)
             continue;
         uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
-        int64_t f = t->n.func ? func_of(ctx, t->n.func) : 0;
-        bind_node(many, k * TREE_COLS, first, thread, i, t, f, self);
-        pending[k++] = i;
-        if (k == TREE_ROWS) {
-            if ((src = sqlite3_step(many)) != SQLITE_DONE)
-                rc = sqlfail(db, path, src);
-            sqlite3_reset(many);
-            k = 0;
-        }
-        if (t->n.func == 0 || t->n.func >= nfunc)
-            continue;
         fagg *a = &agg[t->n.func];
         a->calls += t->n.calls;
         a->self += self;
@@ -227,13 +221,29 @@ insert_nodes(sqlite3 *db, const char *path, tnode *v, uint32_t count, int64_t th
             a->cpu += t->n.cpu_ns;
         }
     }
-    /* the rest, one row at a time */
-    for (int j = 0; j < k && rc == CS_OK; j++) {
-        tnode *t = &v[pending[j]];
-        uint64_t self = t->n.self_ns < t->n.total_ns ? t->n.self_ns : t->n.total_ns;
+}
+
+/* Write the rows of `n` pending nodes of `thread`. */
+static int
+insert_rows(sqlite3 *db, const char *path, const prow *rows, size_t n, int64_t thread)
+{
+    sqlite3_stmt *many = NULL, *one = NULL;
+    int src = prepare_rows(db, TREE_ROWS, &many);
+    if (src == SQLITE_OK)
+        src = prepare_rows(db, 1, &one);
+    int rc = src == SQLITE_OK ? CS_OK : sqlfail(db, path, src);
+    int64_t first = first_id(db);
+    size_t at = 0;
+    for (; rc == CS_OK && n - at >= TREE_ROWS; at += TREE_ROWS) {
+        for (int k = 0; k < TREE_ROWS; k++)
+            bind_node(many, k * TREE_COLS, first, thread, &rows[at + k]);
+        if ((src = sqlite3_step(many)) != SQLITE_DONE)
+            rc = sqlfail(db, path, src);
+        sqlite3_reset(many);
+    }
+    for (; rc == CS_OK && at < n; at++) {
         sqlite3_reset(one);
-        bind_node(one, 0, first, thread, pending[j], t, t->n.func ? func_of(ctx, t->n.func) : 0,
-                  self);
+        bind_node(one, 0, first, thread, &rows[at]);
         if ((src = sqlite3_step(one)) != SQLITE_DONE)
             rc = sqlfail(db, path, src);
     }
@@ -283,6 +293,9 @@ insert_profile_rows(sqlite3 *db, const char *path, const fagg *agg, uint32_t nfu
     return rc;
 }
 
+static int keep_pending(cs_store *s, int64_t thread, const tnode *v, uint32_t count,
+                        int64_t (*func_of)(void *, uint32_t), void *ctx);
+
 int
 cs__store_tree(cs_store *s, int64_t process, int64_t thread, const cs__tree_part *parts,
                size_t n, int64_t (*func_of)(void *, uint32_t), void *ctx,
@@ -308,11 +321,93 @@ cs__store_tree(cs_store *s, int64_t process, int64_t thread, const cs__tree_part
         cs__free(v);
         return CS_ENOMEM;
     }
-    rc = insert_nodes(s->db, s->path, v, count, thread, func_of, ctx, agg, nfunc);
-    if (rc == CS_OK)
-        rc = insert_profile_rows(s->db, s->path, agg, nfunc, process, thread,
-                                 (head->flags & CS_TREE_CPU) != 0, func_of, ctx);
+    aggregate(v, count, agg, nfunc);
+    rc = insert_profile_rows(s->db, s->path, agg, nfunc, process, thread,
+                             (head->flags & CS_TREE_CPU) != 0, func_of, ctx);
     cs__free(agg);
+    if (rc == CS_OK)
+        rc = keep_pending(s, thread, v, count, func_of, ctx);
     cs__free(v);
+    return rc;
+}
+
+/* The nodes, as one blob of prow records: their rows are written by the
+ * first reader (cs_store_expand_trees), not while a process exits. */
+static int
+keep_pending(cs_store *s, int64_t thread, const tnode *v, uint32_t count,
+             int64_t (*func_of)(void *, uint32_t), void *ctx)
+{
+    size_t n = 0;
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++)
+        n += v[i].valid;
+    prow *rows = cs__malloc((n ? n : 1) * sizeof *rows);
+    if (rows == NULL)
+        return CS_ENOMEM;
+    size_t k = 0;
+    for (uint32_t i = CS_TREE_ROOT + 1; i < count; i++) {
+        if (!v[i].valid)
+            continue;
+        prow *r = &rows[k++];
+        r->node = i;
+        r->pad = 0;
+        r->n = v[i].n;
+        int64_t f = v[i].n.func ? func_of(ctx, v[i].n.func) : 0;
+        r->n.func = f > 0 && f < (int64_t)UINT32_MAX ? (uint32_t)f : 0;
+        if (r->n.self_ns > r->n.total_ns)
+            r->n.self_ns = r->n.total_ns;
+    }
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(s->db, "INSERT INTO tree_pending(thread, nodes) VALUES(?, ?)",
+                                 -1, &st, NULL);
+    if (src == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, thread);
+        sqlite3_bind_blob64(st, 2, rows, (sqlite3_uint64)(n * sizeof *rows), SQLITE_STATIC);
+        src = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    cs__free(rows);
+    return src == SQLITE_DONE ? CS_OK : sqlfail(s->db, s->path, src);
+}
+
+int
+cs_store_expand_trees(cs_store *s)
+{
+    sqlite3 *db = s->db;
+    sqlite3_stmt *st = NULL;
+    int pending = sqlite3_prepare_v2(db, "SELECT EXISTS(SELECT 1 FROM tree_pending)", -1, &st,
+                                     NULL) == SQLITE_OK &&
+                  sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (!pending)
+        return CS_OK;
+    int rc = cs__store_exec(s, "BEGIN IMMEDIATE");
+    if (rc != CS_OK)
+        return rc;
+    int src = sqlite3_prepare_v2(db, "SELECT rowid, thread, nodes FROM tree_pending ORDER BY rowid",
+                                 -1, &st, NULL);
+    if (src != SQLITE_OK)
+        rc = sqlfail(db, s->path, src);
+    while (rc == CS_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t thread = sqlite3_column_int64(st, 1);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t n = (size_t)sqlite3_column_bytes(st, 2) / sizeof(prow);
+        prow *rows = cs__malloc((n ? n : 1) * sizeof *rows);
+        if (rows == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        if (n)
+            memcpy(rows, blob, n * sizeof *rows); /* (the statement moves on) */
+        rc = insert_rows(db, s->path, rows, n, thread);
+        cs__free(rows);
+    }
+    if (rc == CS_OK && src != SQLITE_DONE)
+        rc = sqlfail(db, s->path, src);
+    sqlite3_finalize(st);
+    if (rc == CS_OK)
+        rc = cs__store_exec(s, "DELETE FROM tree_pending");
+    if (rc == CS_OK)
+        return cs__store_exec(s, "COMMIT");
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
