@@ -116,14 +116,14 @@ prof_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         if (arg == NULL)
             return 0;
         if (st->eng.tree_on && st->eng.tree_c) {
-            fn_info *caller = tree_code_known((PyObject *)cs_frame_code_borrowed(frame));
-            if (caller == NULL || !tree_skipped(caller)) {
+            fn_info *fi = tree_cfunc_of_call(arg, NULL, 0);
+            if (CS_UNLIKELY(fi == NULL)) { /* first sight: named now */
                 exc = cs_exc_fetch();
-                fn_info *fi = tree_cfunc_of_call(arg, NULL, 1);
+                fi = tree_cfunc_of_call(arg, NULL, 1);
                 cs_exc_restore(exc);
-                if (fi)
-                    tree_push(fi);
             }
+            if (fi)
+                tree_push(fi);
         }
         if (st->eng.log_on && st->eng.log_c && policy_c_method(arg) &&
             !policy_own_code(st->trace, cs_frame_code_borrowed(frame)))

@@ -192,13 +192,11 @@ cb_call(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     ext_state *st = state(mod);
     PyObject *self = args[3] == st->eng.missing ? NULL : args[3];
     if (st->eng.tree_on && st->eng.tree_c) {
+        /* (callscope's own Python code does not run while the program
+         * does; its C functions are skipped by name) */
         fn_info *fi = tree_cfunc_of_call(args[2], self, 1);
-        if (fi) {
-            /* callscope's own calls are not the program's */
-            fn_info *caller = PyCode_Check(args[0]) ? tree_code_known(args[0]) : NULL;
-            if (caller == NULL || !tree_skipped(caller))
-                tree_push(fi);
-        }
+        if (fi)
+            tree_push(fi);
     }
     if (st->eng.log_on && st->eng.log_c && policy_c_method(args[2]) &&
         !(PyCode_Check(args[0]) && policy_own_code(st->trace, (PyCodeObject *)args[0])))

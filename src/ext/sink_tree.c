@@ -290,7 +290,12 @@ tree_cfunc_info(PyObject *fn)
     fi->func = rec_new_func_id();
     fi->ident = policy_c_ident(fn, cfunc_def(fn));
     fi->label = cfunc_label(fn);
-    fi->skip = fi->ident == NULL || fi->label == NULL;
+    /* callscope's own C functions (its start and stop) are not the
+     * program's: the rest of its own code is never in the tree either */
+    const char *mod = fi->ident ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(fi->ident, 0)) : NULL;
+    PyErr_Clear();
+    fi->skip = fi->ident == NULL || fi->label == NULL ||
+               (mod && (strcmp(mod, "callscope") == 0 || strncmp(mod, "callscope.", 10) == 0));
     size_t i = hash_ptr(ml) & (T.ccap - 1);
     while (T.cslots[i].key)
         i = (i + 1) & (T.ccap - 1);
@@ -594,12 +599,14 @@ tree_push(fn_info *fi)
     cs_tstate *t = cs__tls;
     if (t)
         define(fi, t);
-    tframe *v = cs__grow(tt->stack, tt->sn, &tt->scap, sizeof *v, 128);
-    if (v == NULL) {
-        T.nomem++;
-        return;
+    if (CS_UNLIKELY(tt->sn == tt->scap)) {
+        tframe *v = cs__grow(tt->stack, tt->sn, &tt->scap, sizeof *v, 128);
+        if (v == NULL) {
+            T.nomem++;
+            return;
+        }
+        tt->stack = v;
     }
-    tt->stack = v;
     if (fi->func >= tt->active_cap && grow_active(tt, fi->func) < 0) {
         T.nomem++;
         return;
