@@ -95,8 +95,10 @@ def main():
 
 
 def instructions(cmd, env, cwd, out):
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--trace-children=yes",
-                    *cmd], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # one file per process (%p): callscope run is two processes
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
+                    "--trace-children=yes", *cmd], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     total = 0
     for f in os.listdir(os.path.dirname(out)):
         if f.startswith(os.path.basename(out)):
