@@ -104,6 +104,18 @@ cs_cmd_clean(int argc, char **argv)
     int rc = cs_run_list(root, &dirs, &n);
     if (rc != CS_OK)
         return cli_error(CS_EXIT_FAIL, "%s: %s", root, cs_strerror(rc));
+    /* only runs callscope made count, and are ever deleted */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cs_run_is_ours(dirs[i])) {
+            dirs[m++] = dirs[i];
+        } else {
+            cli_warn("leaving %s alone: not a run callscope made (no callscope run.db or log)",
+                     dirs[i]);
+            cs__free(dirs[i]);
+        }
+    }
+    n = m;
     size_t ndel = n > keep ? n - keep : 0;
     int *victim = cs__calloc(n ? n : 1, sizeof *victim);
     if (victim == NULL) {
@@ -153,8 +165,12 @@ cs_cmd_clean(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         if (!victim[i])
             continue;
-        if (cs_rmtree(dirs[i]) != CS_OK)
+        int kept = 0;
+        if (cs_run_remove(dirs[i], &kept) != CS_OK)
             status = cli_error(CS_EXIT_FAIL, "clean: cannot delete %s", dirs[i]);
+        else if (kept)
+            cli_warn("kept %s: it holds files callscope did not make (its own were deleted)",
+                     dirs[i]);
         cs__free(dirs[i]);
         dirs[i] = NULL;
     }

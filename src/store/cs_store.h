@@ -77,6 +77,16 @@ CS_EXPORT int cs_store_expand_trees(cs_store *s);
  * directory holds neither run.db nor logs. */
 CS_EXPORT int cs_run_resolve(const char *root, const char *spec, char **out /* OUT */);
 
+/* 1 if `dir` is a run callscope made: a directory (not a link) whose
+ * run.db opens as callscope's schema, or, before it has one, that holds a
+ * log with callscope's magic. What `callscope clean` may delete. */
+CS_EXPORT int cs_run_is_ours(const char *dir);
+/* Delete the run `dir`: the files callscope makes there (run.db and its
+ * journals, logs, the lock, exports and the report), then the directory.
+ * Anything else (a file of the user's, a link) stays, and so does the
+ * directory: *kept says so. */
+CS_EXPORT int cs_run_remove(const char *dir, int *kept /* OUT */);
+
 /* cs_store_expand_trees on the run.db of `rundir`, if it has one: what
  * readers do after cs_run_sync (a process's exit does not). */
 CS_EXPORT int cs_run_expand(const char *rundir);

@@ -559,3 +559,105 @@ cs_run_expand(const char *rundir)
     cs__free(db);
     return rc;
 }
+
+/* 1 if `name` is a file callscope makes in a run directory. */
+static int
+our_file(const char *name)
+{
+    static const char *const exact[] = {CS_DB_NAME, CS_DB_NAME "-journal", CS_DB_NAME "-wal",
+                                        CS_DB_NAME "-shm", CS_MERGE_LOCK, "report.html"};
+    for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
+        if (strcmp(name, exact[i]) == 0)
+            return 1;
+    return has_suffix(name, CS_LOG_SUFFIX) || has_suffix(name, CS_LOG_SUFFIX ".new") ||
+           strncmp(name, "export.", 7) == 0;
+}
+
+/* 1 if the log at `path` starts with callscope's magic. */
+static int
+our_log(const char *path)
+{
+    char magic[sizeof CS_LOG_MAGIC - 1];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    int ok = read(fd, magic, sizeof magic) == (ssize_t)sizeof magic &&
+             memcmp(magic, CS_LOG_MAGIC, sizeof magic) == 0;
+    close(fd);
+    return ok;
+}
+
+int
+cs_run_is_ours(const char *dir)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0; /* a symbolic link, even to a run, is not one */
+    char *db = cs__path_join(dir, CS_DB_NAME);
+    if (db == NULL)
+        return 0;
+    int ours = 0;
+    if (lstat(db, &st) == 0) {
+        /* a run.db that opens as callscope's schema, read only */
+        sqlite3 *h = NULL;
+        sqlite3_stmt *q = NULL;
+        if (S_ISREG(st.st_mode) &&
+            sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
+                SQLITE_OK &&
+            sqlite3_prepare_v2(h, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &q,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            ours = sqlite3_column_int(q, 0) >= 1;
+        sqlite3_finalize(q);
+        sqlite3_close(h);
+    } else {
+        /* no run.db yet: callscope's logs */
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && !ours && (e = readdir(d)) != NULL) {
+            if (!has_suffix(e->d_name, CS_LOG_SUFFIX))
+                continue;
+            char *p = cs__path_join(dir, e->d_name);
+            ours = p && our_log(p);
+            cs__free(p);
+        }
+        if (d)
+            closedir(d);
+    }
+    cs__free(db);
+    return ours;
+}
+
+int
+cs_run_remove(const char *dir, int *kept)
+{
+    *kept = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return cs_from_errno(errno);
+    int rc = CS_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = cs__path_join(dir, e->d_name);
+        if (p == NULL) {
+            rc = CS_ENOMEM;
+            break;
+        }
+        struct stat st;
+        /* only regular files of the names callscope gives; a link is never
+         * followed, and anything else stays */
+        if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && our_file(e->d_name)) {
+            if (unlink(p) != 0 && errno != ENOENT)
+                rc = cs_from_errno(errno);
+        } else {
+            *kept = 1;
+        }
+        cs__free(p);
+    }
+    closedir(d);
+    if (rc == CS_OK && !*kept && rmdir(dir) != 0)
+        rc = cs_from_errno(errno);
+    return rc;
+}

@@ -324,3 +324,30 @@ def test_runs_are_private_whatever_the_umask(tmp_path, root, share):
     p = subprocess.run([cli, "run", "--share", "world", str(prog)], env=env, cwd=tmp_path,
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--share takes group or user" in p.stderr
+
+
+def test_clean_deletes_only_what_callscope_made(cli, app, root):
+    """A folder of the user's under the runs root, even with a file named
+    run.db, is never a run; a run holding a file of the user's loses only
+    callscope's files; a link is never followed."""
+    cli("run", "-q", app, check=0)
+    cli("run", "-q", app, check=0)
+    runs = sorted(d for d in os.listdir(root) if d != "latest")
+    mine = root / "00-notes"
+    mine.mkdir()
+    (mine / "run.db").write_text("my notes, not sqlite")
+    (mine / "notes.txt").write_text("keep me")
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me too")
+    os.symlink(outside, root / "01-link")
+    (root / runs[0] / "mine.txt").write_text("the user's")
+    p = cli("clean", "--keep", "0", "--yes", check=0)
+    assert "leaving" in p.stderr and "00-notes" in p.stderr
+    assert (mine / "run.db").read_text() == "my notes, not sqlite"
+    assert (mine / "notes.txt").exists() and (outside / "precious.txt").exists()
+    assert os.path.islink(root / "01-link")
+    # the run with a file of the user's: callscope's files gone, the user's kept
+    assert sorted(os.listdir(root / runs[0])) == ["mine.txt"]
+    assert "kept" in p.stderr
+    assert not (root / runs[1]).exists()
