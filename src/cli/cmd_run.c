@@ -262,6 +262,11 @@ cs_cmd_run(int argc, char **argv)
     int in_job = cs_run_job_id(job, sizeof job);
     int rc = in_job ? cs_run_create_job(root, name, job, &rundir)
                     : cs_run_create(root, name, &rundir);
+    if (rc == CS_ENOTRUN)
+        return cli_error(CS_EXIT_FAIL,
+                         "run: %s/.job-* of this job does not name a run directory in %s"
+                         " (a path or a link out of it is never followed); remove it",
+                         root, root);
     if (rc != CS_OK)
         return cli_error(CS_EXIT_FAIL, "run: cannot create a run under %s: %s", root,
                          cs_strerror(rc));

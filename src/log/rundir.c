@@ -152,12 +152,26 @@ cs_run_create_job(const char *root, const char *name, const char *job, char **ou
         char target[256];
         ssize_t len = readlink(claim, target, sizeof target - 1);
         if (len > 0) {
-            /* another process of the job chose the run: join it */
+            /* another process of the job chose the run: join it. Ours are
+             * a run's name in the root; anything else (a path, "..", a
+             * link out of the root) is not followed */
             target[len] = '\0';
+            if (strchr(target, '/') || target[0] == '.' ||
+                (size_t)len >= sizeof target - 1) {
+                rc = CS_ENOTRUN;
+                break;
+            }
             *out = cs__path_join(root, target);
             rc = *out ? CS_OK : CS_ENOMEM;
             if (rc == CS_OK)
                 rc = cs_mkdirs(*out); /* it may have been cleaned meanwhile */
+            struct stat st;
+            if (rc == CS_OK && (lstat(*out, &st) != 0 || !S_ISDIR(st.st_mode)))
+                rc = CS_ENOTRUN; /* a link in the root, not a run's directory */
+            if (rc != CS_OK) {
+                cs__free(*out);
+                *out = NULL;
+            }
             break;
         }
         char *mine = NULL;

@@ -351,3 +351,21 @@ def test_clean_deletes_only_what_callscope_made(cli, app, root):
     assert sorted(os.listdir(root / runs[0])) == ["mine.txt"]
     assert "kept" in p.stderr
     assert not (root / runs[1]).exists()
+
+
+@pytest.mark.parametrize("target", ["../../x", "/tmp", "evil-link"])
+def test_job_link_never_leads_out_of_the_root(cli, app, root, tmp_path, target):
+    """The link by which a job's processes find their run names a run in
+    the root; one that names a path, or a link out of the root, is refused
+    and nothing is written outside."""
+    root.mkdir(parents=True, exist_ok=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if target == "evil-link":
+        os.symlink(outside, root / "evil-link")
+    os.symlink(target, root / ".job-slurm4242")
+    before = sorted(os.listdir(outside))
+    p = cli("run", "-q", app, env={"SLURM_JOB_ID": "4242"}, check=1)
+    assert ".job-" in p.stderr and "remove it" in p.stderr
+    assert sorted(os.listdir(outside)) == before
+    assert not (tmp_path / "x").exists()
