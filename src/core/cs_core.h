@@ -39,7 +39,13 @@
     X(BUSY, -10, "in use by a running process")                              \
     X(FULL, -11, "buffer full")                                              \
     X(NOTDB, -12, "not a callscope database")                                \
-    X(RANGE, -13, "value out of range")
+    X(RANGE, -13, "value out of range")                                      \
+    X(ACCES, -14, "permission denied")                                       \
+    X(ROFS, -15, "read-only file system")                                    \
+    X(NOSPC, -16, "no space left on device")                                 \
+    X(DQUOT, -17, "disk quota exceeded")                                     \
+    X(NAMETOOLONG, -18, "file name too long")                                \
+    X(NOTDIR, -19, "not a directory")
 
 enum {
     CS_OK = 0,

@@ -28,8 +28,18 @@ cs_from_errno(int e)
     case ENOMEM:
         return CS_ENOMEM;
     case ENOENT:
-    case ENOTDIR:
         return CS_ENOENT;
+    case ENOTDIR:
+        return CS_ENOTDIR;
+    case EACCES:
+    case EPERM:
+        return CS_EACCES;
+    case EROFS:
+        return CS_EROFS;
+    case EDQUOT:
+        return CS_EDQUOT;
+    case ENAMETOOLONG:
+        return CS_ENAMETOOLONG;
     case EEXIST:
         return CS_EEXIST;
     case EINVAL:
@@ -38,7 +48,7 @@ cs_from_errno(int e)
     case EWOULDBLOCK:
         return CS_EBUSY;
     case ENOSPC:
-        return CS_EFULL;
+        return CS_ENOSPC;
     default:
         return CS_EIO;
     }

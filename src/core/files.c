@@ -62,7 +62,7 @@ cs_mkdirs(const char *path)
     if (mkdir(p, cs_file_mode(1)) != 0 && errno != EEXIST)
         rc = cs_from_errno(errno);
     else if (!cs__is_dir(p))
-        rc = CS_EEXIST;
+        rc = CS_ENOTDIR; /* a file where the directory should be */
 cleanup:
     cs__free(p);
     return rc;

@@ -12,7 +12,14 @@ test_core_errors(void)
     ASSERT_STR_EQ(cs_strerror(CS_ENOMEM), "out of memory");
     ASSERT_STR_EQ(cs_strerror(-999), "unknown error");
     ASSERT_EQ(cs_from_errno(ENOENT), CS_ENOENT);
-    ASSERT_EQ(cs_from_errno(ENOSPC), CS_EFULL);
+    /* the real cause, named (a full disk is not a full buffer) */
+    ASSERT_EQ(cs_from_errno(ENOSPC), CS_ENOSPC);
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(ENOSPC)), "no space left on device");
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(EROFS)), "read-only file system");
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(EACCES)), "permission denied");
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(EDQUOT)), "disk quota exceeded");
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(ENAMETOOLONG)), "file name too long");
+    ASSERT_STR_EQ(cs_strerror(cs_from_errno(ENOTDIR)), "not a directory");
 }
 
 void

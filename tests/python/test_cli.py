@@ -369,3 +369,24 @@ def test_job_link_never_leads_out_of_the_root(cli, app, root, tmp_path, target):
     assert ".job-" in p.stderr and "remove it" in p.stderr
     assert sorted(os.listdir(outside)) == before
     assert not (tmp_path / "x").exists()
+
+
+def test_errors_name_the_real_cause(cli, app, tmp_path):
+    """A file where the runs root should be, a root in a read-only place,
+    a name too long: one line that says so."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    p = cli("run", "-q", app, env={"CALLSCOPE_DIR": str(afile)}, check=1)
+    assert "not a directory" in p.stderr
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere
+            p = cli("run", "-q", app, env={"CALLSCOPE_DIR": str(ro / "runs")}, check=1)
+            assert "permission denied" in p.stderr
+    finally:
+        ro.chmod(0o700)
+    long = tmp_path / ("n" * 300)
+    p = cli("run", "-q", app, env={"CALLSCOPE_DIR": str(long)}, check=1)
+    assert "file name too long" in p.stderr
