@@ -34,11 +34,15 @@ def _toml_load(path):
         import tomllib as toml
     except ModuleNotFoundError:  # Python 3.10
         import tomli as toml
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             return toml.load(f)
-        except toml.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except toml.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read: {e}") from None
 
 
 def find(start):

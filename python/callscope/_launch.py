@@ -33,9 +33,11 @@ def _configure(start):
                       file=sys.stderr)
     except NotImplementedError:
         pass  # reported below
-    except (_config.ConfigError, ValueError, TypeError) as e:
+    except (_config.ConfigError, ValueError, TypeError, RecursionError) as e:
+        # one line and status 2, as for any bad usage
         where = f" ({path})" if path and path not in str(e) else ""
-        sys.exit(f"callscope: error: run: {e}{where}")
+        print(f"callscope: error: run: {e}{where}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv):

@@ -255,19 +255,27 @@ def test_callscope_toml_beside_the_program(cli, tmp_path, root):
 
 
 def test_bad_configuration_names_the_key(cli, tmp_path):
+    """Bad configuration is bad usage: one line naming the file and key,
+    status 2 (it was 1 before issue 16 asked for 2)."""
     (tmp_path / "app.py").write_text("pass\n")
     (tmp_path / "callscope.toml").write_text('traec = ["x"]\n')
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "unknown key 'traec'" in p.stderr and "callscope.toml" in p.stderr
     (tmp_path / "callscope.toml").write_text('cpu = "yes"\n')
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "'cpu' must be true or false" in p.stderr
     (tmp_path / "callscope.toml").write_text('trace = ["a b"]\n')
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "trace:" in p.stderr and "spaces" in p.stderr
     (tmp_path / "callscope.toml").write_text('trace = [\n')
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "not valid TOML" in p.stderr
+    # nested 5000 levels deep: one line, no traceback
+    (tmp_path / "callscope.toml").write_text("trace = " + "[" * 5000 + "]" * 5000 + "\n")
+    p = cli("run", "app.py", check=2)
+    assert "nested too deeply" in p.stderr and "Traceback" not in p.stderr
+    errors = [l for l in p.stderr.splitlines() if l.startswith("callscope: error")]
+    assert len(errors) == 1
 
 
 @needs_monitoring
