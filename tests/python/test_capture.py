@@ -1155,11 +1155,12 @@ def test_cli_redact_and_max_arg_length(cli, tmp_path, root):
 
 def test_pyproject_bad_capture_keys(cli, tmp_path):
     (tmp_path / "app.py").write_text("pass\n")
+    # bad configuration is bad usage: status 2 (it was 1 before issue 16)
     (tmp_path / "callscope.toml").write_text('args = "yes"\n')
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "'args' must be true or false" in p.stderr
     (tmp_path / "callscope.toml").write_text("max_bytes = -3\n")
-    p = cli("run", "app.py", check=1)
+    p = cli("run", "app.py", check=2)
     assert "max_bytes" in p.stderr and "unknown key" not in p.stderr
     (tmp_path / "callscope.toml").write_text('args = true\nresult = true\nredact = ["pw"]\n'
                                              "max_arg_length = 50\nmax_bytes = 1000\n")
