@@ -61,7 +61,7 @@ _CO_COROUTINE = 0x80
 
 def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, result=False,
             redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
-            capture_self=False, print=False):
+            capture_self=False, print=False, capture="full"):
     """Record every call of ``func``: time, thread, process, and any exception.
 
     Use bare (``@monitor``) or with options (``@monitor(cpu=True)``):
@@ -81,6 +81,12 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, res
       larger values are cut and marked as truncated.
     - ``capture_self``: record ``self``/``cls`` by value; by default it is
       recorded by identity (type and id).
+    - ``capture``: ``"full"`` (default) keeps any value, calling its
+      ``__repr__``, ``__reduce__`` or a registered handler when it is not
+      a built-in type, a container of them or a numpy array: that runs the
+      program's own code inside the call. ``"safe"`` never does: such a
+      value is kept as its type and id, so a slow or hanging ``__repr__``
+      cannot slow or hang the call.
     - ``print``: write each finished call to ``sys.stderr`` as one line
       (``True``: name, arguments, result or error, time) or as JSON
       (``"json"``); redaction and ``sanitize`` apply.
@@ -92,7 +98,7 @@ def monitor(func=None, /, *, cpu=False, memory=False, name=None, args=False, res
     """
     opts = dict(cpu=cpu, memory=memory, name=name, args=args, result=result, redact=redact,
                 sanitize=sanitize, max_arg_length=max_arg_length, max_bytes=max_bytes,
-                capture_self=capture_self, print=print)
+                capture_self=capture_self, print=print, capture=capture)
     if func is None:
         _callscope.Monitor(len, **opts)  # bad options fail here, at decoration
         import functools

@@ -21,7 +21,7 @@ import os
 
 KEYS = {"trace": list, "module": list, "exclude": list, "cpu": bool, "memory": bool,
         "args": bool, "result": bool, "redact": list, "max_arg_length": int, "max_bytes": int,
-        "print": "print", "c_functions": bool}
+        "print": "print", "c_functions": bool, "capture": "capture"}
 _INT_LIMITS = {"max_arg_length": 2**31 - 1, "max_bytes": 2**29}
 
 
@@ -86,6 +86,10 @@ def validate(path, table):
             if value not in (True, False, "json", "text"):
                 raise ConfigError(f"{path}: [tool.callscope]: 'print' must be true, false,"
                                   ' "text" or "json"')
+        elif kind == "capture":
+            if value not in ("full", "safe"):
+                raise ConfigError(f"{path}: [tool.callscope]: 'capture' must be \"full\" or"
+                                  ' "safe"')
         elif kind is int:
             limit = _INT_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:

@@ -11,7 +11,8 @@ def _empty():
     """No selection: patterns, modules, excludes, and the recording options."""
     return {"patterns": [], "modules": [], "excludes": [], "cpu": False, "memory": False,
             "args": False, "result": False, "redact": [], "sanitize": None,
-            "max_arg_length": None, "max_bytes": None, "print": False, "c_functions": False}
+            "max_arg_length": None, "max_bytes": None, "print": False, "c_functions": False,
+            "safe": False}
 
 
 # the selection in force
@@ -41,7 +42,8 @@ def _apply(sel):
                                 result=sel["result"], redact=sel["redact"] or None,
                                 sanitize=sel["sanitize"], max_arg_length=sel["max_arg_length"],
                                 max_bytes=sel["max_bytes"], print=sel["print"],
-                                c_functions=sel["c_functions"])
+                                c_functions=sel["c_functions"],
+                                capture="safe" if sel["safe"] else "full")
     else:
         _callscope._trace_stop()
     _current.clear()
@@ -54,7 +56,7 @@ def _copy(sel):
 
 def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=False,
           result=False, redact=None, sanitize=None, max_arg_length=None, max_bytes=None,
-          print=False, c_functions=False):
+          print=False, c_functions=False, capture="full"):
     """Record every call of the functions that ``patterns`` name, in any
     code: yours, a library's, the standard library's.
 
@@ -72,7 +74,7 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     code objects carry no qualified name: patterns see module.function.
 
     ``args``, ``result``, ``redact``, ``sanitize``, ``max_arg_length``,
-    ``max_bytes`` and ``print`` capture and show values as
+    ``max_bytes``, ``print`` and ``capture`` capture and show values as
     ``@callscope.monitor`` does; they apply to the whole selection.
 
     ``c_functions=True`` lets the patterns select C functions too:
@@ -95,6 +97,9 @@ def trace(*patterns, module=None, exclude=None, cpu=False, memory=False, args=Fa
     if print:
         sel["print"] = print
     sel["c_functions"] = sel["c_functions"] or bool(c_functions)
+    if capture not in ("full", "safe"):
+        raise ValueError(f"capture must be 'full' or 'safe', not {capture!r}")
+    sel["safe"] = sel["safe"] or capture == "safe"
     for key, value in (("sanitize", sanitize), ("max_arg_length", max_arg_length),
                        ("max_bytes", max_bytes)):
         if value is not None:
@@ -121,7 +126,7 @@ def tracing(*patterns, **options):
 
 _ENV_KEYS = {"t": "patterns", "m": "modules", "x": "excludes", "r": "redact"}
 _ENV_INTS = {"l": "max_arg_length", "b": "max_bytes"}
-_FLAGS = ("cpu", "memory", "args", "result", "c_functions")
+_FLAGS = ("cpu", "memory", "args", "result", "c_functions", "safe")
 
 
 def _parse_env(spec):
@@ -160,6 +165,7 @@ def _merge_config(cli, config):
             sel[ours] = list(config[key])
     for opt in _FLAGS:
         sel[opt] = sel[opt] or bool(config.get(opt, False))
+    sel["safe"] = sel["safe"] or config.get("capture") == "safe"
     if not sel["print"] and config.get("print"):
         sel["print"] = config["print"]
     for opt in _ENV_INTS.values():

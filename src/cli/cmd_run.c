@@ -47,6 +47,9 @@ const char cs_usage_run[] =
     "                   a callback on every call of the program\n"
     "  --print[=json]   with -t/--module: print each finished call to stderr, as a\n"
     "                   line (with its arguments and result) or as JSON\n"
+    "  --capture safe   never run the program's code (__repr__, __reduce__,\n"
+    "                   handlers) to keep a value: other objects are kept as\n"
+    "                   their type and id (default: full)\n"
     "  --max-bytes N    the most bytes one captured value may take (default 4M,\n"
     "                   at most 512M; suffixes K, M, G)\n"
     "  --share group    make the run readable by the group (directories 0750,\n"
@@ -125,6 +128,7 @@ cs_cmd_run(int argc, char **argv)
         {"c-functions", no_argument, NULL, 'c'},
         {"no-c-calls", no_argument, NULL, 'N'},
         {"share", required_argument, NULL, 'G'},
+        {"capture", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
     /* the selection, passed to every Python process as $CALLSCOPE_TRACE */
@@ -158,6 +162,15 @@ cs_cmd_run(int argc, char **argv)
             break;
         case 'N':
             no_c_calls = 1;
+            break;
+        case 'K':
+            if (strcmp(optarg, "safe") != 0 && strcmp(optarg, "full") != 0) {
+                cs_buf_free(&sel);
+                return cli_error(CS_EXIT_USAGE, "run: --capture takes full or safe, not '%s'",
+                                 optarg);
+            }
+            if (strcmp(optarg, "safe") == 0)
+                cs_buf_printf(&sel, "%so:safe", sel.len ? "\n" : "");
             break;
         case 'G':
             if (strcmp(optarg, "group") != 0 && strcmp(optarg, "user") != 0) {

@@ -60,8 +60,19 @@ cap_conf_needed(const cap_conf *c)
 
 cap_conf *
 cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
-             PyObject *max_arg_length, PyObject *max_bytes, int capture_self, PyObject *print)
+             PyObject *max_arg_length, PyObject *max_bytes, int capture_self, PyObject *print,
+             PyObject *capture)
 {
+    int safe = 0;
+    if (capture != NULL && capture != Py_None) {
+        if (PyUnicode_Check(capture) && PyUnicode_CompareWithASCIIString(capture, "safe") == 0)
+            safe = 1;
+        else if (!(PyUnicode_Check(capture) &&
+                   PyUnicode_CompareWithASCIIString(capture, "full") == 0)) {
+            PyErr_Format(PyExc_ValueError, "capture must be 'full' or 'safe', not %R", capture);
+            return NULL;
+        }
+    }
     int pr = 0;
     if (print == NULL || print == Py_None || print == Py_False)
         pr = 0;
@@ -129,6 +140,7 @@ cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
     c->max_bytes = mb ? mb : CAP_DEFAULT_MAX_BYTES;
     c->redact = pats;
     c->sanitize = Py_XNewRef(sanitize);
+    c->safe = safe;
     return c;
 }
 
@@ -138,7 +150,7 @@ cap_conf_dict(const cap_conf *c)
     if (c == NULL)
         return Py_BuildValue("{s:O,s:O,s:O}", "args", Py_False, "result", Py_False, "print",
                              Py_False);
-    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:n,s:n,s:O,s:O}", "args",
+    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:n,s:n,s:O,s:O,s:s}", "args",
                          c->args ? Py_True : Py_False, "result",
                          c->result ? Py_True : Py_False, "redact",
                          c->redact ? c->redact : Py_None, "sanitize",
@@ -146,7 +158,8 @@ cap_conf_dict(const cap_conf *c)
                          c->max_arg_length, "max_bytes", c->max_bytes, "capture_self",
                          c->capture_self ? Py_True : Py_False, "print",
                          c->print == 2 ? PyUnicode_FromString("json")
-                                       : (c->print ? Py_True : Py_False));
+                                       : (c->print ? Py_True : Py_False),
+                         "capture", c->safe ? "safe" : "full");
 }
 
 char *
@@ -568,6 +581,7 @@ enc_repr(enc *e, PyObject *v, const char *why)
 }
 
 static void enc_value(enc *e, PyObject *v, int depth);
+static void enc_ident(enc *e, PyObject *v);
 
 /* Bytes-like data of `kind` (PICKLE, HANDLER), or a marked repr when it
  * does not fit the budget. */
@@ -791,7 +805,10 @@ enc_items(enc *e, unsigned tag, PyObject *v, int depth)
         }
     }
     if (e->npath >= (int)(sizeof e->path / sizeof *e->path)) {
-        enc_pickle(e, v);
+        if (e->c->safe)
+            enc_ident(e, v);
+        else
+            enc_pickle(e, v);
         return;
     }
     e->path[e->npath++] = v;
@@ -872,7 +889,7 @@ static void
 enc_value(enc *e, PyObject *v, int depth)
 {
     PyTypeObject *tp = Py_TYPE(v);
-    if (PyDict_GET_SIZE(e->st->handlers) > 0) {
+    if (!e->c->safe && PyDict_GET_SIZE(e->st->handlers) > 0) {
         PyObject *h = handler_for(e->st, tp);
         if (h != NULL) {
             Py_INCREF(h); /* save may register again, dropping the cached tuple */
@@ -927,6 +944,8 @@ enc_value(enc *e, PyObject *v, int depth)
         ;
     } else if (is_numpy_scalar(v) && enc_ndarray(e, v, 1)) {
         ;
+    } else if (e->c->safe) {
+        enc_ident(e, v); /* its type and id: no code of the program runs */
     } else {
         enc_pickle(e, v);
     }
@@ -977,7 +996,10 @@ enc_top(enc *e, PyObject *v, int depth)
         e->b->len = start;
         e->arg_blobs = 0;
         e->cycle = 0;
-        enc_pickle(e, v);
+        if (e->c->safe)
+            enc_ident(e, v);
+        else
+            enc_pickle(e, v);
     }
 }
 

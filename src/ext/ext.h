@@ -58,13 +58,15 @@ typedef struct cap_conf {
     Py_ssize_t max_bytes;      /* per argument */
     PyObject *redact;          /* tuple of name patterns, or NULL */
     PyObject *sanitize;        /* callable str -> str, or NULL */
+    int safe;                  /* capture="safe": never run the program's code
+                                  (repr, pickling, handlers) to keep a value */
 } cap_conf;
 
 /* Options checked and kept; NULL with an exception set on bad input.
  * `print` is False, True ("text") or "json". */
 cap_conf *cap_conf_new(int args, int result, PyObject *redact, PyObject *sanitize,
                        PyObject *max_arg_length, PyObject *max_bytes, int capture_self,
-                       PyObject *print);
+                       PyObject *print, PyObject *capture);
 /* 1 if `c` asks for anything beyond timing. */
 int cap_conf_needed(const cap_conf *c);
 

@@ -289,16 +289,19 @@ monitor_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"func",   "cpu",      "memory",         "name",
                              "args",   "result",   "redact",         "sanitize",
-                             "max_arg_length", "max_bytes", "capture_self", "print", NULL};
+                             "max_arg_length", "max_bytes", "capture_self", "print",
+                             "capture", NULL};
     PyObject *func, *name = Py_None, *redact = Py_None, *sanitize = Py_None;
     PyObject *max_arg_length = Py_None, *max_bytes = Py_None, *print = Py_False;
+    PyObject *capture = Py_None;
     int cpu = 0, memory = 0, cargs = 0, cresult = 0, capture_self = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppOppOOOOpO:monitor", kwlist, &func, &cpu,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$ppOppOOOOpOO:monitor", kwlist, &func, &cpu,
                                      &memory, &name, &cargs, &cresult, &redact, &sanitize,
-                                     &max_arg_length, &max_bytes, &capture_self, &print))
+                                     &max_arg_length, &max_bytes, &capture_self, &print,
+                                     &capture))
         return NULL;
     cap_conf *cap = cap_conf_new(cargs, cresult, redact, sanitize, max_arg_length, max_bytes,
-                                 capture_self, print);
+                                 capture_self, print, capture);
     if (cap == NULL)
         return NULL;
     if (!cap_conf_needed(cap)) {

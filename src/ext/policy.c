@@ -47,21 +47,22 @@ policy_parse(PyObject *args, PyObject *kw, uint32_t *opts, const char **own, cap
 {
     static char *kwlist[] = {"patterns", "modules", "excludes", "cpu", "memory", "own",
                              "args", "result", "redact", "sanitize", "max_arg_length",
-                             "max_bytes", "capture_self", "print", "c_functions", NULL};
+                             "max_bytes", "capture_self", "print", "c_functions", "capture",
+                             NULL};
     PyObject *patterns = Py_None, *modules = Py_None, *excludes = Py_None;
     PyObject *redact = Py_None, *sanitize = Py_None, *mal = Py_None, *mb = Py_None;
-    PyObject *print = Py_False;
+    PyObject *print = Py_False, *capture = Py_None;
     int cpu = 0, memory = 0, cargs = 0, cresult = 0, cself = 0;
     *own = NULL;
     *cap = NULL;
     *cfuncs = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOpOp:_trace_start", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOppzppOOOOpOpO:_trace_start", kwlist,
                                      &patterns, &modules, &excludes, &cpu, &memory, own, &cargs,
                                      &cresult, &redact, &sanitize, &mal, &mb, &cself, &print,
-                                     cfuncs))
+                                     cfuncs, &capture))
         return NULL;
 
-    cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself, print);
+    cap_conf *c = cap_conf_new(cargs, cresult, redact, sanitize, mal, mb, cself, print, capture);
     if (c == NULL)
         return NULL;
     if (!cap_conf_needed(c)) {

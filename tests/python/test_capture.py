@@ -15,6 +15,7 @@ import fractions
 import math
 import os
 import pathlib
+import textwrap
 import pickle
 import sqlite3
 import struct
@@ -1503,3 +1504,60 @@ def test_pyproject_print_and_c_functions(cli, tmp_path, root):
     assert [d["function"] for d in lines] == ["math.sqrt"] * 3
     assert [(f.name, f.calls) for f in callscope.load(root=root).functions()] == \
         [("math.sqrt", 3)]
+
+
+# -- capture="safe": the program's own code never runs to keep a value -------------
+
+def test_capture_safe_never_calls_user_code(finish, root, tmp_path, cli):
+    """A __repr__ that would hang, a __reduce__ that raises, a registered
+    handler: capture="safe" calls none of them, and keeps such a value as
+    its type and id; built-in values are kept whole as ever."""
+    import time as _time
+
+    class Slow:
+        def __repr__(self):  # pragma: no cover - must never run
+            _time.sleep(60)
+            return "slow"
+
+        def __reduce__(self):  # pragma: no cover - must never run
+            raise RuntimeError("never")
+
+    @callscope.monitor(args=True, result=True, capture="safe")
+    def f(x, n, data):
+        return x
+
+    t0 = _time.perf_counter()
+    f(Slow(), 3, {"k": [1, 2.5, "s"]})
+    assert _time.perf_counter() - t0 < 5
+    run = finish()
+    args = run.get_args("f", 1)
+    assert args["n"] == 3 and args["data"] == {"k": [1, 2.5, "s"]}
+    assert isinstance(args["x"], callscope.Identity)
+    assert "Slow" in repr(args["x"])
+    with pytest.raises(callscope.CallscopeError):
+        run.replay("f", 1)  # an identity cannot be called with
+    # and the options are checked
+    with pytest.raises(ValueError, match="capture"):
+        callscope.monitor(capture="all")(lambda: 0)
+    with pytest.raises(ValueError, match="capture"):
+        callscope.trace("x", capture="some")
+
+
+def test_capture_safe_from_the_command_line(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        class Big:
+            def __repr__(self):
+                raise SystemExit("repr ran")
+        def step(obj, k):
+            return k
+        step(Big(), 7)
+    """))
+    cli("run", "-q", "--capture", "safe", "-t", "step", "--args", "app.py", check=0)
+    run = callscope.load(root=root)
+    a = run.get_args("step", 1)
+    assert a["k"] == 7 and isinstance(a["obj"], callscope.Identity)
+    (tmp_path / "callscope.toml").write_text('capture = "sometimes"\n')
+    p = cli("run", "app.py", check=2)
+    assert "'capture' must be" in p.stderr
+    p = cli("run", "--capture", "never", "app.py", check=2)
+    assert "--capture takes full or safe" in p.stderr
