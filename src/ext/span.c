@@ -14,6 +14,8 @@ typedef struct SpanObject {
     uint32_t epoch;
     uint32_t opts;
     int state;
+    uint64_t mark_ns;   /* when it last started or resumed */
+    uint64_t active_ns; /* its time running, pauses left out */
 } SpanObject;
 
 static const char *const state_names[] = {"idle", "running", "paused", "stopped"};
@@ -129,16 +131,19 @@ span_start(SpanObject *s, PyObject *unused)
     if (s->state == SPAN_RUNNING || s->state == SPAN_PAUSED)
         return wrong_state(s, "start");
     s->state = SPAN_RUNNING;
+    s->active_ns = 0;
     cs_tstate *t = rec_tstate();
     if (t == NULL) {
         s->epoch = 0; /* not recorded; the span still works */
+        s->mark_ns = cs_clock_mono_ns();
         Py_RETURN_NONE;
     }
     uint32_t id = span_func_id(s, t);
     rec_extra x;
     if (s->opts)
         rec_read_extras(s->opts, &x, 1);
-    s->seq = cs_log_enter(t, id, CS_FLAG_SPAN, cs_clock_mono_ns());
+    s->mark_ns = cs_clock_mono_ns();
+    s->seq = cs_log_enter(t, id, CS_FLAG_SPAN, s->mark_ns);
     if (s->opts)
         rec_put_extras(t, s->opts, &x);
     s->stream = t->stream;
@@ -146,11 +151,16 @@ span_start(SpanObject *s, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Write `kind` for the span if its log is still the current one. */
+/* Write `kind` for the span if its log is still the current one, and
+ * keep its running time. */
 static void
 span_mark(SpanObject *s, unsigned kind, unsigned status, PyObject *exc)
 {
     uint64_t ts = cs_clock_mono_ns();
+    if (s->state == SPAN_RUNNING && ts > s->mark_ns)
+        s->active_ns += ts - s->mark_ns; /* it pauses or stops */
+    if (kind == CS_MARK_RESUME)
+        s->mark_ns = ts;
     cs_tstate *t = s->epoch ? rec_tstate() : NULL;
     if (t == NULL || t->epoch != s->epoch)
         return;
@@ -191,7 +201,8 @@ span_stop(SpanObject *s, PyObject *unused)
         return wrong_state(s, "stop");
     span_mark(s, CS_MARK_EXIT, CS_STATUS_OK, NULL);
     s->state = SPAN_STOPPED;
-    Py_RETURN_NONE;
+    /* what it measured: its time running, in seconds, as recorded */
+    return PyFloat_FromDouble((double)s->active_ns / 1e9);
 }
 
 static PyObject *
@@ -293,11 +304,25 @@ span_get_state(SpanObject *s, void *c)
     return PyUnicode_FromString(state_names[s->state]);
 }
 
+/* Its time running so far, in seconds: pauses left out; the whole of it
+ * once stopped (also after a `with` block). */
+static PyObject *
+span_get_elapsed(SpanObject *s, void *c)
+{
+    uint64_t ns = s->active_ns;
+    if (s->state == SPAN_RUNNING) {
+        uint64_t now = cs_clock_mono_ns();
+        ns += now > s->mark_ns ? now - s->mark_ns : 0;
+    }
+    return PyFloat_FromDouble((double)ns / 1e9);
+}
+
 static PyMethodDef span_methods[] = {
     {"start", (PyCFunction)span_start, METH_NOARGS, "Start timing (again, after stop)."},
     {"pause", (PyCFunction)span_pause, METH_NOARGS, "Stop counting time until resume()."},
     {"resume", (PyCFunction)span_resume, METH_NOARGS, "Count time again after pause()."},
-    {"stop", (PyCFunction)span_stop, METH_NOARGS, "End the span and record it."},
+    {"stop", (PyCFunction)span_stop, METH_NOARGS,
+     "End the span and record it. Returns its time running, in seconds (pauses left out)."},
     {"__enter__", (PyCFunction)span_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))span_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},
@@ -306,6 +331,8 @@ static PyMethodDef span_methods[] = {
 static PyGetSetDef span_getset[] = {
     {"name", (getter)span_get_name, NULL, "the name the run shows", NULL},
     {"state", (getter)span_get_state, NULL, "idle, running, paused or stopped", NULL},
+    {"elapsed", (getter)span_get_elapsed, NULL,
+     "its time running, in seconds, pauses left out (so far, or in all once stopped)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

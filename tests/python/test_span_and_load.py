@@ -165,3 +165,27 @@ def test_load_stats_and_repr(root, finish):
 def test_load_with_no_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no runs in"):
         callscope.load(root=tmp_path / "empty")
+
+
+def test_stop_returns_what_it_measured(finish):
+    """stop() returns the span's time running in seconds, pauses left out,
+    the same as the recorded wall time; `elapsed` reads it, also after a
+    `with` block."""
+    import time as _time
+
+    s = callscope.span("measured")
+    s.start()
+    _time.sleep(0.05)
+    s.pause()
+    _time.sleep(0.1)  # not counted
+    s.resume()
+    _time.sleep(0.05)
+    took = s.stop()
+    assert isinstance(took, float) and 0.09 <= took < 0.15
+    assert s.elapsed == took
+    with callscope.span("block") as b:
+        _time.sleep(0.02)
+    assert 0.015 <= b.elapsed < 0.1
+    run = finish()
+    (c,) = run.calls("measured")
+    assert abs(c.wall / 1e9 - took) < 0.002
