@@ -37,6 +37,12 @@ def _configure(start):
         # one line and status 2, as for any bad usage
         where = f" ({path})" if path and path not in str(e) else ""
         print(f"callscope: error: run: {e}{where}", file=sys.stderr)
+        run = os.environ.get("CALLSCOPE_RUN_DIR")
+        if run:  # tell `callscope run` the program never ran: it drops the run
+            try:
+                open(os.path.join(run, ".launch-failed"), "w").close()
+            except OSError:
+                pass
         sys.exit(2)
 
 

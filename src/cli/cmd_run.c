@@ -78,6 +78,47 @@ forward(int sig, siginfo_t *si, void *uc)
     errno = saved;
 }
 
+#define LAUNCH_FAILED ".launch-failed" /* the launcher's mark: see _launch.py */
+
+/* 1 if the launcher marked the run as never started. */
+static int
+launch_failed(const char *rundir)
+{
+    char *p = cs__path_join(rundir, LAUNCH_FAILED);
+    int yes = p && access(p, F_OK) == 0;
+    if (yes)
+        unlink(p);
+    cs__free(p);
+    return yes;
+}
+
+/* Delete the run in `rundir` (its own files only) and point `latest` at
+ * the newest run left, if it pointed at this one. */
+static void
+discard_run(const char *root, const char *rundir)
+{
+    int kept = 0;
+    if (cs_run_remove(rundir, &kept) != CS_OK || kept)
+        return;
+    char *latest = cs__path_join(root, "latest");
+    char target[512];
+    ssize_t n = latest ? readlink(latest, target, sizeof target - 1) : -1;
+    const char *leaf = strrchr(rundir, '/');
+    leaf = leaf ? leaf + 1 : rundir;
+    if (n > 0) {
+        target[n] = '\0';
+        if (strcmp(target, leaf) == 0) {
+            unlink(latest);
+            char **dirs = NULL;
+            size_t nd = 0;
+            if (cs_run_list(root, &dirs, &nd) == CS_OK && nd)
+                cs_run_point_latest(dirs[nd - 1]);
+            cs_run_list_free(dirs, nd);
+        }
+    }
+    cs__free(latest);
+}
+
 static const char *
 base_name(const char *p)
 {
@@ -371,6 +412,12 @@ cs_cmd_run(int argc, char **argv)
         sigaction(forwarded[i], &old[i], NULL);
     forward_to = 0;
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (launch_failed(rundir)) {
+        /* the launcher refused (bad configuration, said on stderr) before
+         * the program ran: the run it was given is not left behind */
+        discard_run(root, rundir);
+        goto out;
+    }
     if (cs_run_record_exit(rundir, pid,
                            WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status)) != CS_OK)
         cli_warn("run: cannot record the exit status: %s", cs_store_last_error());

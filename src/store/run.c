@@ -564,8 +564,9 @@ cs_run_expand(const char *rundir)
 static int
 our_file(const char *name)
 {
-    static const char *const exact[] = {CS_DB_NAME, CS_DB_NAME "-journal", CS_DB_NAME "-wal",
-                                        CS_DB_NAME "-shm", CS_MERGE_LOCK, "report.html"};
+    static const char *const exact[] = {CS_DB_NAME,    CS_DB_NAME "-journal", CS_DB_NAME "-wal",
+                                        CS_DB_NAME "-shm", CS_MERGE_LOCK,      "report.html",
+                                        ".launch-failed"};
     for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
         if (strcmp(name, exact[i]) == 0)
             return 1;

@@ -254,7 +254,7 @@ def test_callscope_toml_beside_the_program(cli, tmp_path, root):
     assert [f.name for f in callscope.load(root=root).functions()] == ["json.loads"]
 
 
-def test_bad_configuration_names_the_key(cli, tmp_path):
+def test_bad_configuration_names_the_key(cli, tmp_path, root):
     """Bad configuration is bad usage: one line naming the file and key,
     status 2 (it was 1 before issue 16 asked for 2)."""
     (tmp_path / "app.py").write_text("pass\n")
@@ -276,6 +276,8 @@ def test_bad_configuration_names_the_key(cli, tmp_path):
     assert "nested too deeply" in p.stderr and "Traceback" not in p.stderr
     errors = [l for l in p.stderr.splitlines() if l.startswith("callscope: error")]
     assert len(errors) == 1
+    # and nothing is left behind: no run, no `latest`
+    assert not os.path.exists(root) or os.listdir(root) == []
 
 
 @needs_monitoring
@@ -368,3 +370,14 @@ def test_c_functions_and_another_profiler(root):
     finally:
         prof.disable()
     assert not callscope._callscope._trace_active()
+
+
+def test_bad_configuration_leaves_the_runs_as_they_were(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text("pass\n")
+    cli("run", "-q", "app.py", check=0)
+    before = sorted(os.listdir(root))
+    latest = os.readlink(root / "latest")
+    (tmp_path / "callscope.toml").write_text('traec = ["x"]\n')
+    cli("run", "-q", "app.py", check=2)
+    assert sorted(os.listdir(root)) == before
+    assert os.readlink(root / "latest") == latest
