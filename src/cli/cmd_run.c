@@ -119,6 +119,54 @@ discard_run(const char *root, const char *rundir)
     cs__free(latest);
 }
 
+/* Warn about each -t or --module of `spec` (the $CALLSCOPE_TRACE lines
+ * the command line gave) that no function of the run matched: a typo
+ * should not pass for a program that never called it. */
+static void
+warn_unmatched(const char *rundir, const char *spec)
+{
+    char *dbp = cs__path_join(rundir, CS_DB_NAME);
+    cs_store *s = NULL;
+    if (dbp == NULL || !spec || !*spec || cs_store_open(dbp, 0, &s) != CS_OK) {
+        cs__free(dbp);
+        return;
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(cs_store_db(s), "SELECT module, qualname FROM functions", -1, &st,
+                           NULL) != SQLITE_OK)
+        goto out;
+    for (const char *line = spec; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len > 2 && (line[0] == 't' || line[0] == 'm') && line[1] == ':') {
+            char pat[512];
+            snprintf(pat, sizeof pat, "%.*s", (int)(len - 2), line + 2);
+            cs_select *one = NULL;
+            char why[128];
+            int hit = 0;
+            if (cs_select_new(&one) == CS_OK &&
+                cs_select_add(one, line[0] == 't' ? CS_SEL_TRACE : CS_SEL_MODULE, pat, why) ==
+                    CS_OK) {
+                sqlite3_reset(st);
+                while (!hit && sqlite3_step(st) == SQLITE_ROW) {
+                    const char *m = (const char *)sqlite3_column_text(st, 0);
+                    const char *q = (const char *)sqlite3_column_text(st, 1);
+                    hit = m && q && cs_select_match(one, m, q);
+                }
+                if (!hit)
+                    cli_warn("%s %s matched no function", line[0] == 't' ? "-t" : "--module",
+                             pat);
+            }
+            cs_select_free(one);
+        }
+        line += len + (end != NULL);
+    }
+out:
+    sqlite3_finalize(st);
+    cs_store_close(s);
+    cs__free(dbp);
+}
+
 static const char *
 base_name(const char *p)
 {
@@ -428,6 +476,8 @@ cs_cmd_run(int argc, char **argv)
         cli_warn("run: could not recover %s: %s", rundir, cs_store_last_error());
     else if (sr.failed)
         cli_warn("run: %d log(s) could not be read: %s", sr.failed, sr.message);
+    if (src == CS_OK)
+        warn_unmatched(rundir, sel.data);
     if (!quiet) {
         cs_run_summary s;
         if (cs_run_summarize(rundir, &s) == CS_OK) {

@@ -381,3 +381,12 @@ def test_bad_configuration_leaves_the_runs_as_they_were(cli, tmp_path, root):
     cli("run", "-q", "app.py", check=2)
     assert sorted(os.listdir(root)) == before
     assert os.readlink(root / "latest") == latest
+
+
+def test_a_pattern_that_matched_nothing_is_reported(cli, tmp_path, root):
+    (tmp_path / "app.py").write_text("def step():\n    return 1\nstep()\n")
+    p = cli("run", "-q", "-t", "no_such_function", "-t", "step", "--module", "nowhere",
+            "app.py", check=0)
+    assert "-t no_such_function matched no function" in p.stderr
+    assert "--module nowhere matched no function" in p.stderr
+    assert "-t step matched" not in p.stderr
