@@ -126,17 +126,31 @@ class Run(_ValuesMixin):
         return [Function(*r) for r in rows]
 
     def calls(self, name=None, *, status=None, limit=None):
-        """The calls of ``name`` (exact, or a glob), in order of their start
-        (wall clock, so calls of different processes interleave correctly).
+        """The calls of ``name``, in order of their start (wall clock, so
+        calls of different processes interleave correctly). ``name`` is
+        resolved as everywhere (``get()``, ``stats()``): a full name, or a
+        bare or dotted tail ("step", "Solver.step") when it names one
+        function; an ambiguous one raises CallscopeError listing the
+        candidates. A glob (with * ? [) matches full names.
 
         ``status`` keeps only "ok", "raised" or "unfinished" calls."""
         where, params = [], []
         if name is not None:
             if not self._indexed and os.path.exists(self.db_path):
                 self._indexed = _callscope._index(self.db_path)
-            clause, p = _match_sql(name)
-            where.append(clause)
-            params.append(p)
+            if any(ch in name for ch in "*?["):
+                clause, p = _match_sql(name)
+                where.append(clause)
+                params.append(p)
+            else:
+                try:
+                    ids, _ = self._function_ids(name)
+                except _callscope.CallscopeError as e:
+                    if "ambiguous" in str(e):
+                        raise
+                    return []  # no such function: no calls
+                where.append(f"c.function IN ({','.join('?' * len(ids))})")
+                params.extend(ids)
         if status is not None:
             if status not in ("ok", "raised", "unfinished"):
                 raise ValueError(f"status must be 'ok', 'raised' or 'unfinished', not {status!r}")

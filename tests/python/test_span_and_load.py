@@ -189,3 +189,32 @@ def test_stop_returns_what_it_measured(finish):
     run = finish()
     (c,) = run.calls("measured")
     assert abs(c.wall / 1e9 - took) < 0.002
+
+
+def test_one_name_resolution(run_py, root):
+    """calls(), get() and stats() resolve a name the same way: the full
+    name, or a bare or dotted tail when it names one function; an
+    ambiguous bare name is an error that lists the candidates."""
+    run_py("""
+        import callscope
+        class A:
+            @callscope.monitor(args=True)
+            def step(self, x):
+                return x
+        class B:
+            @callscope.monitor
+            def step(self):
+                return 0
+        @callscope.monitor(args=True)
+        def solve(n):
+            return n
+        solve(1); solve(2); A().step(3); B().step()
+    """)
+    run = callscope.load(root=root)
+    assert len(run.calls("solve")) == len(run.calls("__main__.solve")) == 2
+    assert run.get("solve", 2) == ([2], {})
+    assert len(run.calls("A.step")) == 1
+    with pytest.raises(callscope.CallscopeError, match="ambiguous.*A.step.*B.step"):
+        run.calls("step")
+    assert run.calls("nothing_like_it") == []
+    assert len(run.calls("__main__.*.step")) == 2
