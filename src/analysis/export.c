@@ -194,19 +194,35 @@ export_chrome(sqlite3 *db, sqlite3_stmt *st, FILE *f, uint64_t *rows)
 
 /* ---- CSV and JSON Lines ------------------------------------------------------------ */
 
+/* `s` as UTF-8, invalid bytes written as U+FFFD. */
+static void
+utf8_fputs(FILE *f, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t k = cs_utf8_len(u + i, n - i);
+        if (k == 0) {
+            fputs("\xef\xbf\xbd", f);
+            i++;
+        } else {
+            if (u[i] == '"')
+                fputc('"', f); /* (in a quoted field; see csv_field) */
+            fwrite(u + i, 1, k, f);
+            i += k;
+        }
+    }
+}
+
 static void
 csv_field(FILE *f, const char *s)
 {
     if (strpbrk(s, ",\"\r\n") == NULL) {
-        fputs(s, f);
+        utf8_fputs(f, s); /* (no quote in it to double) */
         return;
     }
     fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
+    utf8_fputs(f, s);
     fputc('"', f);
 }
 

@@ -98,6 +98,12 @@ typedef struct cs_buf {
 
 void cs_buf_init(cs_buf *b);
 void cs_buf_free(cs_buf *b);
+/* The length (1 to 4) of the valid UTF-8 sequence at `s` (`n` bytes
+ * left), or 0 if the bytes there are not one: a stray continuation byte,
+ * an overlong form, a surrogate (a lone one captured from Python), or
+ * past U+10FFFF. Writers of text formats replace those with U+FFFD, so
+ * their output stays valid UTF-8 whatever was captured. */
+CS_EXPORT size_t cs_utf8_len(const unsigned char *s, size_t n);
 void cs_buf_append(cs_buf *b, const void *p, size_t n);
 void cs_buf_puts(cs_buf *b, const char *s);
 void cs_buf_printf(cs_buf *b, const char *fmt, ...) CS_PRINTF(2, 3);

@@ -302,10 +302,20 @@ cs__json_str(cs_buf *b, const char *s, size_t n)
             cs_buf_puts(b, "\\r");
             break;
         default:
-            if (c < 0x20)
+            if (c < 0x20) {
                 cs_buf_printf(b, "\\u%04x", c);
-            else
+            } else if (c < 0x80) {
                 cs_buf_append(b, &s[i], 1);
+            } else {
+                /* whole UTF-8 sequences; anything else becomes U+FFFD */
+                size_t k = cs_utf8_len((const unsigned char *)s + i, n - i);
+                if (k == 0) {
+                    cs_buf_puts(b, "\\ufffd");
+                } else {
+                    cs_buf_append(b, &s[i], k);
+                    i += k - 1;
+                }
+            }
         }
     }
     cs_buf_append(b, "\"", 1);

@@ -65,6 +65,7 @@ long long test_db_int(const char *dbpath, const char *sql);
     X(core_buf)                                                                             \
     X(core_clock)                                                                           \
     X(core_fast_clock)                                                                      \
+    X(core_utf8)                                                                            \
     X(core_fmt)                                                                             \
     X(log_roundtrip)                                                                        \
     X(log_threads_exact)                                                                    \

@@ -107,3 +107,23 @@ test_core_fast_clock(void)
     int64_t off = (int64_t)(cs_clock_fast_ns() - cs_clock_mono_ns());
     ASSERT_TRUE(off < 1000000 && off > -1000000);
 }
+
+void
+test_core_utf8(void)
+{
+    const unsigned char ok[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    ASSERT_EQ(cs_utf8_len(ok, 1), 1);
+    ASSERT_EQ(cs_utf8_len(ok + 1, 2), 2);     /* é */
+    ASSERT_EQ(cs_utf8_len(ok + 3, 3), 3);     /* € */
+    ASSERT_EQ(cs_utf8_len(ok + 6, 4), 4);     /* 😀 */
+    ASSERT_EQ(cs_utf8_len(ok + 6, 3), 0);     /* cut short */
+    const unsigned char surrogate[] = "\xed\xb3\xbf"; /* U+DCFF, lone */
+    ASSERT_EQ(cs_utf8_len(surrogate, 3), 0);
+    const unsigned char overlong[] = "\xc0\xaf\xe0\x80\xaf";
+    ASSERT_EQ(cs_utf8_len(overlong, 2), 0);
+    ASSERT_EQ(cs_utf8_len(overlong + 2, 3), 0);
+    const unsigned char stray[] = "\x80\xff\xf5\x80\x80\x80";
+    ASSERT_EQ(cs_utf8_len(stray, 1), 0);
+    ASSERT_EQ(cs_utf8_len(stray + 1, 1), 0);
+    ASSERT_EQ(cs_utf8_len(stray + 2, 4), 0); /* past U+10FFFF */
+}

@@ -226,3 +226,27 @@ def test_pstats_counts_as_cprofile_does(run_py, root, tmp_path):
                 if k[2] in "ab"}
     assert callers(mine, "b") == callers(out, "b") == {"a": (12, 3)}
     assert callers(mine, "a") == callers(out, "a") == {"b": (12, 3)}
+
+
+def test_exports_stay_valid_utf8_whatever_was_captured(run_py, cli, root, tmp_path):
+    """A captured string with a lone surrogate ("bad \\udcff") keeps csv,
+    jsonl and chrome valid UTF-8 (and JSON): the bad part reads U+FFFD."""
+    run_py("""
+        import callscope
+        @callscope.monitor(args=True, result=True)
+        def f(s):
+            return s
+        f("bad \\udcff end")
+        f("fine é €")
+    """)
+    for fmt in ("csv", "jsonl", "chrome"):
+        out = tmp_path / f"e.{fmt}"
+        cli("export", "-F", fmt, "-o", out, check=0)
+        text = out.read_bytes().decode("utf-8")  # strict: raises if invalid
+        assert "fine é €" in text
+        assert "\\ufffd" in text or "\ufffd" in text
+        if fmt == "jsonl":
+            rows = [json.loads(line) for line in text.splitlines()]
+            assert any("\ufffd" in (r.get("args") or "") for r in rows)
+        elif fmt == "chrome":
+            json.loads(text)
