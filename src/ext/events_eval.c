@@ -76,6 +76,11 @@ static PyObject *
 cs_eval(PyThreadState *tstate, cs_eframe *f, int throwflag)
 {
     ext_state *st = H.st;
+    /* With a hook in, every Python call is a C call: near the end of the C
+     * stack a new frame (not a generator's resumption) is refused. */
+    if (CS_UNLIKELY(rec_stack_low()) && !throwflag &&
+        !(cs_eframe_code(f)->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))
+        return rec_stack_error();
     if (CS_LIKELY(st == NULL || !st->eng.log_on || st->trace == NULL || st->trace->sel == NULL ||
                   !is_selected(cs_eframe_code(f), f)))
         return call_prev(tstate, f, throwflag);
@@ -98,6 +103,11 @@ prof_hook(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
         if (!st->eng.tree_on)
             return 0;
         PyCodeObject *co = cs_frame_code_borrowed(frame);
+        if (CS_UNLIKELY(what == PyTrace_CALL && rec_stack_low()) &&
+            !(co->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR))) {
+            rec_stack_error(); /* the frame fails before its first line */
+            return -1;
+        }
         fn_info *fi = tree_code_known((PyObject *)co);
         if (CS_UNLIKELY(fi == NULL)) {
             exc = cs_exc_fetch();

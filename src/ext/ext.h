@@ -168,6 +168,25 @@ void rec_define(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyObj
 void rec_define_label(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind,
                       PyObject *code, const char *label);
 
+/* The C stack. A monitored call adds C frames (a decorator's, and on
+ * 3.10/3.11 the evaluation hook turns off the interpreter's inlined calls),
+ * so a recursion Python allows could overflow it. Below the floor -- 256 KiB
+ * above the thread's stack end -- a call raises RecursionError instead of
+ * crashing (record.c). */
+extern _Thread_local uintptr_t rec_stack_floor CS_TLS_MODEL;
+uintptr_t rec_stack_floor_init(void);
+/* Raise the RecursionError; returns NULL. */
+PyObject *rec_stack_error(void);
+
+static inline int
+rec_stack_low(void)
+{
+    uintptr_t floor = rec_stack_floor;
+    if (CS_UNLIKELY(floor == 0))
+        floor = rec_stack_floor_init();
+    return CS_UNLIKELY((uintptr_t)__builtin_frame_address(0) < floor);
+}
+
 /* Make sure monitor `m`'s FUNC record is in the current log. */
 static inline void
 rec_ensure_defined(cs_tstate *t, MonitorObject *m)

@@ -127,6 +127,8 @@ static PyObject *
 monitor_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     MonitorObject *m = (MonitorObject *)callable;
+    if (CS_UNLIKELY(rec_stack_low()))
+        return rec_stack_error();
     if (CS_UNLIKELY(m->async_kind != 0))
         return monitor_async_call(m, args, nargsf, kwnames);
     cs_tstate *t = cs_log_tstate();

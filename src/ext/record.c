@@ -441,6 +441,36 @@ rec_define_label(cs_tstate *t, uint32_t id, PyObject *ident, unsigned kind, PyOb
  * formatting again. The thread drops them at its next normal return. */
 _Thread_local int rec_held_exc CS_TLS_MODEL;
 
+_Thread_local uintptr_t rec_stack_floor CS_TLS_MODEL;
+
+uintptr_t
+rec_stack_floor_init(void)
+{
+    uintptr_t floor = 1; /* unknown: never low */
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr = NULL;
+        size_t size = 0;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr != NULL && size > 0) {
+            size_t margin = 256 * 1024;
+            if (margin > size / 4)
+                margin = size / 4;
+            floor = (uintptr_t)addr + margin;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    rec_stack_floor = floor;
+    return floor;
+}
+
+PyObject *
+rec_stack_error(void)
+{
+    PyErr_SetString(PyExc_RecursionError,
+                    "maximum recursion depth exceeded: the C stack is nearly full");
+    return NULL;
+}
+
 static PyObject *
 held_key(void)
 {

@@ -390,3 +390,40 @@ def test_errors_name_the_real_cause(cli, app, tmp_path):
     long = tmp_path / ("n" * 300)
     p = cli("run", "-q", app, env={"CALLSCOPE_DIR": str(long)}, check=1)
     assert "file name too long" in p.stderr
+
+
+DEEP = """
+import sys
+sys.setrecursionlimit(100000)
+{deco}
+def f(n):
+    return 0 if n == 0 else 1 + f(n - 1)
+print(f({n}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["-t", "--all", "decorator"])
+def test_deep_recursion_is_a_recursion_error_never_a_crash(tmp_path, root, mode):
+    """Under the limit set by sys.setrecursionlimit(100000), 60,000 levels
+    either finish or end in a clean RecursionError, never in a signal. Where
+    the interpreter adds no C stack per Python call (3.11 with the profile
+    hook, 3.12 and later), -t and --all finish. The decorator adds a C frame
+    per level, as functools.lru_cache does, so it may stop sooner."""
+    n = 60000
+    prog = tmp_path / "deep.py"
+    prog.write_text(DEEP.format(n=n, deco="import callscope\n@callscope.monitor"
+                                if mode == "decorator" else ""))
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
+    cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    args = {"-t": ["-t", "f"], "--all": ["--all"], "decorator": []}[mode]
+    p = subprocess.run([cli, "run", "-q", *args, str(prog)], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode in (0, 1), (p.returncode, p.stderr[-2000:])
+    if p.returncode == 1:
+        assert p.stderr.rstrip().splitlines()[-1].startswith("RecursionError"), p.stderr[-2000:]
+    must_finish = mode != "decorator" and (
+        sys.version_info >= (3, 12) or (sys.version_info >= (3, 11) and mode == "--all"))
+    if must_finish:
+        assert p.returncode == 0 and p.stdout.strip() == str(n), p.stderr[-2000:]
+    run = callscope.load(root=root)
+    assert run.info()["state"] != "running"
