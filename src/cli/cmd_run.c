@@ -451,13 +451,18 @@ cs_cmd_run(int argc, char **argv)
     struct sigaction fwd = {.sa_sigaction = forward, .sa_flags = SA_SIGINFO | SA_RESTART},
                      old[N_FORWARDED];
     sigemptyset(&fwd.sa_mask);
+    /* a signal callscope was started ignoring (nohup, a background job)
+     * stays ignored, as the program inherited it: nothing to forward */
+    int caught[N_FORWARDED] = {0};
     for (size_t i = 0; i < N_FORWARDED; i++)
-        sigaction(forwarded[i], &fwd, &old[i]);
+        if (sigaction(forwarded[i], NULL, &old[i]) == 0 && old[i].sa_handler != SIG_IGN)
+            caught[i] = sigaction(forwarded[i], &fwd, NULL) == 0;
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     for (size_t i = 0; i < N_FORWARDED; i++)
-        sigaction(forwarded[i], &old[i], NULL);
+        if (caught[i])
+            sigaction(forwarded[i], &old[i], NULL);
     forward_to = 0;
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (launch_failed(rundir)) {

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -274,8 +275,11 @@ def test_signals_reach_the_program(tmp_path, root, sig):
     """))
     env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
     cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    # the test is that the signal is not ignored: a suite started as a
+    # background job or under nohup would hand SIGINT/SIGHUP down ignored
     p = subprocess.Popen([cli, "run", "-q", str(prog)], env=env, cwd=tmp_path,
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         assert p.stdout.readline().strip() == "ready"
         os.kill(p.pid, sig)  # callscope's pid, not the program's
@@ -287,6 +291,33 @@ def test_signals_reach_the_program(tmp_path, root, sig):
     run = callscope.load(root=root)
     assert run.info()["state"] != "running"
     assert len(run.calls("__main__.step")) == 100
+
+
+def test_ignored_signals_stay_ignored(tmp_path, root):
+    """Started ignoring SIGHUP (as under nohup), `callscope run` keeps it
+    ignored, as the program it runs does: a hang-up ends neither."""
+    prog = tmp_path / "wait.py"
+    prog.write_text(textwrap.dedent("""
+        import sys, time
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print("still here", flush=True)
+    """))
+    env = dict(os.environ, CALLSCOPE_DIR=str(root), CALLSCOPE_RUN_DIR="")
+    cli = os.path.join(os.path.dirname(sys.executable), "callscope")
+    p = subprocess.Popen([cli, "run", "-q", str(prog)], env=env, cwd=tmp_path,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        os.kill(p.pid, signal.SIGHUP)
+        time.sleep(0.3)
+        assert p.poll() is None
+        out, _ = p.communicate("go\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and out.strip() == "still here"
 
 
 def _modes(path):
