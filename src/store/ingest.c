@@ -65,24 +65,42 @@ omap_find(omap *m, uint64_t key)
     }
 }
 
+/* Both maps of this file probe linearly, with a uint64_t key first in each
+ * slot (0: empty). The table of `cap` slots of `size` bytes, rehashed into
+ * one twice as large (256 slots at first); NULL when out of memory. */
+static void *
+table_grow(const void *slots, size_t cap, size_t size)
+{
+    size_t ncap = cap ? cap * 2 : 256;
+    char *s = cs__calloc(ncap, size);
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; i < cap; i++) {
+        const char *from = (const char *)slots + i * size;
+        uint64_t key, taken;
+        memcpy(&key, from, sizeof key);
+        if (key == 0)
+            continue;
+        size_t j = mix(key) & (ncap - 1);
+        for (;; j = (j + 1) & (ncap - 1)) {
+            memcpy(&taken, s + j * size, sizeof taken);
+            if (taken == 0)
+                break;
+        }
+        memcpy(s + j * size, from, size);
+    }
+    return s;
+}
+
 static int
 omap_grow(omap *m)
 {
-    size_t cap = m->cap ? m->cap * 2 : 256;
-    ocall *s = cs__calloc(cap, sizeof *s);
+    ocall *s = table_grow(m->slots, m->cap, sizeof *s);
     if (s == NULL)
         return CS_ENOMEM;
-    for (size_t i = 0; i < m->cap; i++) {
-        if (m->slots[i].key == 0)
-            continue;
-        size_t j = mix(m->slots[i].key) & (cap - 1);
-        while (s[j].key)
-            j = (j + 1) & (cap - 1);
-        s[j] = m->slots[i];
-    }
     cs__free(m->slots);
     m->slots = s;
-    m->cap = cap;
+    m->cap = m->cap ? m->cap * 2 : 256;
     return CS_OK;
 }
 
@@ -138,21 +156,12 @@ static nslot *
 nmap_get(nmap *m, uint64_t key)
 {
     if ((m->n + 1) * 2 > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 256;
-        nslot *s = cs__calloc(cap, sizeof *s);
+        nslot *s = table_grow(m->slots, m->cap, sizeof *s);
         if (s == NULL)
             return NULL;
-        for (size_t i = 0; i < m->cap; i++) {
-            if (m->slots[i].key == 0)
-                continue;
-            size_t j = mix(m->slots[i].key) & (cap - 1);
-            while (s[j].key)
-                j = (j + 1) & (cap - 1);
-            s[j] = m->slots[i];
-        }
         cs__free(m->slots);
         m->slots = s;
-        m->cap = cap;
+        m->cap = m->cap ? m->cap * 2 : 256;
     }
     size_t i = mix(key) & (m->cap - 1);
     while (m->slots[i].key && m->slots[i].key != key)
